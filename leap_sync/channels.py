@@ -1,0 +1,168 @@
+"""Event channels: what ``message_event_channel()`` and ``channel_event_channel()``
+return, the Python counterpart of the Go SDK's Go channels.
+
+The client's I/O thread appends each received batch in wire order; any number of
+consumer threads take events out. The producer never blocks: a channel is unbounded by
+default, and a bounded one applies its overflow policy instead of waiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from typing import Callable, Generic, Iterable, Iterator, Optional, TypeVar
+
+from .errors import ChannelClosed, ChannelOverflowError
+
+__all__ = ["EventChannel", "OVERFLOW_POLICIES"]
+
+T = TypeVar("T")
+OVERFLOW_POLICIES = ("drop_oldest", "error")
+
+
+class EventChannel(Generic[T]):
+    """A queue of events fed by a client, in the order the server sent them.
+
+    - ``get(timeout=None)`` blocks for the next event; raises :class:`queue.Empty`
+      after ``timeout`` seconds, and :class:`ChannelClosed` once the channel is closed
+      and drained.
+    - Iterating yields events until the channel is closed and drained.
+    - ``maxsize=0`` (default) is unbounded. With ``maxsize=N`` the ``overflow`` policy
+      decides: ``"drop_oldest"`` discards the oldest events (counted in
+      :attr:`dropped`); ``"error"`` keeps what fits and closes the channel with
+      :class:`ChannelOverflowError`, which ``get()`` and iteration raise after the
+      events it holds, so a loss is never silent.
+    - ``close()`` detaches this channel from its client; the events it holds can still
+      be taken.
+
+    ``get`` never takes a lock while events are waiting, and the producer takes the
+    lock once per batch, not per event.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        overflow: str = "drop_oldest",
+        *,
+        on_close: Optional[Callable[["EventChannel[T]"], None]] = None,
+    ) -> None:
+        if maxsize < 0:
+            raise ValueError("maxsize must not be negative")
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.dropped = 0
+        """Events discarded by the ``drop_oldest`` policy."""
+        bounded = maxsize and overflow == "drop_oldest"
+        self._items: collections.deque[T] = collections.deque(maxlen=maxsize if bounded else None)
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._error: Optional[ChannelClosed] = None
+        self._on_close = on_close
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<EventChannel {state} qsize={len(self._items)} maxsize={self.maxsize} dropped={self.dropped}>"
+
+    # -- consumer side -----------------------------------------------------------------
+
+    def get(self, timeout: Optional[float] = None) -> T:
+        """The next event, waiting up to ``timeout`` seconds (``None``: forever).
+
+        Raises :class:`queue.Empty` on timeout and :class:`ChannelClosed` (or
+        :class:`ChannelOverflowError`) when closed and drained.
+        """
+        try:
+            return self._items.popleft()
+        except IndexError:
+            pass
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                try:
+                    return self._items.popleft()
+                except IndexError:
+                    pass
+                if self._closed:
+                    raise self._error if self._error is not None else ChannelClosed("event channel is closed")
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise queue.Empty
+                    self._cond.wait(remaining)
+
+    def get_nowait(self) -> T:
+        """The next event if one is waiting; else :class:`queue.Empty` (or
+        :class:`ChannelClosed` when closed and drained)."""
+        return self.get(timeout=0)
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield events until the channel is closed and drained (re-raising
+        :class:`ChannelOverflowError`)."""
+        while True:
+            try:
+                yield self.get()
+            except ChannelOverflowError:
+                raise
+            except ChannelClosed:
+                return
+
+    def qsize(self) -> int:
+        """Events waiting."""
+        return len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        """Whether no more events will be added."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop receiving events (detach from the client). Idempotent; the events
+        already held can still be taken."""
+        self._finish(None)
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            callback(self)
+
+    # -- producer side (the client) ----------------------------------------------------
+
+    def _put_many(self, events: Iterable[T]) -> None:
+        """Append a batch (the client's I/O thread). Never blocks on consumers."""
+        if self._closed:
+            return
+        overflow = False
+        with self._cond:
+            items = self._items
+            if self.maxsize:
+                if not isinstance(events, (list, tuple)):
+                    events = list(events)
+                excess = len(items) + len(events) - self.maxsize
+                if excess > 0:
+                    if items.maxlen is not None:  # drop_oldest: the deque discards them
+                        self.dropped += excess
+                    else:
+                        events = events[: len(events) - excess]
+                        overflow = True
+            items.extend(events)
+            if overflow:
+                self._closed = True
+                self._error = ChannelOverflowError(
+                    f"event channel overflowed its maxsize of {self.maxsize}: events were lost"
+                )
+            self._cond.notify_all()
+
+    def _finish(self, error: Optional[ChannelClosed]) -> None:
+        """No more events will come; wake every waiting consumer."""
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._error = error
+            self._cond.notify_all()

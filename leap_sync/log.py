@@ -1,0 +1,145 @@
+"""The logger interface of the Go SDK, in Python, and its three implementations.
+
+A logger is any object with ``debug(message, metadata)``, ``info(message, metadata)``,
+``warn(message, metadata)`` and ``error(message, err, metadata)``; ``metadata`` is a
+dict or ``None`` and ``err`` an exception or ``None``. Loggers must not raise (leap-sync
+guards the calls anyway) and must not block for long: they run on the client's I/O
+thread.
+
+- :class:`FmtLogger` prints to stderr at the level ``HOP_LOGGING_LEVEL`` names
+  (``debug``, ``info``, ``warn`` or ``error``; default ``info``), like the Go SDK's.
+- :class:`NopLogger` drops everything.
+- :class:`StdlibLogger` forwards to a :class:`logging.Logger`; with ``logger=None`` a
+  client uses ``StdlibLogger(logging.getLogger("leap_sync"))``, silent unless the
+  application configures logging.
+
+leap-sync never passes a token to a logger: Identify is logged with the token redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, Mapping, Optional, Protocol, TextIO, runtime_checkable
+
+__all__ = ["FmtLogger", "Logger", "NopLogger", "StdlibLogger", "LEVELS"]
+
+Metadata = Optional[Mapping[str, Any]]
+LEVELS = ("debug", "info", "warn", "error")
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """The logging interface leap-sync calls (the Go SDK's, method for method)."""
+
+    def debug(self, message: str, metadata: Metadata = None) -> None: ...
+
+    def info(self, message: str, metadata: Metadata = None) -> None: ...
+
+    def warn(self, message: str, metadata: Metadata = None) -> None: ...
+
+    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None: ...
+
+
+def _format_metadata(metadata: Metadata) -> str:
+    if not metadata:
+        return ""
+    return " " + " ".join(f"{key}={value!r}" for key, value in metadata.items())
+
+
+class NopLogger:
+    """Logs nothing."""
+
+    def debug(self, message: str, metadata: Metadata = None) -> None:
+        pass
+
+    def info(self, message: str, metadata: Metadata = None) -> None:
+        pass
+
+    def warn(self, message: str, metadata: Metadata = None) -> None:
+        pass
+
+    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None:
+        pass
+
+
+class FmtLogger:
+    """Prints ``<time> <LEVEL> leap: message key=value...`` lines to ``stream``
+    (stderr by default) at or above ``level``, which defaults to the
+    ``HOP_LOGGING_LEVEL`` environment variable (``info`` when unset or unknown)."""
+
+    def __init__(self, level: Optional[str] = None, stream: Optional[TextIO] = None) -> None:
+        if level is None:
+            level = os.environ.get("HOP_LOGGING_LEVEL", "info").strip().lower()
+        if level == "warning":
+            level = "warn"
+        if level not in LEVELS:
+            level = "info"
+        self.level = level
+        self._threshold = LEVELS.index(level)
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FmtLogger(level={self.level!r})"
+
+    def _write(self, level: str, message: str, metadata: Metadata, err: Optional[BaseException] = None) -> None:
+        if LEVELS.index(level) < self._threshold:
+            return
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level.upper():5} leap: {message}"
+        if err is not None:
+            line += f" error={err}"
+        line += _format_metadata(metadata)
+        stream = self._stream if self._stream is not None else sys.stderr
+        with self._lock:
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed stream must not break the client
+
+    def debug(self, message: str, metadata: Metadata = None) -> None:
+        self._write("debug", message, metadata)
+
+    def info(self, message: str, metadata: Metadata = None) -> None:
+        self._write("info", message, metadata)
+
+    def warn(self, message: str, metadata: Metadata = None) -> None:
+        self._write("warn", message, metadata)
+
+    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None:
+        self._write("error", message, metadata, err)
+
+
+class StdlibLogger:
+    """Forwards to a standard :class:`logging.Logger`; metadata goes in the message
+    and in ``extra={"leap": metadata}``."""
+
+    def __init__(self, logger: Optional[logging.Logger] = None) -> None:
+        self.logger = logger if logger is not None else logging.getLogger("leap_sync")
+
+    def __repr__(self) -> str:
+        return f"StdlibLogger({self.logger.name!r})"
+
+    def _log(self, level: int, message: str, metadata: Metadata, err: Optional[BaseException] = None) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        text = message
+        if err is not None:
+            text += f" error={err}"
+        self.logger.log(level, "%s", text + _format_metadata(metadata), extra={"leap": dict(metadata or {})})
+
+    def debug(self, message: str, metadata: Metadata = None) -> None:
+        self._log(logging.DEBUG, message, metadata)
+
+    def info(self, message: str, metadata: Metadata = None) -> None:
+        self._log(logging.INFO, message, metadata)
+
+    def warn(self, message: str, metadata: Metadata = None) -> None:
+        self._log(logging.WARNING, message, metadata)
+
+    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None:
+        self._log(logging.ERROR, message, metadata, err)

@@ -1,0 +1,171 @@
+"""ETF (Erlang External Term Format) through ``erlpack``, made safe for untrusted input.
+
+``erlpack`` is an optional dependency (the ``etf`` extra). Its C decoder recurses
+without a depth limit (a deeply nested term crashes the interpreter) and trusts length
+fields, so :func:`decode` first walks the term iteratively with :func:`check_term`,
+which bounds the nesting depth and checks every length against the bytes present, and
+only then hands it to erlpack.
+
+Decoded binaries, atoms and dict keys come back as ``str`` (atoms other than
+``nil``/``true``/``false`` as ``erlpack.Atom``, a ``str`` subclass).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable
+
+from ..errors import LeapEncodeError, LeapError, LeapProtocolError
+
+__all__ = ["DEFAULT_MAX_DEPTH", "check_term", "decode", "encode", "erlpack_available"]
+
+DEFAULT_MAX_DEPTH = 256
+VERSION = 131
+
+_MISSING = (
+    "the 'etf' encoding needs erlpack: install leap-sync with the etf extra "
+    "(pip install 'leap-sync[etf]'; erlpack builds from source with a C++ compiler)"
+)
+
+try:  # pragma: no cover - exercised by the presence or absence of the extra
+    import erlpack as _erlpack
+except ImportError:  # pragma: no cover
+    _erlpack = None
+
+
+def erlpack_available() -> bool:
+    """Whether the ``etf`` extra (erlpack) is installed."""
+    return _erlpack is not None
+
+
+def _require() -> Any:
+    if _erlpack is None:
+        raise LeapError(_MISSING)
+    return _erlpack
+
+
+# Fixed-size terms: tag -> bytes after the tag.
+_FIXED = {
+    70: 8,  # NEW_FLOAT_EXT
+    97: 1,  # SMALL_INTEGER_EXT
+    98: 4,  # INTEGER_EXT
+    99: 31,  # FLOAT_EXT
+    106: 0,  # NIL_EXT
+}
+# Terms with a length prefix of N bytes followed by that many bytes of data.
+_SIZED = {
+    100: 2,  # ATOM_EXT
+    107: 2,  # STRING_EXT
+    109: 4,  # BINARY_EXT
+    115: 1,  # SMALL_ATOM_EXT
+    118: 2,  # ATOM_UTF8_EXT
+    119: 1,  # SMALL_ATOM_UTF8_EXT
+}
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    """Check that ``data`` is one complete ETF term erlpack can safely decode.
+
+    Walks the term without recursion. Raises :class:`LeapProtocolError` for a missing
+    version byte, a truncated term, trailing bytes, nesting deeper than ``max_depth``,
+    or a term type outside what JSON-like payloads use (pids, ports, references, funs
+    and compressed terms are refused).
+    """
+    n = len(data)
+    if n == 0 or data[0] != VERSION:
+        raise LeapProtocolError("ETF payload does not start with version byte 131")
+    pos = 1
+    # Each stack entry is the number of terms still to read at that nesting level.
+    stack = [1]
+    while stack:
+        if stack[-1] == 0:
+            stack.pop()
+            continue
+        stack[-1] -= 1
+        if pos >= n:
+            raise LeapProtocolError("truncated ETF term")
+        tag = data[pos]
+        pos += 1
+        size = _FIXED.get(tag)
+        if size is not None:
+            pos += size
+        elif tag in _SIZED:
+            width = _SIZED[tag]
+            if pos + width > n:
+                raise LeapProtocolError("truncated ETF term")
+            if width == 1:
+                length = data[pos]
+            elif width == 2:
+                length = _U16.unpack_from(data, pos)[0]
+            else:
+                length = _U32.unpack_from(data, pos)[0]
+            pos += width + length
+        elif tag == 110 or tag == 111:  # SMALL_BIG_EXT, LARGE_BIG_EXT
+            width = 1 if tag == 110 else 4
+            if pos + width > n:
+                raise LeapProtocolError("truncated ETF term")
+            length = data[pos] if width == 1 else _U32.unpack_from(data, pos)[0]
+            if length > 64:
+                raise LeapProtocolError("ETF integer too large")
+            pos += width + 1 + length
+        elif tag in (104, 105, 108, 116):  # SMALL_TUPLE, LARGE_TUPLE, LIST, MAP
+            width = 1 if tag == 104 else 4
+            if pos + width > n:
+                raise LeapProtocolError("truncated ETF term")
+            count = data[pos] if width == 1 else _U32.unpack_from(data, pos)[0]
+            pos += width
+            if tag == 108:
+                count += 1  # the list tail
+            elif tag == 116:
+                count *= 2
+            # Every term takes at least one byte: a count beyond what is left is a lie.
+            if count > n - pos:
+                raise LeapProtocolError("truncated ETF term")
+            if len(stack) >= max_depth:
+                raise LeapProtocolError(f"ETF term nested deeper than {max_depth}")
+            stack.append(count)
+        else:
+            raise LeapProtocolError(f"unsupported ETF term type {tag}")
+        if pos > n:
+            raise LeapProtocolError("truncated ETF term")
+    if pos != n:
+        raise LeapProtocolError("trailing bytes after ETF term")
+
+
+def decoder() -> Callable[[bytes], Any]:
+    """An erlpack decoder function that returns binaries as ``str``."""
+    return _require().ErlangTermDecoder(encoding="utf-8").loads  # type: ignore[no-any-return]
+
+
+def decode(
+    data: bytes,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    _loads: Callable[[bytes], Any] | None = None,
+) -> Any:
+    """Decode one ETF term from untrusted ``data``.
+
+    Raises :class:`LeapProtocolError` for anything malformed, and :class:`LeapError`
+    naming the ``etf`` extra when erlpack is not installed.
+    """
+    loads = _loads if _loads is not None else decoder()
+    check_term(data, max_depth)
+    try:
+        return loads(data)
+    except Exception as exc:  # erlpack raises TypeError, ValueError and its own errors
+        raise LeapProtocolError(f"invalid ETF payload: {exc}") from None
+
+
+def encode(obj: Any) -> bytes:
+    """Encode ``obj`` as ETF (``str`` as binaries, ``None``/``True``/``False`` as atoms).
+
+    Raises :class:`LeapEncodeError` for values ETF cannot carry (ints beyond 64 bits,
+    sets, arbitrary objects).
+    """
+    pack = _require().pack
+    try:
+        return pack(obj)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise LeapEncodeError(f"cannot encode value as ETF: {exc}") from None
+

@@ -1,0 +1,319 @@
+"""Values that travel on a Leap Edge connection, as frozen, slotted attrs classes.
+
+Server-to-client events (what :func:`leap_sync.protocol.parse.parse_server_frame`
+returns) and client-to-server requests (what
+:func:`leap_sync.protocol.parse.parse_client_frame` returns, for servers). They carry
+data only; validation happens in the parsers, at the boundary.
+
+JSON objects inside events (channel state, message data, metadata) are kept as the
+plain ``dict``/``list`` values the codec produced.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import attrs
+
+__all__ = [
+    "AvailableEvent",
+    "Channel",
+    "ChannelEvent",
+    "ClientFrame",
+    "ClientHeartbeat",
+    "Event",
+    "Hello",
+    "HeartbeatAck",
+    "HeartbeatRequest",
+    "Identify",
+    "InitEvent",
+    "MessageEvent",
+    "PipeRoom",
+    "PipeRoomAvailableEvent",
+    "PipeRoomSubscribe",
+    "PipeRoomUnavailableEvent",
+    "PipeRoomUnsubscribe",
+    "PipeRoomUpdateEvent",
+    "SendMessage",
+    "ServerFrame",
+    "SetChannelState",
+    "StateUpdateEvent",
+    "Subscribe",
+    "TokenStateUpdateEvent",
+    "UnavailableEvent",
+    "UnknownClientEvent",
+    "UnknownEvent",
+    "Unsubscribe",
+]
+
+# -- objects inside events ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Channel:
+    """A Hop channel: ``{id, project_id, state, type, capabilities?}``.
+
+    ``type`` is ``"private"``, ``"public"`` or ``"unprotected"``.
+    """
+
+    id: str
+    project_id: str
+    state: Any = attrs.field(factory=dict)
+    type: str = "private"
+    capabilities: Optional[int] = None
+
+
+@attrs.frozen
+class PipeRoom:
+    """A Pipe room, as Leap Edge sends it (sensitive fields stripped)."""
+
+    id: str
+    name: str
+    created_at: str
+    ingest_protocol: str
+    delivery_protocols: tuple[str, ...]
+    join_token: str
+    ingest_region: str
+    state: str  # "live" | "offline"
+
+
+# -- server control frames ----------------------------------------------------------------
+
+
+@attrs.frozen
+class Hello:
+    """Op 1: the server's first frame. ``heartbeat_interval`` is in milliseconds."""
+
+    heartbeat_interval: int
+
+
+@attrs.frozen
+class HeartbeatRequest:
+    """Op 3 from the server: answer at once with the same ``tag`` (``None`` for an
+    untagged request)."""
+
+    tag: Optional[str] = None
+
+
+@attrs.frozen
+class HeartbeatAck:
+    """Op 4: a heartbeat was acknowledged; ``tag`` and ``latency`` (ms, the server's
+    measured round trip) are set for an answered tagged request."""
+
+    tag: Optional[str] = None
+    latency: Optional[int] = None
+
+
+# -- server dispatch events ---------------------------------------------------------------
+
+
+@attrs.frozen
+class InitEvent:
+    """``INIT``: authentication succeeded; the connection is ready.
+
+    ``scope`` is ``"project"``, ``"token"`` or ``"noauth"``; ``channels`` are those the
+    session is already subscribed to.
+    """
+
+    cid: str
+    connection_count: int
+    metadata: Any
+    scope: str
+    channels: tuple[Channel, ...] = ()
+
+
+@attrs.frozen
+class MessageEvent:
+    """``MESSAGE`` (a channel message) or ``DIRECT_MESSAGE`` (sent to the token).
+
+    ``data`` is whatever JSON value the sender gave (object, list, string, number,
+    ``null``). ``unicast`` is true when only this connection, not the whole session,
+    received it. ``seq`` is a server-assigned sequence number when the server provides
+    one (the embedded test server does for sequenced channels; Hop's edge does not).
+    """
+
+    channel_id: Optional[str]
+    event_name: str
+    data: Any
+    unicast: bool = False
+    direct: bool = False
+    seq: Optional[int] = None
+
+    @property
+    def is_direct_message(self) -> bool:
+        """Whether this came as a ``DIRECT_MESSAGE`` rather than a channel message."""
+        return self.direct
+
+
+@attrs.frozen
+class AvailableEvent:
+    """``AVAILABLE``: a channel became available to this session."""
+
+    channel_id: Optional[str]
+    channel: Channel
+
+
+@attrs.frozen
+class UnavailableEvent:
+    """``UNAVAILABLE``: unsubscribed from, or refused, a channel (or pipe room).
+
+    ``error_code`` is ``None`` when ``graceful``, otherwise e.g. ``"NOT_GRANTED"`` or
+    ``"UNKNOWN"``.
+    """
+
+    channel_id: Optional[str]
+    graceful: bool
+    error_code: Optional[str] = None
+
+
+@attrs.frozen
+class StateUpdateEvent:
+    """``STATE_UPDATE``: a channel's state changed."""
+
+    channel_id: Optional[str]
+    state: Any
+
+
+@attrs.frozen
+class TokenStateUpdateEvent:
+    """``TOKEN_STATE_UPDATE``: the Leap token's state changed."""
+
+    channel_id: Optional[str]
+    state: Any
+
+
+@attrs.frozen
+class PipeRoomAvailableEvent:
+    """``PIPE_ROOM_AVAILABLE``: a Pipe room became available. ``connection`` maps a
+    delivery protocol (``"webrtc"``, ``"llhls"``) to ``{edge_endpoint, type,
+    serving_pop}``; it is empty while the room is offline."""
+
+    channel_id: Optional[str]
+    pipe_room: PipeRoom
+    connection: Any = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class PipeRoomUpdateEvent:
+    """``PIPE_ROOM_UPDATE``: a Pipe room changed (same fields as available)."""
+
+    channel_id: Optional[str]
+    pipe_room: PipeRoom
+    connection: Any = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class PipeRoomUnavailableEvent:
+    """``PIPE_ROOM_UNAVAILABLE``: a Pipe room went away or was refused."""
+
+    channel_id: Optional[str]
+    graceful: bool
+    error_code: Optional[str] = None
+    join_token: Optional[str] = None
+
+
+@attrs.frozen
+class UnknownEvent:
+    """A dispatch event this library does not know; kept so newer servers do not break
+    older clients."""
+
+    channel_id: Optional[str]
+    event_name: str
+    data: Any
+    unicast: bool = False
+
+
+ChannelEvent = Union[
+    AvailableEvent,
+    UnavailableEvent,
+    StateUpdateEvent,
+    TokenStateUpdateEvent,
+    PipeRoomAvailableEvent,
+    PipeRoomUpdateEvent,
+    PipeRoomUnavailableEvent,
+    UnknownEvent,
+]
+"""What a client's channel-event channel yields."""
+
+Event = Union[InitEvent, MessageEvent, ChannelEvent]
+"""Every dispatch event a server sends."""
+
+ServerFrame = Union[Hello, HeartbeatRequest, HeartbeatAck, Event]
+"""Everything :func:`~leap_sync.protocol.parse.parse_server_frame` returns."""
+
+
+# -- client frames (what a server parses) -----------------------------------------------
+
+
+@attrs.frozen
+class Identify:
+    """Op 2: ``token`` is ``None`` for a tokenless connection."""
+
+    project_id: str
+    token: Optional[str] = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class ClientHeartbeat:
+    """Op 3 from a client: a periodic beat (``tag`` ``None``) or the answer to a tagged
+    request."""
+
+    tag: Optional[str] = None
+
+
+@attrs.frozen
+class Subscribe:
+    channel_id: str
+
+
+@attrs.frozen
+class Unsubscribe:
+    channel_id: str
+
+
+@attrs.frozen
+class SetChannelState:
+    channel_id: str
+    state: Any
+
+
+@attrs.frozen
+class SendMessage:
+    """``MESSAGE`` sent by a client to a channel."""
+
+    channel_id: str
+    event_name: str
+    data: Any
+
+
+@attrs.frozen
+class PipeRoomSubscribe:
+    join_token: str
+
+
+@attrs.frozen
+class PipeRoomUnsubscribe:
+    room_id: str
+
+
+@attrs.frozen
+class UnknownClientEvent:
+    """A dispatch event from a client that Leap Edge does not define."""
+
+    channel_id: Optional[str]
+    event_name: str
+    data: Any
+
+
+ClientFrame = Union[
+    Identify,
+    ClientHeartbeat,
+    Subscribe,
+    Unsubscribe,
+    SetChannelState,
+    SendMessage,
+    PipeRoomSubscribe,
+    PipeRoomUnsubscribe,
+    UnknownClientEvent,
+]
+"""Everything :func:`~leap_sync.protocol.parse.parse_client_frame` returns."""

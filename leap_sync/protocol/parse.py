@@ -1,0 +1,347 @@
+"""Turn decoded frames (the objects a :class:`~leap_sync.protocol.codec.Codec` returns)
+into models, checking every type.
+
+:func:`parse_server_frame` is what a client uses; :func:`parse_client_frame` is what a
+server uses. Both raise :class:`LeapProtocolError` (carrying the op and event name) for
+anything malformed, and never anything else. Unknown dispatch events are not errors:
+they parse to :class:`UnknownEvent` / :class:`UnknownClientEvent`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from ..errors import LeapProtocolError
+from .models import (
+    AvailableEvent,
+    Channel,
+    ClientFrame,
+    ClientHeartbeat,
+    Event,
+    Hello,
+    HeartbeatAck,
+    HeartbeatRequest,
+    Identify,
+    InitEvent,
+    MessageEvent,
+    PipeRoom,
+    PipeRoomAvailableEvent,
+    PipeRoomSubscribe,
+    PipeRoomUnavailableEvent,
+    PipeRoomUnsubscribe,
+    PipeRoomUpdateEvent,
+    SendMessage,
+    ServerFrame,
+    SetChannelState,
+    StateUpdateEvent,
+    Subscribe,
+    TokenStateUpdateEvent,
+    UnavailableEvent,
+    UnknownClientEvent,
+    UnknownEvent,
+    Unsubscribe,
+)
+
+__all__ = ["parse_channel", "parse_client_frame", "parse_pipe_room", "parse_server_frame"]
+
+
+class _Bad(Exception):
+    """Internal: a field check failed; turned into LeapProtocolError with context."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field(obj: dict[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
+    value = obj.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _Bad(f"missing field {name!r}")
+    if kind is int:
+        if not _is_int(value):
+            raise _Bad(f"field {name!r} must be an integer")
+    elif not isinstance(value, kind):
+        raise _Bad(f"field {name!r} must be of type {kind.__name__}")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"{what} must be an object")
+    return value
+
+
+def parse_channel(obj: Any) -> Channel:
+    """A channel object: ``{id, project_id, state, type, capabilities?}``."""
+    obj = _object(obj, "channel")
+    state = obj.get("state")
+    return Channel(
+        id=_field(obj, "id", str),
+        project_id=_field(obj, "project_id", str),
+        state={} if state is None else state,
+        type=_field(obj, "type", str),
+        capabilities=_field(obj, "capabilities", int, optional=True),
+    )
+
+
+def parse_pipe_room(obj: Any) -> PipeRoom:
+    """A pipe room object."""
+    obj = _object(obj, "pipe_room")
+    protocols = obj.get("delivery_protocols")
+    if protocols is None:
+        protocols = []
+    if not isinstance(protocols, (list, tuple)) or not all(isinstance(p, str) for p in protocols):
+        raise _Bad("field 'delivery_protocols' must be a list of strings")
+    return PipeRoom(
+        id=_field(obj, "id", str),
+        name=_field(obj, "name", str),
+        created_at=_field(obj, "created_at", str),
+        ingest_protocol=_field(obj, "ingest_protocol", str),
+        delivery_protocols=tuple(protocols),
+        join_token=_field(obj, "join_token", str),
+        ingest_region=_field(obj, "ingest_region", str),
+        state=_field(obj, "state", str),
+    )
+
+
+# -- server -> client -----------------------------------------------------------------------
+
+
+def _init(c: Optional[str], u: Any, data: Any) -> Event:
+    data = _object(data, "INIT data")
+    channels = data.get("channels")
+    if channels is None:
+        channels = []
+    if not isinstance(channels, list):
+        raise _Bad("field 'channels' must be a list")
+    return InitEvent(
+        cid=_field(data, "cid", str),
+        connection_count=_field(data, "connection_count", int),
+        metadata=data.get("metadata"),
+        scope=_field(data, "scope", str),
+        channels=tuple(parse_channel(ch) for ch in channels),
+    )
+
+
+def _message(c: Optional[str], u: Any, data: Any, direct: bool = False) -> Event:
+    data = _object(data, "message data")
+    return MessageEvent(
+        c,
+        _field(data, "e", str),
+        data.get("d"),
+        u is True,
+        direct,
+        _field(data, "seq", int, optional=True),
+    )
+
+
+def _direct_message(c: Optional[str], u: Any, data: Any) -> Event:
+    return _message(c, u, data, True)
+
+
+def _available(c: Optional[str], u: Any, data: Any) -> Event:
+    data = _object(data, "AVAILABLE data")
+    return AvailableEvent(c, parse_channel(data.get("channel")))
+
+
+def _graceful(data: dict[str, Any]) -> bool:
+    graceful = data.get("graceful", False)
+    if not isinstance(graceful, bool):
+        raise _Bad("field 'graceful' must be a boolean")
+    return graceful
+
+
+def _unavailable(c: Optional[str], u: Any, data: Any) -> Event:
+    data = _object(data, "UNAVAILABLE data")
+    return UnavailableEvent(c, _graceful(data), _field(data, "error_code", str, optional=True))
+
+
+def _state_update(c: Optional[str], u: Any, data: Any) -> Event:
+    return StateUpdateEvent(c, _object(data, "STATE_UPDATE data").get("state"))
+
+
+def _token_state_update(c: Optional[str], u: Any, data: Any) -> Event:
+    return TokenStateUpdateEvent(c, _object(data, "TOKEN_STATE_UPDATE data").get("state"))
+
+
+def _pipe_room_fields(data: Any, what: str) -> tuple[PipeRoom, Any]:
+    data = _object(data, what)
+    connection = data.get("connection")
+    if connection is None:
+        connection = {}
+    if not isinstance(connection, dict):
+        raise _Bad("field 'connection' must be an object")
+    return parse_pipe_room(data.get("pipe_room")), connection
+
+
+def _pipe_room_available(c: Optional[str], u: Any, data: Any) -> Event:
+    room, connection = _pipe_room_fields(data, "PIPE_ROOM_AVAILABLE data")
+    return PipeRoomAvailableEvent(c, room, connection)
+
+
+def _pipe_room_update(c: Optional[str], u: Any, data: Any) -> Event:
+    room, connection = _pipe_room_fields(data, "PIPE_ROOM_UPDATE data")
+    return PipeRoomUpdateEvent(c, room, connection)
+
+
+def _pipe_room_unavailable(c: Optional[str], u: Any, data: Any) -> Event:
+    data = _object(data, "PIPE_ROOM_UNAVAILABLE data")
+    return PipeRoomUnavailableEvent(
+        c,
+        _graceful(data),
+        _field(data, "error_code", str, optional=True),
+        _field(data, "join_token", str, optional=True),
+    )
+
+
+_SERVER_EVENTS: dict[str, Callable[[Optional[str], Any, Any], Event]] = {
+    "INIT": _init,
+    "MESSAGE": _message,
+    "DIRECT_MESSAGE": _direct_message,
+    "AVAILABLE": _available,
+    "UNAVAILABLE": _unavailable,
+    "STATE_UPDATE": _state_update,
+    "TOKEN_STATE_UPDATE": _token_state_update,
+    "PIPE_ROOM_AVAILABLE": _pipe_room_available,
+    "PIPE_ROOM_UPDATE": _pipe_room_update,
+    "PIPE_ROOM_UNAVAILABLE": _pipe_room_unavailable,
+}
+
+
+def parse_server_frame(obj: Any) -> ServerFrame:
+    """Parse one decoded frame a server sent.
+
+    Returns :class:`Hello`, :class:`HeartbeatRequest`, :class:`HeartbeatAck`, or a
+    dispatch event model (:class:`MessageEvent`, :class:`InitEvent`, ...,
+    :class:`UnknownEvent` for events this library does not know). Raises
+    :class:`LeapProtocolError` for anything malformed, including an op a server may
+    not send.
+    """
+    # The common case first, with as few steps as possible: a channel MESSAGE.
+    if obj.__class__ is dict:
+        op = obj.get("op")
+        d = obj.get("d")
+        if op == 0 and op.__class__ is int and d.__class__ is dict:
+            if d.get("e") == "MESSAGE":
+                inner = d.get("d")
+                c = d.get("c")
+                if inner.__class__ is dict and c.__class__ is str:
+                    name = inner.get("e")
+                    seq = inner.get("seq")
+                    u = d.get("u")
+                    if (
+                        name.__class__ is str
+                        and (seq is None or seq.__class__ is int)
+                        and (u is None or u is True or u is False)
+                    ):
+                        return MessageEvent(c, name, inner.get("d"), u is True, False, seq)
+    else:
+        if not isinstance(obj, dict):
+            raise LeapProtocolError("frame must be an object")
+        op = obj.get("op")
+        d = obj.get("d")
+    return _parse_server_frame_slow(op, d)
+
+
+def _parse_server_frame_slow(op: Any, d: Any) -> ServerFrame:
+    if not _is_int(op):
+        raise LeapProtocolError("frame has no integer 'op'")
+    event: Optional[str] = None
+    try:
+        if op == 0:
+            d = _object(d, "dispatch 'd'")
+            event = d.get("e")
+            if not isinstance(event, str):
+                event = None
+                raise _Bad("dispatch has no string event name 'e'")
+            c = d.get("c")
+            if c is not None and not isinstance(c, str):
+                raise _Bad("dispatch channel 'c' must be a string or null")
+            u = d.get("u")
+            if u is not None and not isinstance(u, bool):
+                raise _Bad("dispatch 'u' must be a boolean")
+            handler = _SERVER_EVENTS.get(event)
+            if handler is None:
+                return UnknownEvent(c, str(event), d.get("d"), u is True)
+            return handler(c, u, d.get("d"))
+        if op == 1:
+            interval = _field(_object(d, "Hello 'd'"), "heartbeat_interval", int)
+            if interval <= 0:
+                raise _Bad("heartbeat_interval must be positive")
+            return Hello(interval)
+        if op == 3:
+            if d is None:
+                return HeartbeatRequest(None)
+            return HeartbeatRequest(_field(_object(d, "heartbeat 'd'"), "tag", str, optional=True))
+        if op == 4:
+            if d is None:
+                return HeartbeatAck()
+            d = _object(d, "heartbeat ack 'd'")
+            return HeartbeatAck(
+                _field(d, "tag", str, optional=True), _field(d, "latency", int, optional=True)
+            )
+    except _Bad as exc:
+        raise LeapProtocolError(str(exc), op=op, event=event) from None
+    raise LeapProtocolError("unknown opcode from server", op=op, close_code=4004)
+
+
+# -- client -> server -------------------------------------------------------------------
+
+
+def _channel_id(c: Any) -> str:
+    if not isinstance(c, str):
+        raise _Bad("channel 'c' must be a string")
+    return c
+
+
+def parse_client_frame(obj: Any) -> ClientFrame:
+    """Parse one decoded frame a client sent (what a server does).
+
+    Raises :class:`LeapProtocolError` whose ``close_code`` is 4004 for an unknown
+    opcode and 4005 for a malformed payload. An unknown dispatch event parses to
+    :class:`UnknownClientEvent`.
+    """
+    if not isinstance(obj, dict):
+        raise LeapProtocolError("frame must be an object")
+    op = obj.get("op")
+    if not _is_int(op):
+        raise LeapProtocolError("frame has no integer 'op'")
+    d = obj.get("d")
+    event: Optional[str] = None
+    try:
+        if op == 0:
+            d = _object(d, "dispatch 'd'")
+            event = d.get("e")
+            if not isinstance(event, str):
+                event = None
+                raise _Bad("dispatch has no string event name 'e'")
+            c = d.get("c")
+            data = d.get("d")
+            if event == "SUBSCRIBE":
+                return Subscribe(_channel_id(c))
+            if event == "UNSUBSCRIBE":
+                return Unsubscribe(_channel_id(c))
+            if event == "SET_CHANNEL_STATE":
+                return SetChannelState(_channel_id(c), _object(data, "channel state"))
+            if event == "MESSAGE":
+                data = _object(data, "message data")
+                return SendMessage(_channel_id(c), _field(data, "e", str), data.get("d"))
+            if event == "PIPE_ROOM_SUBSCRIBE":
+                return PipeRoomSubscribe(_field(_object(data, "data"), "join_token", str))
+            if event == "PIPE_ROOM_UNSUBSCRIBE":
+                return PipeRoomUnsubscribe(_field(_object(data, "data"), "id", str))
+            if c is not None and not isinstance(c, str):
+                raise _Bad("dispatch channel 'c' must be a string or null")
+            return UnknownClientEvent(c, str(event), data)
+        if op == 2:
+            d = _object(d, "Identify 'd'")
+            return Identify(_field(d, "project_id", str), _field(d, "token", str, optional=True))
+        if op == 3:
+            if d is None:
+                return ClientHeartbeat(None)
+            return ClientHeartbeat(_field(_object(d, "heartbeat 'd'"), "tag", str, optional=True))
+    except _Bad as exc:
+        raise LeapProtocolError(str(exc), op=op, event=event) from None
+    raise LeapProtocolError("unknown opcode from client", op=op, close_code=4004)

@@ -1,0 +1,153 @@
+"""The server's side of one Leap Edge connection, as a sans-I/O state machine.
+
+:class:`ServerSession` enforces the connection rules a Leap Edge server applies before
+any business logic: Hello first, Identify within the identify timeout (else 4002), no
+service payload before Identify (4003), known opcodes only (4004), well-formed payloads
+(4005), heartbeats on schedule and tagged requests answered in time (4007). It returns
+the parsed client frames the server's business logic acts on, and raises
+:class:`ServerClose` when the connection must close. Time comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Optional
+
+from ..errors import LeapProtocolError
+from . import frames
+from .codec import Codec, Payload
+from .heartbeat import DriftMonitor
+from .models import ClientFrame, ClientHeartbeat, Identify
+from .opcodes import CloseCode
+from .parse import parse_client_frame
+
+__all__ = ["ServerClose", "ServerSession", "ServerSessionState", "default_tolerance"]
+
+
+class ServerClose(Exception):
+    """The connection must be closed with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"close {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ServerSessionState(enum.Enum):
+    AWAITING_IDENTIFY = "awaiting_identify"
+    IDENTIFIED = "identified"
+
+
+def default_tolerance(interval: float) -> float:
+    """The default heartbeat tolerance (s) for an interval (s): 20% of it, at least
+    50 ms."""
+    return max(0.2 * interval, 0.05)
+
+
+class ServerSession:
+    """Connection rules for one client, from the server's side.
+
+    ``interval``, ``identify_timeout``, ``tolerance`` and ``request_timeout`` are in
+    seconds; ``now`` is the instant Hello is sent. ``compression`` makes
+    :meth:`encode` produce standalone zlib streams in binary frames.
+    """
+
+    def __init__(
+        self,
+        codec: Codec,
+        *,
+        interval: float,
+        identify_timeout: float,
+        now: float,
+        tolerance: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+        compression: bool = False,
+    ) -> None:
+        self.codec = codec
+        self.compression = compression
+        self.interval = interval
+        self.state = ServerSessionState.AWAITING_IDENTIFY
+        self.identify: Optional[Identify] = None
+        self.identify_deadline = now + identify_timeout
+        tolerance = default_tolerance(interval) if tolerance is None else tolerance
+        self.drift = DriftMonitor(interval, tolerance, now)
+        self.request_timeout = max(tolerance, 1.0) if request_timeout is None else request_timeout
+        self.check_heartbeats = True
+        """Set to False to stop enforcing the beat schedule (tagged requests still are)."""
+        self._requests: dict[Optional[str], float] = {}
+
+    def hello_frame(self) -> dict[str, Any]:
+        """The Hello to send first."""
+        return frames.hello(round(self.interval * 1000))
+
+    def encode(self, frame: dict[str, Any]) -> tuple[Payload, bool]:
+        """Encode a frame for this connection: ``(payload, binary)``."""
+        if self.compression:
+            return self.codec.encode_compressed(frame), True
+        return self.codec.encode(frame)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive(self, payload: Payload, binary: bool, now: float) -> tuple[ClientFrame, list[dict[str, Any]]]:
+        """Process one message from the client.
+
+        Returns the parsed frame and the control frames to send in answer (heartbeat
+        acks). Raises :class:`ServerClose` when the rules require closing.
+        """
+        self.check(now)
+        try:
+            frame = parse_client_frame(self.codec.decode(payload, binary))
+        except LeapProtocolError as exc:
+            raise ServerClose(exc.close_code, str(exc)) from None
+        replies: list[dict[str, Any]] = []
+        if isinstance(frame, ClientHeartbeat):
+            if frame.tag is None:
+                if not self.drift.beat(now) and self.check_heartbeats:
+                    raise ServerClose(
+                        CloseCode.OUT_OF_SYNC,
+                        f"heartbeat {self.drift.last_drift * 1000:+.0f} ms off schedule",
+                    )
+                replies.append(frames.heartbeat_ack())
+            else:
+                sent = self._requests.pop(frame.tag, None)
+                if sent is not None:
+                    latency = round((now - sent) * 1000)
+                    replies.append(frames.heartbeat_ack(frame.tag, latency))
+            return frame, replies
+        if isinstance(frame, Identify):
+            if self.state is ServerSessionState.IDENTIFIED:
+                raise ServerClose(CloseCode.INVALID_PAYLOAD, "already identified")
+            self.identify = frame
+            self.state = ServerSessionState.IDENTIFIED
+            return frame, replies
+        if self.state is ServerSessionState.AWAITING_IDENTIFY:
+            raise ServerClose(CloseCode.NOT_AUTHENTICATED, "not authenticated")
+        return frame, replies
+
+    # -- time --------------------------------------------------------------------------
+
+    def request_heartbeat(self, tag: Optional[str], now: float) -> dict[str, Any]:
+        """A tagged heartbeat request to send; the answer is due within
+        ``request_timeout``."""
+        self._requests[tag] = now
+        return frames.heartbeat_request(tag)
+
+    @property
+    def deadline(self) -> float:
+        """The next instant at which :meth:`check` may close the connection."""
+        times = [t + self.request_timeout for t in self._requests.values()]
+        if self.state is ServerSessionState.AWAITING_IDENTIFY:
+            times.append(self.identify_deadline)
+        if self.check_heartbeats:
+            times.append(self.drift.deadline)
+        return min(times) if times else float("inf")
+
+    def check(self, now: float) -> None:
+        """Raise :class:`ServerClose` if a deadline passed by ``now``."""
+        if self.state is ServerSessionState.AWAITING_IDENTIFY and now > self.identify_deadline:
+            raise ServerClose(CloseCode.IDENTIFY_TIMEOUT, "identify timeout")
+        for tag, sent in self._requests.items():
+            if now > sent + self.request_timeout:
+                raise ServerClose(CloseCode.OUT_OF_SYNC, f"heartbeat request {tag!r} unanswered")
+        if self.check_heartbeats and now > self.drift.deadline:
+            raise ServerClose(CloseCode.OUT_OF_SYNC, "heartbeat missed")

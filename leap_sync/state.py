@@ -1,0 +1,37 @@
+"""Connection states, as the Go SDK names them, and the snapshot listeners receive."""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+import attrs
+
+__all__ = ["ConnectionState", "StateInfo"]
+
+
+class ConnectionState(enum.Enum):
+    """Where a client stands.
+
+    ``IDLE`` before ``connect()``; ``CONNECTING`` while opening the websocket (first
+    time or after a backoff delay); ``AUTHENTICATING`` once upgraded, until INIT;
+    ``CONNECTED`` after INIT; ``ERRORED`` after a failure (see
+    :attr:`StateInfo.will_reconnect`); ``CLOSED`` after ``close()``.
+    """
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    CONNECTED = "connected"
+    ERRORED = "errored"
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class StateInfo:
+    """A state transition: the new state, the error that caused an ``ERRORED`` state,
+    and whether the client will try to reconnect by itself."""
+
+    connection_state: ConnectionState
+    error: Optional[BaseException] = attrs.field(default=None, eq=False)
+    will_reconnect: bool = False

@@ -1,0 +1,347 @@
+"""One websocket connection: websocket-client for the handshake, TLS and proxies; our
+own frame reader for the read path; every socket operation serialised by one lock.
+
+Thread contract (see DESIGN.md section 4): exactly one thread calls :meth:`receive`.
+Any thread may call :meth:`send`, :meth:`send_close` and :meth:`abort`. The socket is
+non-blocking: :meth:`receive` waits for readability *outside* the lock and only takes
+the lock for the read itself, and senders take it for their writes, so a TLS socket
+never has two threads inside OpenSSL at once. :meth:`abort` wakes a blocked reader with
+``shutdown(SHUT_RDWR)``.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Optional, Union
+
+import websocket
+
+from .errors import LeapConnectionError, LeapError
+from .protocol.codec import DEFAULT_MAX_SIZE
+from .protocol.wsframes import FrameReader, WebSocketProtocolError
+
+__all__ = ["Transport", "TransportOptions"]
+
+Payload = Union[str, bytes]
+
+_READ_SIZE = 256 * 1024
+_TLS_READ_SIZE = 64 * 1024
+_HAS_POLL = hasattr(select, "poll")
+_OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
+_OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
+_OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
+_OPCODE_PONG = websocket.ABNF.OPCODE_PONG
+_create_frame = websocket.ABNF.create_frame
+
+
+class TransportOptions:
+    """How to open connections: the websocket-client options leap-sync passes through.
+
+    ``sslopt`` is websocket-client's format (``{"ca_certs": path}``,
+    ``{"context": ssl_context}``...); certificate verification stays on unless it
+    says otherwise. ``trust_env=False`` ignores the ``http_proxy``/``https_proxy``/
+    ``no_proxy`` environment variables.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        send_timeout: float = 10.0,
+        max_message_size: int = DEFAULT_MAX_SIZE,
+        sslopt: Optional[dict[str, Any]] = None,
+        header: Optional[Union[list[str], dict[str, str]]] = None,
+        http_proxy_host: Optional[str] = None,
+        http_proxy_port: Optional[int] = None,
+        http_proxy_auth: Optional[tuple[str, str]] = None,
+        http_no_proxy: Optional[list[str]] = None,
+        proxy_type: str = "http",
+        trust_env: bool = True,
+    ) -> None:
+        if connect_timeout <= 0 or send_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if max_message_size <= 0:
+            raise ValueError("max_message_size must be positive")
+        self.connect_timeout = connect_timeout
+        self.send_timeout = send_timeout
+        self.max_message_size = max_message_size
+        self.sslopt = dict(sslopt) if sslopt else {}
+        self.header = header
+        self.http_proxy_host = http_proxy_host
+        self.http_proxy_port = http_proxy_port
+        self.http_proxy_auth = http_proxy_auth
+        self.http_no_proxy = http_no_proxy
+        self.proxy_type = proxy_type
+        self.trust_env = trust_env
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``websocket.WebSocket.connect``."""
+        kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "redirect_limit": 0}
+        if self.header is not None:
+            kwargs["header"] = self.header
+        if self.http_proxy_host is not None:
+            kwargs["http_proxy_host"] = self.http_proxy_host
+            kwargs["http_proxy_port"] = self.http_proxy_port
+            kwargs["proxy_type"] = self.proxy_type
+        if self.http_proxy_auth is not None:
+            kwargs["http_proxy_auth"] = self.http_proxy_auth
+        if self.http_no_proxy is not None:
+            kwargs["http_no_proxy"] = self.http_no_proxy
+        elif not self.trust_env and self.http_proxy_host is None:
+            kwargs["http_no_proxy"] = ["*"]  # websocket-client: never read proxy env vars
+        return kwargs
+
+
+def _wait(sock: socket.socket, write: bool, timeout: Optional[float]) -> bool:
+    """Wait until ``sock`` is readable (or writable); ``False`` on timeout."""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
+    r, w, _ = select.select([] if write else [sock], [sock] if write else [], [], timeout)
+    return bool(r or w)
+
+
+class Transport:
+    """An open websocket connection (after the upgrade).
+
+    Use :meth:`open` to make one. ``receive`` returns data messages as
+    ``(payload, binary)`` in batches; the connection's end (close frame, EOF, error,
+    :meth:`abort`) raises :class:`LeapConnectionError` from ``receive``, whose
+    ``close_code``/``close_reason`` are the server's when it sent a close frame.
+    """
+
+    def __init__(self, ws: websocket.WebSocket, *, send_timeout: float, max_message_size: int) -> None:
+        sock = ws.sock
+        if sock is None:
+            raise LeapError("websocket is not connected")
+        self._ws = ws
+        self._sock: socket.socket = sock
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._lock = threading.Lock()  # held for each socket call (TLS safety)
+        self._send_lock = threading.Lock()  # held for each whole frame sent
+        self._send_timeout = send_timeout
+        self._reader = FrameReader(max_message_size)
+        self._ended: Optional[LeapConnectionError] = None
+        self._abort_error: Optional[LeapConnectionError] = None
+        self._close_sent = False
+        self._poller: Any = None
+        if _HAS_POLL:
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
+        sock.setblocking(False)
+
+    @classmethod
+    def open(cls, url: str, options: TransportOptions, *, on_socket: Any = None) -> "Transport":
+        """Connect and upgrade (blocking, bounded by ``options.connect_timeout``).
+
+        ``on_socket(ws)`` is called with the websocket-client object before the
+        connection starts, so another thread can interrupt a slow handshake with
+        ``ws.shutdown()``. Raises :class:`LeapConnectionError`.
+        """
+        sslopt = dict(options.sslopt)
+        ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True)
+        if on_socket is not None:
+            on_socket(ws)
+        try:
+            ws.connect(url, **options.connect_kwargs())
+        except websocket.WebSocketBadStatusException as exc:
+            ws.shutdown()
+            raise LeapConnectionError(f"websocket upgrade refused: HTTP {exc.status_code}") from None
+        except ssl.SSLError as exc:
+            ws.shutdown()
+            raise LeapConnectionError(f"TLS failure: {exc}") from None
+        except (OSError, websocket.WebSocketException, ValueError) as exc:
+            ws.shutdown()
+            raise LeapConnectionError(f"could not connect: {exc or type(exc).__name__}") from None
+        return cls(ws, send_timeout=options.send_timeout, max_message_size=options.max_message_size)
+
+    # -- reading (one thread) ------------------------------------------------------------
+
+    def receive(self, timeout: Optional[float] = None) -> list[tuple[bytes, bool]]:
+        """Block until data messages arrive; return every complete one, in order.
+
+        Returns ``[]`` when ``timeout`` (seconds) passes first. Answers pings on the
+        way. Raises :class:`LeapConnectionError` once the connection has ended; data
+        messages that arrived before a close frame are returned first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reader = self._reader
+        while True:
+            if self._ended is not None:
+                raise self._ended
+            if not (self._tls and self._sock.pending()):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                if self._poller is not None:
+                    ready = self._poller.poll(None if remaining is None else int(remaining * 1000) + 1)
+                else:
+                    ready = _wait(self._sock, False, remaining)
+                if not ready:
+                    continue
+            data = self._read()
+            if data is None:
+                continue
+            try:
+                messages = reader.feed(data)
+            except WebSocketProtocolError as exc:
+                self._fail(exc.close_code, str(exc))
+                raise self._ended  # type: ignore[misc]
+            if reader.pings:
+                pings, reader.pings = reader.pings, []
+                for payload in pings:
+                    self._send_frame(_OPCODE_PONG, payload)
+            if reader.close is not None and self._ended is None:
+                code, reason = reader.close
+                self._end_by_peer(code, reason)
+            if messages:
+                return messages
+
+    def _read(self) -> Optional[bytes]:
+        """One locked read; ``None`` when nothing was there after all."""
+        with self._lock:
+            try:
+                if self._tls:
+                    sock = self._sock
+                    data = sock.recv(_TLS_READ_SIZE)
+                    if data:
+                        chunks = [data]
+                        size = len(data)
+                        while size < _READ_SIZE:
+                            try:
+                                more = sock.recv(_TLS_READ_SIZE)
+                            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                                break
+                            if not more:
+                                break
+                            chunks.append(more)
+                            size += len(more)
+                        if len(chunks) > 1:
+                            data = b"".join(chunks)
+                else:
+                    data = self._sock.recv(_READ_SIZE)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return None
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                data = b""
+                error: Optional[Exception] = exc
+            else:
+                error = None
+        if not data:
+            if self._abort_error is not None:
+                self._ended = self._abort_error
+            elif error is not None:
+                self._ended = LeapConnectionError(f"connection lost: {error}")
+            else:
+                self._ended = LeapConnectionError("connection lost: closed without a close frame")
+            self._shutdown()
+            raise self._ended
+        return data
+
+    def _end_by_peer(self, code: Optional[int], reason: str) -> None:
+        # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket.
+        try:
+            self.send_close(1000 if code is None else code, "", timeout=1.0)
+        except LeapConnectionError:
+            pass
+        self._ended = LeapConnectionError(
+            f"server closed the connection (code {code}{': ' + reason if reason else ''})",
+            close_code=code,
+            close_reason=reason,
+        )
+        self._shutdown()
+
+    def _fail(self, code: int, message: str) -> None:
+        try:
+            self.send_close(code, message[:100], timeout=1.0)
+        except LeapConnectionError:
+            pass
+        self._ended = LeapConnectionError(f"protocol error: {message}")
+        self._shutdown()
+
+    # -- writing (any thread) ----------------------------------------------------------
+
+    def send(self, payload: Payload, binary: bool) -> None:
+        """Send one data message (text for ``str`` JSON, binary for ETF).
+
+        Blocks at most the send timeout while the socket is full; raises
+        :class:`LeapConnectionError` (and aborts the connection) when it cannot send.
+        """
+        self._send_frame(_OPCODE_BINARY if binary else _OPCODE_TEXT, payload)
+
+    def send_close(self, code: int = 1000, reason: str = "", timeout: Optional[float] = None) -> None:
+        """Send a close frame once (later calls do nothing)."""
+        if self._close_sent:
+            return
+        self._close_sent = True
+        payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+        self._send_frame(_OPCODE_CLOSE, payload, timeout)
+
+    def _send_frame(self, opcode: int, payload: Payload, timeout: Optional[float] = None) -> None:
+        data = memoryview(_create_frame(payload, opcode).format())
+        limit = self._send_timeout if timeout is None else timeout
+        sock = self._sock
+        # The send lock keeps each frame whole and frames in order; the I/O lock is held
+        # only for each socket call, so the reader keeps draining the socket while a
+        # sender waits for room (two full buffers never deadlock each other).
+        with self._send_lock:
+            if self._ended is not None and opcode != _OPCODE_CLOSE:
+                raise LeapConnectionError(f"cannot send: {self._ended}")
+            deadline: Optional[float] = None
+            while data:
+                with self._lock:
+                    try:
+                        sent = sock.send(data)
+                        blocked: Optional[Exception] = None
+                    except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
+                        sent = 0
+                        blocked = exc
+                    except (OSError, ValueError) as exc:
+                        raise LeapConnectionError(f"cannot send: {exc}") from None
+                if sent:
+                    data = data[sent:]
+                    continue
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + limit
+                elif now >= deadline:
+                    break
+                _wait(sock, not isinstance(blocked, ssl.SSLWantReadError), deadline - now)
+            else:
+                return
+        error = LeapConnectionError(f"cannot send: the socket stayed full for {limit:g} s")
+        self.abort(error)
+        raise error
+
+    # -- ending ------------------------------------------------------------------------
+
+    def abort(self, error: Optional[LeapConnectionError] = None) -> None:
+        """End the connection now, from any thread: a blocked :meth:`receive` wakes and
+        raises ``error`` (default: "connection aborted")."""
+        if self._abort_error is None:
+            self._abort_error = error or LeapConnectionError("connection aborted")
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already shut down or closed
+
+    def close(self) -> None:
+        """Release the socket. Call after the reader is done."""
+        self._shutdown()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    @property
+    def ended(self) -> bool:
+        """Whether the connection is over (close frame seen, EOF, error or abort)."""
+        return self._ended is not None or self._abort_error is not None
