@@ -18,13 +18,10 @@ block the I/O thread.
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 import time
 import urllib.parse
 from typing import Any, Callable, Optional, TypeVar
-
-import websocket
 
 from .backoff import Backoff
 from .channels import EventChannel
@@ -194,7 +191,7 @@ class LeapClient:
         self._finished = False  # channels ended: the client will not deliver again
         self._io_thread: Optional[threading.Thread] = None
         self._hb_thread: Optional[threading.Thread] = None
-        self._pending_ws: Optional[websocket.WebSocket] = None
+        self._pending_ws: Any = None  # the websocket of a connection attempt in flight
         self._message_channels: tuple[EventChannel[MessageEvent], ...] = ()
         self._channel_channels: tuple[EventChannel[ChannelEvent], ...] = ()
         self._listeners: tuple[StateListener, ...] = ()
@@ -496,11 +493,8 @@ class LeapClient:
                 transport.send_close(1000, "", timeout=min(1.0, self._close_timeout))
             except LeapConnectionError:
                 transport.abort()
-        if pending is not None and pending.sock is not None:
-            try:
-                pending.sock.shutdown(socket.SHUT_RDWR)  # interrupt a handshake in flight
-            except OSError:
-                pass
+        if pending is not None:
+            pending.interrupt()  # a handshake in flight
         with self._state_cond:
             self._state_cond.notify_all()
         current = threading.current_thread()
@@ -604,12 +598,12 @@ class LeapClient:
         url = self._url
         self.logger.debug("connecting", {"url": url})
 
-        def remember(ws: websocket.WebSocket) -> None:
+        def remember(ws: Any) -> None:
             with self._lock:
                 self._pending_ws = ws
 
         try:
-            transport = Transport.open(url, self._options, on_socket=remember)
+            transport = Transport.open(url, self._options, stop=self._closing, on_socket=remember)
         finally:
             with self._lock:
                 self._pending_ws = None

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import websocket
 
@@ -106,6 +106,39 @@ def _wait(sock: socket.socket, write: bool, timeout: Optional[float]) -> bool:
     return bool(r or w)
 
 
+class _InterruptibleWebSocket(websocket.WebSocket):
+    """websocket-client's WebSocket, whose socket is shut down the moment it is
+    assigned if ``stop`` is already set, so a handshake can be interrupted from another
+    thread without a window in which the socket exists but nobody knows it."""
+
+    def __init__(self, stop: Optional[threading.Event], **kwargs: Any) -> None:
+        self._stop = stop
+        super().__init__(**kwargs)
+
+    @property  # type: ignore[override]
+    def sock(self) -> Optional[socket.socket]:
+        return self.__dict__.get("_leap_sock")
+
+    @sock.setter
+    def sock(self, value: Optional[socket.socket]) -> None:
+        self.__dict__["_leap_sock"] = value
+        if value is not None and self._stop is not None and self._stop.is_set():
+            _shutdown_quietly(value)
+
+    def interrupt(self) -> None:
+        """Shut the socket down if there is one (any thread)."""
+        sock = self.sock
+        if sock is not None:
+            _shutdown_quietly(sock)
+
+
+def _shutdown_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected yet, or already shut down
+
+
 class Transport:
     """An open websocket connection (after the upgrade).
 
@@ -136,15 +169,22 @@ class Transport:
         sock.setblocking(False)
 
     @classmethod
-    def open(cls, url: str, options: TransportOptions, *, on_socket: Any = None) -> "Transport":
+    def open(
+        cls,
+        url: str,
+        options: TransportOptions,
+        *,
+        stop: Optional[threading.Event] = None,
+        on_socket: Optional[Callable[[_InterruptibleWebSocket], None]] = None,
+    ) -> "Transport":
         """Connect and upgrade (blocking, bounded by ``options.connect_timeout``).
 
-        ``on_socket(ws)`` is called with the websocket-client object before the
-        connection starts, so another thread can interrupt a slow handshake with
-        ``ws.shutdown()``. Raises :class:`LeapConnectionError`.
+        The handshake is abandoned as soon as possible once ``stop`` is set: the
+        caller sets it, then calls ``interrupt()`` on the object ``on_socket``
+        received. (A TCP connect still in progress runs to its timeout.) Raises
+        :class:`LeapConnectionError`.
         """
-        sslopt = dict(options.sslopt)
-        ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True)
+        ws = _InterruptibleWebSocket(stop, sslopt=dict(options.sslopt), skip_utf8_validation=True)
         if on_socket is not None:
             on_socket(ws)
         try:
@@ -158,6 +198,9 @@ class Transport:
         except (OSError, websocket.WebSocketException, ValueError) as exc:
             ws.shutdown()
             raise LeapConnectionError(f"could not connect: {exc or type(exc).__name__}") from None
+        if stop is not None and stop.is_set():
+            ws.shutdown()
+            raise LeapConnectionError("connection attempt abandoned")
         return cls(ws, send_timeout=options.send_timeout, max_message_size=options.max_message_size)
 
     # -- reading (one thread) ------------------------------------------------------------
@@ -328,10 +371,7 @@ class Transport:
         self._shutdown()
 
     def _shutdown(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already shut down or closed
+        _shutdown_quietly(self._sock)
 
     def close(self) -> None:
         """Release the socket. Call after the reader is done."""

@@ -515,35 +515,43 @@ class LeapEdgeServer:
         connections it was written to. ``KeyError`` if the channel does not exist."""
         return self.publish_many(channel_id, event, (data,))
 
-    def publish_many(self, channel_id: str, event: str, datas: Iterable[Any]) -> int:
-        """Send one MESSAGE per item of ``datas``, in order, to every subscriber, in as
-        few socket writes as possible. Returns the connection count."""
+    def publish_many(self, channel_id: str, event: str, datas: Iterable[Any], *, chunk: int = 512) -> int:
+        """Send one MESSAGE per item of ``datas``, in order, to every subscriber.
+
+        Messages are encoded and written ``chunk`` at a time (one socket write per
+        chunk and connection), so a long burst streams steadily instead of stalling
+        while it is encoded. Returns the number of connections written to.
+        """
         with self._lock:
             channel = self._channels[channel_id]
             conns = [c for s in self._subscribed_sessions(channel_id) for c in s.connections]
-            first = channel.seq + 1
-            items = list(datas)
-            if channel.sequenced:
-                channel.seq += len(items)
-            built = [
-                frames.message_dispatch(
-                    channel_id, event, data, unicast=False, seq=first + i if channel.sequenced else None
-                )
-                for i, data in enumerate(items)
-            ]
-            written = 0
-            cache: dict[tuple[str, str], list[bytes]] = {}
-            for conn in conns:
-                key = (conn.encoding, conn.compression)
-                wires = cache.get(key)
-                if wires is None:
-                    wires = cache[key] = [_wire(conn.encode(f)) for f in built]
+            ok = dict.fromkeys(conns, True)
+            iterator = iter(datas)
+            while True:
+                items = list(itertools.islice(iterator, chunk))
+                if not items:
+                    break
+                first = channel.seq + 1
                 if channel.sequenced:
-                    ok = all(conn.send_wire(w, channel=channel_id, seq=first + i) for i, w in enumerate(wires))
-                else:
-                    ok = conn.send_wire(b"".join(wires), count=len(wires))
-                written += ok
-            return written
+                    channel.seq += len(items)
+                built = [
+                    frames.message_dispatch(
+                        channel_id, event, data, unicast=False, seq=first + i if channel.sequenced else None
+                    )
+                    for i, data in enumerate(items)
+                ]
+                cache: dict[tuple[str, str], list[bytes]] = {}
+                for conn in conns:
+                    key = (conn.encoding, conn.compression)
+                    wires = cache.get(key)
+                    if wires is None:
+                        wires = cache[key] = [_wire(conn.encode(f)) for f in built]
+                    if channel.sequenced:
+                        for i, wire in enumerate(wires):
+                            ok[conn] = conn.send_wire(wire, channel=channel_id, seq=first + i) and ok[conn]
+                    else:
+                        ok[conn] = conn.send_wire(b"".join(wires), count=len(wires)) and ok[conn]
+            return sum(ok.values())
 
     def set_channel_state(self, channel_id: str, state: dict[str, Any]) -> int:
         """Replace a channel's state; subscribers get STATE_UPDATE."""
@@ -764,7 +772,14 @@ class LeapEdgeServer:
                 message = None
             except ConnectionClosed:
                 return
+            if message is not None:
+                with conn.lock:
+                    conn.frames_in += 1
+                self.frames_in += 1
             if conn.silent:
+                if message is not None:
+                    with self._changed:
+                        self._changed.notify_all()  # frames_in changed
                 continue
             now = time.monotonic()
             try:
@@ -772,12 +787,10 @@ class LeapEdgeServer:
                     if message is None:
                         protocol.check(now)
                         continue
-                    conn.frames_in += 1
                     frame, replies = protocol.receive(message, isinstance(message, bytes), now)
                     if isinstance(frame, ClientHeartbeat) and frame.tag is None:
                         conn.heartbeats += 1
                         conn.last_heartbeat = now
-                self.frames_in += 1
                 if self._on_frame is not None:
                     self._on_frame(conn.cid, frame)
                 if not self._acks_paused:
