@@ -92,7 +92,13 @@ class TransportOptions:
         if self.http_no_proxy is not None:
             kwargs["http_no_proxy"] = self.http_no_proxy
         elif not self.trust_env and self.http_proxy_host is None:
-            kwargs["http_no_proxy"] = ["*"]  # websocket-client: never read proxy env vars
+            # websocket-client reads http(s)_proxy/no_proxy from the environment unless
+            # a proxy host is configured, and honours http_no_proxy only then: a
+            # placeholder host with no_proxy "*" makes it connect directly and never
+            # look at the environment.
+            kwargs["http_proxy_host"] = "trust-env-disabled.invalid"
+            kwargs["http_proxy_port"] = 1
+            kwargs["http_no_proxy"] = ["*"]
         return kwargs
 
 

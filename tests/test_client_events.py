@@ -177,3 +177,31 @@ def test_several_channels_each_get_every_event_in_order(server: LeapEdgeServer, 
     assert channels[1].get(timeout=5).data == 500
     assert channels[2].get(timeout=5).data == 500
     assert channels[0].qsize() == 0
+
+
+def test_wss_end_to_end_with_verification(make_client: MakeClient) -> None:
+    import ssl
+
+    import trustme
+
+    from leap_sync import ConnectionState, LeapConnectionError
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    with LeapEdgeServer(ssl_context=server_context) as server:
+        server.add_token(TOKEN)
+        server.create_channel("room")
+        assert server.url.startswith("wss://127.0.0.1:")
+        untrusting = make_client(server)
+        with pytest.raises(LeapConnectionError, match="(?i)certificate"):
+            untrusting.connect()
+        assert untrusting.state.connection_state is ConnectionState.ERRORED
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        client = make_client(server, ssl_context=context)
+        messages = client.message_event_channel()
+        client.connect(wait=True, timeout=10)
+        client.subscribe("room", timeout=5)
+        server.publish_many("room", "n", range(2000))
+        assert [messages.get(timeout=10).data for _ in range(2000)] == list(range(2000))
