@@ -30,6 +30,10 @@ __all__ = ["FmtLogger", "Logger", "NopLogger", "StdlibLogger", "LEVELS"]
 Metadata = Optional[Mapping[str, Any]]
 LEVELS = ("debug", "info", "warn", "error")
 
+# A library's logger stays silent until the application configures logging: without a
+# handler of its own, warnings would reach stderr through logging's "last resort".
+logging.getLogger("leap_sync").addHandler(logging.NullHandler())
+
 
 @runtime_checkable
 class Logger(Protocol):

@@ -121,7 +121,7 @@ class _InterruptibleWebSocket(websocket.WebSocket):
         self._stop = stop
         super().__init__(**kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def sock(self) -> Optional[socket.socket]:
         return self.__dict__.get("_leap_sock")
 
@@ -136,6 +136,10 @@ class _InterruptibleWebSocket(websocket.WebSocket):
         sock = self.sock
         if sock is not None:
             _shutdown_quietly(sock)
+
+
+def _nothing_pending() -> int:
+    return 0
 
 
 def _shutdown_quietly(sock: socket.socket) -> None:
@@ -161,6 +165,7 @@ class Transport:
         self._ws = ws
         self._sock: socket.socket = sock
         self._tls = isinstance(sock, ssl.SSLSocket)
+        self._pending: Callable[[], int] = sock.pending if isinstance(sock, ssl.SSLSocket) else _nothing_pending
         self._lock = threading.Lock()  # held for each socket call (TLS safety)
         self._send_lock = threading.Lock()  # held for each whole frame sent
         self._send_timeout = send_timeout
@@ -193,19 +198,20 @@ class Transport:
         ws = _InterruptibleWebSocket(stop, sslopt=dict(options.sslopt), skip_utf8_validation=True)
         if on_socket is not None:
             on_socket(ws)
+        untyped: Any = ws  # websocket-client's connect() and shutdown() are unannotated
         try:
-            ws.connect(url, **options.connect_kwargs())
+            untyped.connect(url, **options.connect_kwargs())
         except websocket.WebSocketBadStatusException as exc:
-            ws.shutdown()
+            untyped.shutdown()
             raise LeapConnectionError(f"websocket upgrade refused: HTTP {exc.status_code}") from None
         except ssl.SSLError as exc:
-            ws.shutdown()
+            untyped.shutdown()
             raise LeapConnectionError(f"TLS failure: {exc}") from None
         except (OSError, websocket.WebSocketException, ValueError) as exc:
-            ws.shutdown()
+            untyped.shutdown()
             raise LeapConnectionError(f"could not connect: {exc or type(exc).__name__}") from None
         if stop is not None and stop.is_set():
-            ws.shutdown()
+            untyped.shutdown()
             raise LeapConnectionError("connection attempt abandoned")
         return cls(ws, send_timeout=options.send_timeout, max_message_size=options.max_message_size)
 
@@ -223,7 +229,7 @@ class Transport:
         while True:
             if self._ended is not None:
                 raise self._ended
-            if not (self._tls and self._sock.pending()):
+            if not self._pending():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return []
