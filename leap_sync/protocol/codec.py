@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal
 
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
 from . import etf
@@ -39,7 +40,7 @@ COMPRESSIONS: tuple[Compression, ...] = ("zlib", "none")
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 """Default bound, in bytes, on one decoded (inflated) message."""
 
-Payload = Union[str, bytes]
+Payload = str | bytes
 
 _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _json_decode = json.JSONDecoder().decode
@@ -100,7 +101,7 @@ class Codec:
     may be shared by threads.
     """
 
-    __slots__ = ("encoding", "max_size", "max_depth", "_etf_loads")
+    __slots__ = ("_etf_loads", "encoding", "max_depth", "max_size")
 
     def __init__(
         self,
@@ -113,7 +114,7 @@ class Codec:
             raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
         if max_size <= 0:
             raise ValueError("max_size must be positive")
-        self.encoding: Encoding = encoding  # type: ignore[assignment]
+        self.encoding: Encoding = encoding
         self.max_size = max_size
         self.max_depth = max_depth
         self._etf_loads: Callable[[bytes], Any] | None = None
@@ -135,7 +136,10 @@ class Codec:
         if not binary:
             return decode_json(payload)
         if isinstance(payload, str):
-            payload = payload.encode("utf-8")
+            try:
+                payload = payload.encode("utf-8")
+            except UnicodeEncodeError as exc:  # lone surrogates
+                raise LeapProtocolError(f"invalid payload text: {exc}") from None
         if is_zlib(payload):
             payload = inflate(payload, self.max_size)
         if payload[:1] == b"\x83":
@@ -166,6 +170,6 @@ class Codec:
     def encode_compressed(self, obj: Any) -> bytes:
         """Encode one frame object as a standalone zlib stream, for a binary frame
         (what a server with ``compression=zlib`` sends)."""
-        payload, binary = self.encode(obj)
+        payload, _binary = self.encode(obj)
         data = payload if isinstance(payload, bytes) else payload.encode("utf-8")
         return zlib.compress(data)

@@ -13,7 +13,8 @@ Decoded binaries, atoms and dict keys come back as ``str`` (atoms other than
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
 
@@ -123,7 +124,8 @@ def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
             # Every term takes at least one byte: a count beyond what is left is a lie.
             if count > n - pos:
                 raise LeapProtocolError("truncated ETF term")
-            if len(stack) >= max_depth:
+            # len(stack) - 1 containers are open; this one nests len(stack) deep.
+            if len(stack) > max_depth:
                 raise LeapProtocolError(f"ETF term nested deeper than {max_depth}")
             stack.append(count)
         else:

@@ -12,16 +12,16 @@ Server frames: :func:`hello`, :func:`heartbeat_request`, :func:`heartbeat_ack`,
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from .models import (
     AvailableEvent,
     Channel,
     ClientFrame,
     ClientHeartbeat,
-    Hello,
     HeartbeatAck,
     HeartbeatRequest,
+    Hello,
     Identify,
     InitEvent,
     MessageEvent,
@@ -52,19 +52,19 @@ _HEARTBEAT = int(Opcode.HEARTBEAT)
 # -- client frames ------------------------------------------------------------------------
 
 
-def identify(project_id: str, token: Optional[str]) -> Frame:
+def identify(project_id: str, token: str | None) -> Frame:
     """Op 2. ``token=None`` identifies a tokenless connection (sent as ``null``)."""
     return {"op": int(Opcode.IDENTIFY), "d": {"project_id": project_id, "token": token}}
 
 
-def heartbeat(tag: Optional[str] = None) -> Frame:
+def heartbeat(tag: str | None = None) -> Frame:
     """Op 3: ``{"op":3}``, or ``{"op":3,"d":{"tag":tag}}`` answering a tagged request."""
     if tag is None:
         return {"op": _HEARTBEAT}
     return {"op": _HEARTBEAT, "d": {"tag": tag}}
 
 
-def _client_dispatch(event: str, channel_id: Optional[str], data: Any) -> Frame:
+def _client_dispatch(event: str, channel_id: str | None, data: Any) -> Frame:
     return {"op": _DISPATCH, "d": {"c": channel_id, "e": event, "d": data}}
 
 
@@ -123,12 +123,12 @@ def hello(heartbeat_interval_ms: int) -> Frame:
     return {"op": int(Opcode.HELLO), "d": {"heartbeat_interval": heartbeat_interval_ms}}
 
 
-def heartbeat_request(tag: Optional[str]) -> Frame:
+def heartbeat_request(tag: str | None) -> Frame:
     """Op 3 from the server: the client must answer at once with the same tag."""
     return heartbeat(tag)
 
 
-def heartbeat_ack(tag: Optional[str] = None, latency: Optional[int] = None) -> Frame:
+def heartbeat_ack(tag: str | None = None, latency: int | None = None) -> Frame:
     """Op 4: ``{"op":4}``, or with ``tag`` and ``latency`` (ms) for a tagged beat."""
     if tag is None and latency is None:
         return {"op": int(Opcode.HEARTBEAT_ACK)}
@@ -136,7 +136,7 @@ def heartbeat_ack(tag: Optional[str] = None, latency: Optional[int] = None) -> F
 
 
 def dispatch(
-    event: str, channel_id: Optional[str], data: Any, unicast: Optional[bool] = None
+    event: str, channel_id: str | None, data: Any, unicast: bool | None = None
 ) -> Frame:
     """Op 0 from the server. ``u`` is included only when ``unicast`` is given."""
     d: dict[str, Any] = {"c": channel_id, "e": event, "d": data}
@@ -173,13 +173,13 @@ def pipe_room_object(room: PipeRoom) -> dict[str, Any]:
 
 
 def message_dispatch(
-    channel_id: Optional[str],
+    channel_id: str | None,
     event_name: str,
     data: Any,
     *,
-    unicast: Optional[bool] = None,
+    unicast: bool | None = None,
     direct: bool = False,
-    seq: Optional[int] = None,
+    seq: int | None = None,
 ) -> Frame:
     """``MESSAGE`` (or ``DIRECT_MESSAGE`` with ``direct=True``), optionally carrying a
     sequence number."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import enum
 import math
-from typing import Optional
 
 __all__ = ["DriftMonitor", "HeartbeatTracker", "Pulse"]
 
@@ -47,7 +46,7 @@ class HeartbeatTracker:
         self.interval = interval
         self.next_beat = now + interval
         self.last_received = now
-        self.latency: Optional[float] = None
+        self.latency: float | None = None
         self.beats_sent = 0
         self._unacked: collections.deque[float] = collections.deque(maxlen=16)
 
@@ -88,6 +87,9 @@ class HeartbeatTracker:
         if self.next_beat <= now:
             missed = math.floor((now - self.next_beat) / self.interval) + 1
             self.next_beat += missed * self.interval
+            # The division can round down when ``now`` sits on a grid point.
+            while self.next_beat <= now:
+                self.next_beat += self.interval
 
 
 class DriftMonitor:
@@ -106,7 +108,7 @@ class DriftMonitor:
         self.start = start
         self.beats = 0
         self.last_drift = 0.0
-        self.last_beat: Optional[float] = None
+        self.last_beat: float | None = None
 
     def beat(self, now: float) -> bool:
         """Record a beat at ``now``; ``False`` when it is out of sync."""

@@ -11,7 +11,7 @@ plain ``dict``/``list`` values the codec produced.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import attrs
 
@@ -22,9 +22,9 @@ __all__ = [
     "ClientFrame",
     "ClientHeartbeat",
     "Event",
-    "Hello",
     "HeartbeatAck",
     "HeartbeatRequest",
+    "Hello",
     "Identify",
     "InitEvent",
     "MessageEvent",
@@ -60,7 +60,7 @@ class Channel:
     project_id: str
     state: Any = attrs.field(factory=dict)
     type: str = "private"
-    capabilities: Optional[int] = None
+    capabilities: int | None = None
 
 
 @attrs.frozen
@@ -92,7 +92,7 @@ class HeartbeatRequest:
     """Op 3 from the server: answer at once with the same ``tag`` (``None`` for an
     untagged request)."""
 
-    tag: Optional[str] = None
+    tag: str | None = None
 
 
 @attrs.frozen
@@ -100,8 +100,8 @@ class HeartbeatAck:
     """Op 4: a heartbeat was acknowledged; ``tag`` and ``latency`` (ms, the server's
     measured round trip) are set for an answered tagged request."""
 
-    tag: Optional[str] = None
-    latency: Optional[int] = None
+    tag: str | None = None
+    latency: int | None = None
 
 
 # -- server dispatch events ---------------------------------------------------------------
@@ -132,12 +132,12 @@ class MessageEvent:
     one (the embedded test server does for sequenced channels; Hop's edge does not).
     """
 
-    channel_id: Optional[str]
+    channel_id: str | None
     event_name: str
     data: Any
     unicast: bool = False
     direct: bool = False
-    seq: Optional[int] = None
+    seq: int | None = None
 
     @property
     def is_direct_message(self) -> bool:
@@ -149,7 +149,7 @@ class MessageEvent:
 class AvailableEvent:
     """``AVAILABLE``: a channel became available to this session."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     channel: Channel
 
 
@@ -161,16 +161,16 @@ class UnavailableEvent:
     ``"UNKNOWN"``.
     """
 
-    channel_id: Optional[str]
+    channel_id: str | None
     graceful: bool
-    error_code: Optional[str] = None
+    error_code: str | None = None
 
 
 @attrs.frozen
 class StateUpdateEvent:
     """``STATE_UPDATE``: a channel's state changed."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     state: Any
 
 
@@ -178,7 +178,7 @@ class StateUpdateEvent:
 class TokenStateUpdateEvent:
     """``TOKEN_STATE_UPDATE``: the Leap token's state changed."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     state: Any
 
 
@@ -188,7 +188,7 @@ class PipeRoomAvailableEvent:
     delivery protocol (``"webrtc"``, ``"llhls"``) to ``{edge_endpoint, type,
     serving_pop}``; it is empty while the room is offline."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     pipe_room: PipeRoom
     connection: Any = attrs.field(factory=dict)
 
@@ -197,7 +197,7 @@ class PipeRoomAvailableEvent:
 class PipeRoomUpdateEvent:
     """``PIPE_ROOM_UPDATE``: a Pipe room changed (same fields as available)."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     pipe_room: PipeRoom
     connection: Any = attrs.field(factory=dict)
 
@@ -206,10 +206,10 @@ class PipeRoomUpdateEvent:
 class PipeRoomUnavailableEvent:
     """``PIPE_ROOM_UNAVAILABLE``: a Pipe room went away or was refused."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     graceful: bool
-    error_code: Optional[str] = None
-    join_token: Optional[str] = None
+    error_code: str | None = None
+    join_token: str | None = None
 
 
 @attrs.frozen
@@ -217,28 +217,28 @@ class UnknownEvent:
     """A dispatch event this library does not know; kept so newer servers do not break
     older clients."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     event_name: str
     data: Any
     unicast: bool = False
 
 
-ChannelEvent = Union[
-    AvailableEvent,
-    UnavailableEvent,
-    StateUpdateEvent,
-    TokenStateUpdateEvent,
-    PipeRoomAvailableEvent,
-    PipeRoomUpdateEvent,
-    PipeRoomUnavailableEvent,
-    UnknownEvent,
-]
+ChannelEvent = (
+    AvailableEvent
+    | UnavailableEvent
+    | StateUpdateEvent
+    | TokenStateUpdateEvent
+    | PipeRoomAvailableEvent
+    | PipeRoomUpdateEvent
+    | PipeRoomUnavailableEvent
+    | UnknownEvent
+)
 """What a client's channel-event channel yields."""
 
-Event = Union[InitEvent, MessageEvent, ChannelEvent]
+Event = InitEvent | MessageEvent | ChannelEvent
 """Every dispatch event a server sends."""
 
-ServerFrame = Union[Hello, HeartbeatRequest, HeartbeatAck, Event]
+ServerFrame = Hello | HeartbeatRequest | HeartbeatAck | Event
 """Everything :func:`~leap_sync.protocol.parse.parse_server_frame` returns."""
 
 
@@ -250,7 +250,7 @@ class Identify:
     """Op 2: ``token`` is ``None`` for a tokenless connection."""
 
     project_id: str
-    token: Optional[str] = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -258,7 +258,7 @@ class ClientHeartbeat:
     """Op 3 from a client: a periodic beat (``tag`` ``None``) or the answer to a tagged
     request."""
 
-    tag: Optional[str] = None
+    tag: str | None = None
 
 
 @attrs.frozen
@@ -300,20 +300,20 @@ class PipeRoomUnsubscribe:
 class UnknownClientEvent:
     """A dispatch event from a client that Leap Edge does not define."""
 
-    channel_id: Optional[str]
+    channel_id: str | None
     event_name: str
     data: Any
 
 
-ClientFrame = Union[
-    Identify,
-    ClientHeartbeat,
-    Subscribe,
-    Unsubscribe,
-    SetChannelState,
-    SendMessage,
-    PipeRoomSubscribe,
-    PipeRoomUnsubscribe,
-    UnknownClientEvent,
-]
+ClientFrame = (
+    Identify
+    | ClientHeartbeat
+    | Subscribe
+    | Unsubscribe
+    | SetChannelState
+    | SendMessage
+    | PipeRoomSubscribe
+    | PipeRoomUnsubscribe
+    | UnknownClientEvent
+)
 """Everything :func:`~leap_sync.protocol.parse.parse_client_frame` returns."""

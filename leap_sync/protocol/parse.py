@@ -9,7 +9,8 @@ they parse to :class:`UnknownEvent` / :class:`UnknownClientEvent`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import LeapProtocolError
 from .models import (
@@ -18,9 +19,9 @@ from .models import (
     ClientFrame,
     ClientHeartbeat,
     Event,
-    Hello,
     HeartbeatAck,
     HeartbeatRequest,
+    Hello,
     Identify,
     InitEvent,
     MessageEvent,
@@ -109,7 +110,7 @@ def parse_pipe_room(obj: Any) -> PipeRoom:
 # -- server -> client -----------------------------------------------------------------------
 
 
-def _init(c: Optional[str], u: Any, data: Any) -> Event:
+def _init(c: str | None, u: Any, data: Any) -> Event:
     data = _object(data, "INIT data")
     channels = data.get("channels")
     if channels is None:
@@ -125,7 +126,7 @@ def _init(c: Optional[str], u: Any, data: Any) -> Event:
     )
 
 
-def _message(c: Optional[str], u: Any, data: Any, direct: bool = False) -> Event:
+def _message(c: str | None, u: Any, data: Any, direct: bool = False) -> Event:
     data = _object(data, "message data")
     return MessageEvent(
         c,
@@ -137,11 +138,11 @@ def _message(c: Optional[str], u: Any, data: Any, direct: bool = False) -> Event
     )
 
 
-def _direct_message(c: Optional[str], u: Any, data: Any) -> Event:
+def _direct_message(c: str | None, u: Any, data: Any) -> Event:
     return _message(c, u, data, True)
 
 
-def _available(c: Optional[str], u: Any, data: Any) -> Event:
+def _available(c: str | None, u: Any, data: Any) -> Event:
     data = _object(data, "AVAILABLE data")
     return AvailableEvent(c, parse_channel(data.get("channel")))
 
@@ -153,16 +154,16 @@ def _graceful(data: dict[str, Any]) -> bool:
     return graceful
 
 
-def _unavailable(c: Optional[str], u: Any, data: Any) -> Event:
+def _unavailable(c: str | None, u: Any, data: Any) -> Event:
     data = _object(data, "UNAVAILABLE data")
     return UnavailableEvent(c, _graceful(data), _field(data, "error_code", str, optional=True))
 
 
-def _state_update(c: Optional[str], u: Any, data: Any) -> Event:
+def _state_update(c: str | None, u: Any, data: Any) -> Event:
     return StateUpdateEvent(c, _object(data, "STATE_UPDATE data").get("state"))
 
 
-def _token_state_update(c: Optional[str], u: Any, data: Any) -> Event:
+def _token_state_update(c: str | None, u: Any, data: Any) -> Event:
     return TokenStateUpdateEvent(c, _object(data, "TOKEN_STATE_UPDATE data").get("state"))
 
 
@@ -176,17 +177,17 @@ def _pipe_room_fields(data: Any, what: str) -> tuple[PipeRoom, Any]:
     return parse_pipe_room(data.get("pipe_room")), connection
 
 
-def _pipe_room_available(c: Optional[str], u: Any, data: Any) -> Event:
+def _pipe_room_available(c: str | None, u: Any, data: Any) -> Event:
     room, connection = _pipe_room_fields(data, "PIPE_ROOM_AVAILABLE data")
     return PipeRoomAvailableEvent(c, room, connection)
 
 
-def _pipe_room_update(c: Optional[str], u: Any, data: Any) -> Event:
+def _pipe_room_update(c: str | None, u: Any, data: Any) -> Event:
     room, connection = _pipe_room_fields(data, "PIPE_ROOM_UPDATE data")
     return PipeRoomUpdateEvent(c, room, connection)
 
 
-def _pipe_room_unavailable(c: Optional[str], u: Any, data: Any) -> Event:
+def _pipe_room_unavailable(c: str | None, u: Any, data: Any) -> Event:
     data = _object(data, "PIPE_ROOM_UNAVAILABLE data")
     return PipeRoomUnavailableEvent(
         c,
@@ -196,7 +197,7 @@ def _pipe_room_unavailable(c: Optional[str], u: Any, data: Any) -> Event:
     )
 
 
-_SERVER_EVENTS: dict[str, Callable[[Optional[str], Any, Any], Event]] = {
+_SERVER_EVENTS: dict[str, Callable[[str | None, Any, Any], Event]] = {
     "INIT": _init,
     "MESSAGE": _message,
     "DIRECT_MESSAGE": _direct_message,
@@ -223,20 +224,19 @@ def parse_server_frame(obj: Any) -> ServerFrame:
     if obj.__class__ is dict:
         op = obj.get("op")
         d = obj.get("d")
-        if op == 0 and op.__class__ is int and d.__class__ is dict:
-            if d.get("e") == "MESSAGE":
-                inner = d.get("d")
-                c = d.get("c")
-                if inner.__class__ is dict and c.__class__ is str:
-                    name = inner.get("e")
-                    seq = inner.get("seq")
-                    u = d.get("u")
-                    if (
-                        name.__class__ is str
-                        and (seq is None or seq.__class__ is int)
-                        and (u is None or u is True or u is False)
-                    ):
-                        return MessageEvent(c, name, inner.get("d"), u is True, False, seq)
+        if op == 0 and op.__class__ is int and d.__class__ is dict and d.get("e") == "MESSAGE":
+            inner = d.get("d")
+            c = d.get("c")
+            if inner.__class__ is dict and c.__class__ is str:
+                name = inner.get("e")
+                seq = inner.get("seq")
+                u = d.get("u")
+                if (
+                    name.__class__ is str
+                    and (seq is None or seq.__class__ is int)
+                    and (u is None or u is True or u is False)
+                ):
+                    return MessageEvent(c, name, inner.get("d"), u is True, False, seq)
     else:
         if not isinstance(obj, dict):
             raise LeapProtocolError("frame must be an object")
@@ -248,7 +248,7 @@ def parse_server_frame(obj: Any) -> ServerFrame:
 def _parse_server_frame_slow(op: Any, d: Any) -> ServerFrame:
     if not _is_int(op):
         raise LeapProtocolError("frame has no integer 'op'")
-    event: Optional[str] = None
+    event: str | None = None
     try:
         if op == 0:
             d = _object(d, "dispatch 'd'")
@@ -309,7 +309,7 @@ def parse_client_frame(obj: Any) -> ClientFrame:
     if not _is_int(op):
         raise LeapProtocolError("frame has no integer 'op'")
     d = obj.get("d")
-    event: Optional[str] = None
+    event: str | None = None
     try:
         if op == 0:
             d = _object(d, "dispatch 'd'")

@@ -11,7 +11,7 @@ the parsed client frames the server's business logic acts on, and raises
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import LeapProtocolError
 from . import frames
@@ -59,22 +59,22 @@ class ServerSession:
         interval: float,
         identify_timeout: float,
         now: float,
-        tolerance: Optional[float] = None,
-        request_timeout: Optional[float] = None,
+        tolerance: float | None = None,
+        request_timeout: float | None = None,
         compression: bool = False,
     ) -> None:
         self.codec = codec
         self.compression = compression
         self.interval = interval
         self.state = ServerSessionState.AWAITING_IDENTIFY
-        self.identify: Optional[Identify] = None
+        self.identify: Identify | None = None
         self.identify_deadline = now + identify_timeout
         tolerance = default_tolerance(interval) if tolerance is None else tolerance
         self.drift = DriftMonitor(interval, tolerance, now)
         self.request_timeout = max(tolerance, 1.0) if request_timeout is None else request_timeout
         self.check_heartbeats = True
         """Set to False to stop enforcing the beat schedule (tagged requests still are)."""
-        self._requests: dict[Optional[str], float] = {}
+        self._requests: dict[str | None, float] = {}
 
     def hello_frame(self) -> dict[str, Any]:
         """The Hello to send first."""
@@ -126,7 +126,7 @@ class ServerSession:
 
     # -- time --------------------------------------------------------------------------
 
-    def request_heartbeat(self, tag: Optional[str], now: float) -> dict[str, Any]:
+    def request_heartbeat(self, tag: str | None, now: float) -> dict[str, Any]:
         """A tagged heartbeat request to send; the answer is due within
         ``request_timeout``."""
         self._requests[tag] = now

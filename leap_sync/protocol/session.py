@@ -10,7 +10,8 @@ touches a socket, a thread or a clock: time comes in as an argument.
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -19,9 +20,9 @@ from . import frames
 from .codec import Codec, Payload
 from .heartbeat import HeartbeatTracker
 from .models import (
-    Hello,
     HeartbeatAck,
     HeartbeatRequest,
+    Hello,
     InitEvent,
     MessageEvent,
     ServerFrame,
@@ -52,7 +53,7 @@ class ReceiveResult:
     messages: list[MessageEvent] = attrs.field(factory=list)
     events: list[ServerFrame] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
-    error: Optional[LeapProtocolError] = None
+    error: LeapProtocolError | None = None
 
 
 class ClientSession:
@@ -63,15 +64,15 @@ class ClientSession:
     appears in ``repr``.
     """
 
-    def __init__(self, project_id: str, token: Optional[str], codec: Codec) -> None:
+    def __init__(self, project_id: str, token: str | None, codec: Codec) -> None:
         self.project_id = project_id
         self._token = token
         self.codec = codec
         self.state = SessionState.AWAITING_HELLO
-        self.hello: Optional[Hello] = None
-        self.init: Optional[InitEvent] = None
-        self.heartbeat: Optional[HeartbeatTracker] = None
-        self.tagged_latency: Optional[float] = None
+        self.hello: Hello | None = None
+        self.init: InitEvent | None = None
+        self.heartbeat: HeartbeatTracker | None = None
+        self.tagged_latency: float | None = None
         """The server-measured latency (s) of the last answered tagged request."""
 
     def __repr__(self) -> str:
@@ -81,7 +82,7 @@ class ClientSession:
         )
 
     @property
-    def latency(self) -> Optional[float]:
+    def latency(self) -> float | None:
         """Round trip (s) of the last acknowledged heartbeat, ``None`` before one."""
         return self.heartbeat.latency if self.heartbeat is not None else None
 
@@ -105,7 +106,7 @@ class ClientSession:
             for payload, binary in batch:
                 event = parse(decode(payload, binary))
                 if event.__class__ is MessageEvent:
-                    add_message(event)  # type: ignore[arg-type]
+                    add_message(event)
                 else:
                     self._handle(event, now, result)
         except LeapProtocolError as exc:

@@ -10,8 +10,6 @@ are protocol errors. Frames a client sends are built by websocket-client.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..errors import LeapProtocolError
 from .codec import DEFAULT_MAX_SIZE
 
@@ -46,7 +44,7 @@ class WebSocketProtocolError(LeapProtocolError):
         super().__init__(message, close_code=close_code)
 
 
-def parse_close_payload(payload: bytes) -> tuple[Optional[int], str]:
+def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
     """``(code, reason)`` from a close frame's payload; ``(None, "")`` when empty."""
     if not payload:
         return None, ""
@@ -69,16 +67,26 @@ class FrameReader:
     re-scanning, so a large message costs linear time however it is split.
     """
 
-    __slots__ = ("max_size", "pings", "close", "_chunks", "_buffered", "_need", "_fragments", "_fragment_size", "_fragment_binary")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_fragment_binary",
+        "_fragment_size",
+        "_fragments",
+        "_need",
+        "close",
+        "max_size",
+        "pings",
+    )
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.max_size = max_size
         self.pings: list[bytes] = []
-        self.close: Optional[tuple[Optional[int], str]] = None
+        self.close: tuple[int | None, str] | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._need = 2  # bytes needed before parsing can make progress
-        self._fragments: Optional[list[bytes]] = None
+        self._fragments: list[bytes] | None = None
         self._fragment_size = 0
         self._fragment_binary = False
 
@@ -143,6 +151,23 @@ class FrameReader:
             if b0 & 0x70:
                 raise WebSocketProtocolError("reserved bits set without a negotiated extension")
             opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            # Every check the header allows is made before waiting for the payload.
+            if opcode in (OP_TEXT, OP_BINARY):
+                if self._fragments is not None:
+                    raise WebSocketProtocolError("new data frame inside a fragmented message")
+            elif opcode == OP_CONTINUATION:
+                if self._fragments is None:
+                    raise WebSocketProtocolError("continuation frame without a message to continue")
+                if self._fragment_size + length > max_size:
+                    raise WebSocketProtocolError(
+                        f"fragmented message exceeds the {max_size}-byte limit", close_code=1009
+                    )
+            elif opcode in _CONTROL_OPCODES:
+                if not fin or length > 125:
+                    raise WebSocketProtocolError("control frames must be final and at most 125 bytes")
+            else:
+                raise WebSocketProtocolError(f"unknown websocket opcode {opcode:#x}")
             if length > max_size:
                 raise WebSocketProtocolError(
                     f"frame of {length} bytes exceeds the {max_size}-byte limit", close_code=1009
@@ -153,10 +178,7 @@ class FrameReader:
                 return pos
             payload = buf[start:end]
             pos = end
-            fin = b0 & 0x80
-            if opcode == OP_TEXT or opcode == OP_BINARY:
-                if self._fragments is not None:
-                    raise WebSocketProtocolError("new data frame inside a fragmented message")
+            if opcode in (OP_TEXT, OP_BINARY):
                 if fin:
                     out.append((payload, opcode == OP_BINARY))
                 else:
@@ -164,28 +186,20 @@ class FrameReader:
                     self._fragment_size = length
                     self._fragment_binary = opcode == OP_BINARY
             elif opcode == OP_CONTINUATION:
-                if self._fragments is None:
-                    raise WebSocketProtocolError("continuation frame without a message to continue")
-                self._fragment_size += length
-                if self._fragment_size > max_size:
-                    raise WebSocketProtocolError(
-                        f"fragmented message exceeds the {max_size}-byte limit", close_code=1009
-                    )
-                self._fragments.append(payload)
-                if fin:
-                    out.append((b"".join(self._fragments), self._fragment_binary))
-                    self._fragments = None
-                    self._fragment_size = 0
-            elif opcode in _CONTROL_OPCODES:
-                if not fin or length > 125:
-                    raise WebSocketProtocolError("control frames must be final and at most 125 bytes")
+                fragments = self._fragments
+                if fragments is not None:  # always: checked with the header
+                    self._fragment_size += length
+                    fragments.append(payload)
+                    if fin:
+                        out.append((b"".join(fragments), self._fragment_binary))
+                        self._fragments = None
+                        self._fragment_size = 0
+            else:
                 if opcode == OP_PING:
                     self.pings.append(payload)
                 elif opcode == OP_CLOSE:
                     self.close = parse_close_payload(payload)
                     self._need = 2
                     return n  # nothing after a close frame counts
-            else:
-                raise WebSocketProtocolError(f"unknown websocket opcode {opcode:#x}")
         self._need = 2
         return pos

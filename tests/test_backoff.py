@@ -1,0 +1,133 @@
+"""Reconnect backoff: full jitter, cap, reset and the attempt limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from leap_sync.backoff import Backoff
+
+
+class RecordingUniform:
+    """A ``uniform`` that records its bounds and returns the upper one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float]] = []
+
+    def __call__(self, low: float, high: float) -> float:
+        self.calls.append((low, high))
+        return high
+
+
+def test_defaults() -> None:
+    backoff = Backoff()
+    assert backoff.base == 0.5
+    assert backoff.cap == 30.0
+    assert backoff.reset_after == 30.0
+    assert backoff.max_attempts is None
+    assert backoff.failures == 0
+    assert backoff.exhausted is False
+    assert repr(backoff) == "Backoff(base=0.5, cap=30.0, reset_after=30.0, max_attempts=None, failures=0)"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"base": -1.0}, {"cap": -0.1}, {"reset_after": -5.0}, {"max_attempts": 0}, {"max_attempts": -3}],
+)
+def test_invalid_arguments(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+def test_full_jitter_bounds_double_up_to_the_cap() -> None:
+    uniform = RecordingUniform()
+    backoff = Backoff(0.5, 10.0, uniform=uniform)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert uniform.calls == [
+        (0.0, 0.5),
+        (0.0, 1.0),
+        (0.0, 2.0),
+        (0.0, 4.0),
+        (0.0, 8.0),
+        (0.0, 10.0),
+        (0.0, 10.0),
+        (0.0, 10.0),
+    ]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert backoff.failures == 8
+
+
+def test_delay_is_what_uniform_returns() -> None:
+    backoff = Backoff(1.0, 100.0, uniform=lambda low, high: high / 4)
+    assert [backoff.next_delay() for _ in range(3)] == [0.25, 0.5, 1.0]
+
+
+def test_delay_is_a_float() -> None:
+    backoff = Backoff(1.0, 8.0, uniform=lambda low, high: int(high))
+    delay = backoff.next_delay()
+    assert delay == 1.0
+    assert type(delay) is float
+
+
+def test_many_failures_do_not_overflow() -> None:
+    uniform = RecordingUniform()
+    backoff = Backoff(0.5, 30.0, uniform=uniform)
+    for _ in range(5000):
+        backoff.next_delay()
+    assert uniform.calls[-1] == (0.0, 30.0)
+    assert backoff.failures == 5000
+
+
+def test_real_randomness_stays_within_bounds() -> None:
+    backoff = Backoff(0.1, 1.0)
+    for n in range(200):
+        ceiling = min(1.0, 0.1 * 2**n)
+        assert 0.0 <= backoff.next_delay() <= ceiling
+
+
+def test_zero_base_means_immediate_retries() -> None:
+    uniform = RecordingUniform()
+    backoff = Backoff(0.0, 30.0, uniform=uniform)
+    assert [backoff.next_delay() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert uniform.calls == [(0.0, 0.0)] * 3
+
+
+def test_reset_starts_over() -> None:
+    uniform = RecordingUniform()
+    backoff = Backoff(1.0, 60.0, uniform=uniform)
+    backoff.next_delay()
+    backoff.next_delay()
+    backoff.next_delay()
+    backoff.reset()
+    assert backoff.failures == 0
+    assert backoff.next_delay() == 1.0
+    assert uniform.calls[-1] == (0.0, 1.0)
+
+
+def test_unlimited_attempts_are_never_exhausted() -> None:
+    backoff = Backoff(uniform=lambda low, high: 0.0)
+    for _ in range(1000):
+        backoff.next_delay()
+    assert backoff.exhausted is False
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 5])
+def test_exhausted_after_max_attempts_failed_reconnects(max_attempts: int) -> None:
+    # The failure that lost the connection counts first (before any attempt); then each
+    # failed reconnect attempt counts one more. With max_attempts=N the client makes N
+    # attempts, so it is exhausted once N + 1 failures have been counted.
+    backoff = Backoff(max_attempts=max_attempts, uniform=lambda low, high: 0.0)
+    backoff.next_delay()  # the connection was lost
+    for _attempt in range(max_attempts):
+        assert backoff.exhausted is False  # the client may try again
+        backoff.next_delay()  # ...and that attempt failed
+    assert backoff.failures == max_attempts + 1
+    assert backoff.exhausted is True
+
+
+def test_reset_clears_exhaustion() -> None:
+    backoff = Backoff(max_attempts=1, uniform=lambda low, high: 0.0)
+    backoff.next_delay()
+    backoff.next_delay()
+    assert backoff.exhausted is True
+    backoff.reset()
+    assert backoff.exhausted is False
