@@ -699,7 +699,7 @@ class LeapClient:
                             error = LeapConnectionError(
                                 f"no {what} within {self._options.connect_timeout:g} s"
                             )
-                            self._close_transport(transport, CloseCode.UNKNOWN, error)
+                            transport.fail(CloseCode.UNKNOWN, error)
                             return error
                         batch = transport.receive(remaining)
                         if not batch:
@@ -721,7 +721,7 @@ class LeapClient:
                 if result.error is not None:
                     self.logger.error("protocol error from server", result.error)
                     error = LeapConnectionError(f"protocol error: {result.error}")
-                    self._close_transport(transport, 1002, error)
+                    transport.fail(1002, error)
                     return error
         except LeapConnectionError as exc:
             return exc
@@ -732,12 +732,6 @@ class LeapClient:
                 self._session = self._transport = None
                 self._hb_cond.notify_all()
 
-    def _close_transport(self, transport: Transport, code: int, error: LeapConnectionError) -> None:
-        try:
-            transport.send_close(int(code), "", timeout=1.0)
-        except LeapConnectionError:
-            pass
-        transport.abort(error)
 
     def _send_on(self, transport: Transport, session: ClientSession, frame: dict[str, Any]) -> None:
         """Send from the I/O thread; a failure shows up as the connection ending."""
@@ -856,7 +850,7 @@ class LeapClient:
                     try:
                         self.logger.warn("zombie connection", {"silent_for": round(now - tracker.last_received, 3)})
                         if transport is not None:
-                            self._close_transport(transport, CloseCode.UNKNOWN, error)
+                            transport.fail(CloseCode.UNKNOWN, error)
                     finally:
                         cond.acquire()
 

@@ -304,6 +304,10 @@ class Transport:
             self.send_close(1000 if code is None else code, "", timeout=1.0)
         except LeapConnectionError:
             pass
+        if self._abort_error is not None:  # the peer only answered our own close
+            self._ended = self._abort_error
+            self._shutdown()
+            return
         self._ended = LeapConnectionError(
             f"server closed the connection (code {code}{': ' + reason if reason else ''})",
             close_code=code,
@@ -312,12 +316,8 @@ class Transport:
         self._shutdown()
 
     def _fail(self, code: int, message: str) -> None:
-        try:
-            self.send_close(code, message[:100], timeout=1.0)
-        except LeapConnectionError:
-            pass
-        self._ended = LeapConnectionError(f"protocol error: {message}")
-        self._shutdown()
+        self.fail(code, LeapConnectionError(f"protocol error: {message}"))
+        self._ended = self._abort_error
 
     # -- writing (any thread) ----------------------------------------------------------
 
@@ -374,6 +374,18 @@ class Transport:
         raise error
 
     # -- ending ------------------------------------------------------------------------
+
+    def fail(self, code: int, error: LeapConnectionError) -> None:
+        """End the connection because of ``error``, from any thread: a close frame with
+        ``code`` goes out if it can, the socket is shut down, and :meth:`receive` raises
+        ``error`` (not the peer's echo of our close)."""
+        if self._abort_error is None:
+            self._abort_error = error
+        try:
+            self.send_close(code, "", timeout=1.0)
+        except LeapConnectionError:
+            pass
+        self._shutdown()
 
     def abort(self, error: Optional[LeapConnectionError] = None) -> None:
         """End the connection now, from any thread: a blocked :meth:`receive` wakes and
