@@ -179,8 +179,13 @@ def test_gunicorn_post_fork_gives_each_worker_a_client(example_server: LeapEdgeS
         conn.close()
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        try:
+            _, log = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, log = proc.communicate()
+            raise AssertionError(f"gunicorn did not stop on SIGTERM; its log:\n{log}") from None
+    assert proc.returncode == 0, log
     example_server.wait_for(lambda s: not s.connections, timeout=10)
     assert sorted(c.close_code for c in example_server.all_connections) == [1000, 1000]  # closed, not dropped
 
