@@ -13,6 +13,8 @@ def collect_notifications(client: LeapClient, channel: str, count: int, timeout:
     notes = []
     for _ in range(count):
         event = messages.get(timeout=timeout)
-        notes.append(f"{event.event_name}: {event.data.get('text', '') if isinstance(event.data, dict) else event.data}")
+        notes.append(
+            f"{event.event_name}: {event.data.get('text', '') if isinstance(event.data, dict) else event.data}"
+        )
     messages.close()
     return notes

@@ -10,7 +10,7 @@ The random source is injectable for tests.
 from __future__ import annotations
 
 import random as _random
-from typing import Callable, Optional
+from collections.abc import Callable
 
 __all__ = ["Backoff"]
 
@@ -24,8 +24,8 @@ class Backoff:
         cap: float = 30.0,
         *,
         reset_after: float = 30.0,
-        max_attempts: Optional[int] = None,
-        uniform: Optional[Callable[[float, float], float]] = None,
+        max_attempts: int | None = None,
+        uniform: Callable[[float, float], float] | None = None,
     ) -> None:
         if base < 0 or cap < 0 or reset_after < 0:
             raise ValueError("base, cap and reset_after must not be negative")

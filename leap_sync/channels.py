@@ -12,11 +12,12 @@ import collections
 import queue
 import threading
 import time
-from typing import Callable, Generic, Iterable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ChannelClosed, ChannelOverflowError
 
-__all__ = ["EventChannel", "OVERFLOW_POLICIES"]
+__all__ = ["OVERFLOW_POLICIES", "EventChannel"]
 
 T = TypeVar("T")
 OVERFLOW_POLICIES = ("drop_oldest", "error")
@@ -46,7 +47,7 @@ class EventChannel(Generic[T]):
         maxsize: int = 0,
         overflow: str = "drop_oldest",
         *,
-        on_close: Optional[Callable[["EventChannel[T]"], None]] = None,
+        on_close: Callable[[EventChannel[T]], None] | None = None,
     ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must not be negative")
@@ -60,7 +61,7 @@ class EventChannel(Generic[T]):
         self._items: collections.deque[T] = collections.deque(maxlen=maxsize if bounded else None)
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
-        self._error: Optional[ChannelClosed] = None
+        self._error: ChannelClosed | None = None
         self._on_close = on_close
 
     def __repr__(self) -> str:
@@ -69,7 +70,7 @@ class EventChannel(Generic[T]):
 
     # -- consumer side -----------------------------------------------------------------
 
-    def get(self, timeout: Optional[float] = None) -> T:
+    def get(self, timeout: float | None = None) -> T:
         """The next event, waiting up to ``timeout`` seconds (``None``: forever).
 
         Raises :class:`queue.Empty` on timeout and :class:`ChannelClosed` (or
@@ -159,7 +160,7 @@ class EventChannel(Generic[T]):
                 )
             self._cond.notify_all()
 
-    def _finish(self, error: Optional[ChannelClosed]) -> None:
+    def _finish(self, error: ChannelClosed | None) -> None:
         """No more events will come; wake every waiting consumer."""
         with self._cond:
             if not self._closed:

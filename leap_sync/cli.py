@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 import attrs
 
@@ -186,7 +186,7 @@ def _demo(args: argparse.Namespace) -> int:
 # -- listen ------------------------------------------------------------------------------------
 
 
-def _read_token(args: argparse.Namespace) -> Optional[str]:
+def _read_token(args: argparse.Namespace) -> str | None:
     if args.tokenless:
         return None
     token = os.environ.get(args.token_env)
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     status: int = args.func(args)

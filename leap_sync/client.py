@@ -21,7 +21,8 @@ import itertools
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .backoff import Backoff
 from .channels import EventChannel
@@ -36,6 +37,7 @@ from .errors import (
 from .log import Logger, StdlibLogger
 from .protocol import frames
 from .protocol.codec import COMPRESSIONS, DEFAULT_MAX_SIZE, Codec
+from .protocol.heartbeat import Pulse
 from .protocol.models import (
     AvailableEvent,
     Channel,
@@ -47,7 +49,6 @@ from .protocol.models import (
     UnavailableEvent,
 )
 from .protocol.opcodes import CloseAction, CloseCode, close_action
-from .protocol.heartbeat import Pulse
 from .protocol.session import ClientSession, SessionState
 from .state import ConnectionState, StateInfo
 from .transport import Transport, TransportOptions
@@ -65,12 +66,12 @@ StateListener = Callable[[StateInfo], None]
 class _Future:
     """A one-shot result handed from the I/O thread to a waiting caller."""
 
-    __slots__ = ("_done", "value", "error")
+    __slots__ = ("_done", "error", "value")
 
     def __init__(self) -> None:
         self._done = threading.Event()
         self.value: Any = None
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def set(self, value: Any = None) -> None:
         if not self._done.is_set():
@@ -82,7 +83,7 @@ class _Future:
             self.error = error
             self._done.set()
 
-    def wait(self, timeout: Optional[float]) -> bool:
+    def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
 
 
@@ -127,26 +128,26 @@ class LeapClient:
     def __init__(
         self,
         project_id: str,
-        token: Optional[str] = None,
-        logger: Optional[Logger] = None,
+        token: str | None = None,
+        logger: Logger | None = None,
         *,
         url: str = DEFAULT_URL,
         encoding: str = "json",
         compression: str = "none",
-        sslopt: Optional[dict[str, Any]] = None,
+        sslopt: dict[str, Any] | None = None,
         ssl_context: Any = None,
-        header: Optional[Any] = None,
-        http_proxy_host: Optional[str] = None,
-        http_proxy_port: Optional[int] = None,
-        http_proxy_auth: Optional[tuple[str, str]] = None,
-        http_no_proxy: Optional[list[str]] = None,
+        header: Any | None = None,
+        http_proxy_host: str | None = None,
+        http_proxy_port: int | None = None,
+        http_proxy_auth: tuple[str, str] | None = None,
+        http_no_proxy: list[str] | None = None,
         proxy_type: str = "http",
         trust_env: bool = True,
         connect_timeout: float = 10.0,
         send_timeout: float = 10.0,
         close_timeout: float = 5.0,
         max_message_size: int = DEFAULT_MAX_SIZE,
-        backoff: Optional[Backoff] = None,
+        backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(project_id, str) or not project_id:
@@ -189,8 +190,8 @@ class LeapClient:
         self._closing = threading.Event()
         self._closed_reported = False
         self._finished = False  # channels ended: the client will not deliver again
-        self._io_thread: Optional[threading.Thread] = None
-        self._hb_thread: Optional[threading.Thread] = None
+        self._io_thread: threading.Thread | None = None
+        self._hb_thread: threading.Thread | None = None
         self._pending_ws: Any = None  # the websocket of a connection attempt in flight
         self._message_channels: tuple[EventChannel[MessageEvent], ...] = ()
         self._channel_channels: tuple[EventChannel[ChannelEvent], ...] = ()
@@ -202,15 +203,15 @@ class LeapClient:
         self._session_lock = threading.Lock()
         self._hb_cond = threading.Condition(self._session_lock)
         self._hb_stop = False
-        self._session: Optional[ClientSession] = None
-        self._transport: Optional[Transport] = None
+        self._session: ClientSession | None = None
+        self._transport: Transport | None = None
 
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
-        self.init_event: Optional[InitEvent] = None
+        self.init_event: InitEvent | None = None
         """The INIT of the current (or last) connection; ``None`` before the first."""
-        self._latency: Optional[float] = None
-        self._connected_at: Optional[float] = None
+        self._latency: float | None = None
+        self._connected_at: float | None = None
 
     # -- introspection -----------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class LeapClient:
         return self._url
 
     @property
-    def latency(self) -> Optional[float]:
+    def latency(self) -> float | None:
         """Round trip, in seconds, of the last acknowledged heartbeat; ``None`` before
         one."""
         session = self._session
@@ -264,9 +265,7 @@ class LeapClient:
 
         return remove
 
-    def message_event_channel(
-        self, maxsize: int = 0, overflow: str = "drop_oldest"
-    ) -> EventChannel[MessageEvent]:
+    def message_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[MessageEvent]:
         """A new channel of :class:`MessageEvent` (channel and direct messages), in
         wire order. See :class:`~leap_sync.channels.EventChannel` for ``maxsize`` and
         ``overflow``. Ends when the client closes or will not reconnect."""
@@ -278,9 +277,7 @@ class LeapClient:
                 self._message_channels += (channel,)
         return channel
 
-    def channel_event_channel(
-        self, maxsize: int = 0, overflow: str = "drop_oldest"
-    ) -> EventChannel[ChannelEvent]:
+    def channel_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[ChannelEvent]:
         """A new channel of channel events (``AvailableEvent``, ``UnavailableEvent``,
         ``StateUpdateEvent``, ``TokenStateUpdateEvent``, pipe room events,
         ``UnknownEvent``), in wire order. An AVAILABLE or UNAVAILABLE that answers a
@@ -300,7 +297,7 @@ class LeapClient:
 
     # -- connecting --------------------------------------------------------------------
 
-    def connect(self, wait: bool = False, timeout: Optional[float] = None) -> None:
+    def connect(self, wait: bool = False, timeout: float | None = None) -> None:
         """Open the connection: one attempt, no retry.
 
         Returns once the websocket upgrade succeeded; authentication completes in the
@@ -345,7 +342,7 @@ class LeapClient:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.wait_connected(remaining)
 
-    def wait_connected(self, timeout: Optional[float] = None) -> InitEvent:
+    def wait_connected(self, timeout: float | None = None) -> InitEvent:
         """Block until ``CONNECTED`` and return the INIT event.
 
         Raises :class:`LeapTimeoutError` after ``timeout`` seconds,
@@ -375,7 +372,7 @@ class LeapClient:
 
     # -- sending -----------------------------------------------------------------------
 
-    def subscribe(self, channel_id: str, timeout: Optional[float] = 10.0, *, wait: bool = False) -> Channel:
+    def subscribe(self, channel_id: str, timeout: float | None = 10.0, *, wait: bool = False) -> Channel:
         """Subscribe to a channel and return it once Leap Edge confirms (AVAILABLE).
 
         Raises :class:`ChannelUnavailableError` (with ``error_code``, e.g.
@@ -409,7 +406,7 @@ class LeapClient:
         channel: Channel = waiter.value
         return channel
 
-    def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+    def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send UNSUBSCRIBE and forget the subscription."""
         _check_id(channel_id, "channel_id")
         with self._lock:
@@ -417,7 +414,7 @@ class LeapClient:
         self._send(frames.unsubscribe(channel_id), wait, timeout)
 
     def set_channel_state(
-        self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: Optional[float] = None
+        self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None
     ) -> None:
         """Send SET_CHANNEL_STATE (``state`` is a JSON object)."""
         _check_id(channel_id, "channel_id")
@@ -432,25 +429,25 @@ class LeapClient:
         data: Any = None,
         *,
         wait: bool = False,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> None:
         """Send a MESSAGE to a channel; ``data`` is any JSON (or ETF) value."""
         _check_id(channel_id, "channel_id")
         _check_id(event_name, "event_name")
         self._send(frames.message(channel_id, event_name, data), wait, timeout)
 
-    def subscribe_pipe_room(self, join_token: str, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+    def subscribe_pipe_room(self, join_token: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send PIPE_ROOM_SUBSCRIBE; the room's events arrive on channel-event
         channels."""
         _check_id(join_token, "join_token")
         self._send(frames.pipe_room_subscribe(join_token), wait, timeout)
 
-    def unsubscribe_pipe_room(self, room_id: str, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+    def unsubscribe_pipe_room(self, room_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send PIPE_ROOM_UNSUBSCRIBE."""
         _check_id(room_id, "room_id")
         self._send(frames.pipe_room_unsubscribe(room_id), wait, timeout)
 
-    def _send(self, frame: dict[str, Any], wait: bool, timeout: Optional[float]) -> None:
+    def _send(self, frame: dict[str, Any], wait: bool, timeout: float | None) -> None:
         if wait:
             self.wait_connected(timeout)
         if self._closing.is_set():
@@ -510,7 +507,7 @@ class LeapClient:
         if io_thread is None or not io_thread.is_alive():
             self._report_closed()
 
-    def __enter__(self) -> "LeapClient":
+    def __enter__(self) -> LeapClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -541,7 +538,7 @@ class LeapClient:
     # -- state ---------------------------------------------------------------------------
 
     def _set_state(
-        self, state: ConnectionState, error: Optional[BaseException] = None, will_reconnect: bool = False
+        self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
     ) -> None:
         info = StateInfo(state, error, will_reconnect)
         with self._state_cond:
@@ -638,7 +635,7 @@ class LeapClient:
                 )
                 self._give_up(fatal)
                 return
-            delay: Optional[float] = None
+            delay: float | None = None
             if action is CloseAction.REDIRECT and not redirected:
                 target = self._redirect_target(error.close_reason or "")
                 if target is not None:
@@ -685,7 +682,7 @@ class LeapClient:
         with self._hb_cond:
             self._session, self._transport = session, transport
         clock = time.monotonic
-        handshake_deadline: Optional[float] = clock() + self._options.connect_timeout
+        handshake_deadline: float | None = clock() + self._options.connect_timeout
         try:
             while True:
                 if handshake_deadline is not None:
@@ -696,9 +693,7 @@ class LeapClient:
                         remaining = handshake_deadline - clock()
                         if remaining <= 0:
                             what = "Hello" if session.hello is None else "INIT"
-                            error = LeapConnectionError(
-                                f"no {what} within {self._options.connect_timeout:g} s"
-                            )
+                            error = LeapConnectionError(f"no {what} within {self._options.connect_timeout:g} s")
                             transport.fail(CloseCode.UNKNOWN, error)
                             return error
                         batch = transport.receive(remaining)
@@ -731,7 +726,6 @@ class LeapClient:
                     self._latency = session.latency
                 self._session = self._transport = None
                 self._hb_cond.notify_all()
-
 
     def _send_on(self, transport: Transport, session: ClientSession, frame: dict[str, Any]) -> None:
         """Send from the I/O thread; a failure shows up as the connection ending."""
@@ -770,7 +764,9 @@ class LeapClient:
                     if isinstance(event, AvailableEvent):
                         waiter.set(event.channel)
                     else:
-                        waiter.fail(ChannelUnavailableError(channel_id or "", event.error_code, graceful=event.graceful))
+                        waiter.fail(
+                            ChannelUnavailableError(channel_id or "", event.error_code, graceful=event.graceful)
+                        )
                 return
         for channel in self._channel_channels:
             channel._put_many((event,))  # type: ignore[arg-type]
@@ -798,7 +794,7 @@ class LeapClient:
         for waiter in waiters:
             waiter.fail(error)
 
-    def _redirect_target(self, reason: str) -> Optional[str]:
+    def _redirect_target(self, reason: str) -> str | None:
         """The URL a 4006 close reason names, with our query; ``None`` if unusable."""
         try:
             target = with_query(reason.strip(), self.encoding, self.compression)
@@ -815,7 +811,7 @@ class LeapClient:
     def _heartbeat_loop(self) -> None:
         cond = self._hb_cond
         clock = time.monotonic
-        given_up: Optional[ClientSession] = None
+        given_up: ClientSession | None = None
         with cond:
             while not self._hb_stop:
                 session = self._session

@@ -23,11 +23,12 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Mapping, Optional, Protocol, TextIO, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, TextIO, runtime_checkable
 
-__all__ = ["FmtLogger", "Logger", "NopLogger", "StdlibLogger", "LEVELS"]
+__all__ = ["LEVELS", "FmtLogger", "Logger", "NopLogger", "StdlibLogger"]
 
-Metadata = Optional[Mapping[str, Any]]
+Metadata = Mapping[str, Any] | None
 LEVELS = ("debug", "info", "warn", "error")
 
 # A library's logger stays silent until the application configures logging: without a
@@ -45,7 +46,7 @@ class Logger(Protocol):
 
     def warn(self, message: str, metadata: Metadata = None) -> None: ...
 
-    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None: ...
+    def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None: ...
 
 
 def _format_metadata(metadata: Metadata) -> str:
@@ -66,7 +67,7 @@ class NopLogger:
     def warn(self, message: str, metadata: Metadata = None) -> None:
         pass
 
-    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None:
+    def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None:
         pass
 
 
@@ -75,7 +76,7 @@ class FmtLogger:
     (stderr by default) at or above ``level``, which defaults to the
     ``HOP_LOGGING_LEVEL`` environment variable (``info`` when unset or unknown)."""
 
-    def __init__(self, level: Optional[str] = None, stream: Optional[TextIO] = None) -> None:
+    def __init__(self, level: str | None = None, stream: TextIO | None = None) -> None:
         if level is None:
             level = os.environ.get("HOP_LOGGING_LEVEL", "info").strip().lower()
         if level == "warning":
@@ -90,7 +91,7 @@ class FmtLogger:
     def __repr__(self) -> str:
         return f"FmtLogger(level={self.level!r})"
 
-    def _write(self, level: str, message: str, metadata: Metadata, err: Optional[BaseException] = None) -> None:
+    def _write(self, level: str, message: str, metadata: Metadata, err: BaseException | None = None) -> None:
         if LEVELS.index(level) < self._threshold:
             return
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level.upper():5} leap: {message}"
@@ -114,7 +115,7 @@ class FmtLogger:
     def warn(self, message: str, metadata: Metadata = None) -> None:
         self._write("warn", message, metadata)
 
-    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None:
+    def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None:
         self._write("error", message, metadata, err)
 
 
@@ -122,13 +123,13 @@ class StdlibLogger:
     """Forwards to a standard :class:`logging.Logger`; metadata goes in the message
     and in ``extra={"leap": metadata}``."""
 
-    def __init__(self, logger: Optional[logging.Logger] = None) -> None:
+    def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger if logger is not None else logging.getLogger("leap_sync")
 
     def __repr__(self) -> str:
         return f"StdlibLogger({self.logger.name!r})"
 
-    def _log(self, level: int, message: str, metadata: Metadata, err: Optional[BaseException] = None) -> None:
+    def _log(self, level: int, message: str, metadata: Metadata, err: BaseException | None = None) -> None:
         if not self.logger.isEnabledFor(level):
             return
         text = message
@@ -145,5 +146,5 @@ class StdlibLogger:
     def warn(self, message: str, metadata: Metadata = None) -> None:
         self._log(logging.WARNING, message, metadata)
 
-    def error(self, message: str, err: Optional[BaseException] = None, metadata: Metadata = None) -> None:
+    def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None:
         self._log(logging.ERROR, message, metadata, err)

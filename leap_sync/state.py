@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from typing import Optional
 
 import attrs
 
@@ -33,5 +32,5 @@ class StateInfo:
     and whether the client will try to reconnect by itself."""
 
     connection_state: ConnectionState
-    error: Optional[BaseException] = attrs.field(default=None, eq=False)
+    error: BaseException | None = attrs.field(default=None, eq=False)
     will_reconnect: bool = False

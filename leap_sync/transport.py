@@ -16,7 +16,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import websocket
 
@@ -26,7 +27,7 @@ from .protocol.wsframes import FrameReader, WebSocketProtocolError
 
 __all__ = ["Transport", "TransportOptions"]
 
-Payload = Union[str, bytes]
+Payload = str | bytes
 
 _READ_SIZE = 256 * 1024
 _TLS_READ_SIZE = 64 * 1024
@@ -53,12 +54,12 @@ class TransportOptions:
         connect_timeout: float = 10.0,
         send_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_SIZE,
-        sslopt: Optional[dict[str, Any]] = None,
-        header: Optional[Union[list[str], dict[str, str]]] = None,
-        http_proxy_host: Optional[str] = None,
-        http_proxy_port: Optional[int] = None,
-        http_proxy_auth: Optional[tuple[str, str]] = None,
-        http_no_proxy: Optional[list[str]] = None,
+        sslopt: dict[str, Any] | None = None,
+        header: list[str] | dict[str, str] | None = None,
+        http_proxy_host: str | None = None,
+        http_proxy_port: int | None = None,
+        http_proxy_auth: tuple[str, str] | None = None,
+        http_no_proxy: list[str] | None = None,
         proxy_type: str = "http",
         trust_env: bool = True,
     ) -> None:
@@ -102,7 +103,7 @@ class TransportOptions:
         return kwargs
 
 
-def _wait(sock: socket.socket, write: bool, timeout: Optional[float]) -> bool:
+def _wait(sock: socket.socket, write: bool, timeout: float | None) -> bool:
     """Wait until ``sock`` is readable (or writable); ``False`` on timeout."""
     if _HAS_POLL:
         poller = select.poll()
@@ -117,16 +118,16 @@ class _InterruptibleWebSocket(websocket.WebSocket):
     assigned if ``stop`` is already set, so a handshake can be interrupted from another
     thread without a window in which the socket exists but nobody knows it."""
 
-    def __init__(self, stop: Optional[threading.Event], **kwargs: Any) -> None:
+    def __init__(self, stop: threading.Event | None, **kwargs: Any) -> None:
         self._stop = stop
         super().__init__(**kwargs)
 
     @property
-    def sock(self) -> Optional[socket.socket]:
+    def sock(self) -> socket.socket | None:
         return self.__dict__.get("_leap_sock")
 
     @sock.setter
-    def sock(self, value: Optional[socket.socket]) -> None:
+    def sock(self, value: socket.socket | None) -> None:
         self.__dict__["_leap_sock"] = value
         if value is not None and self._stop is not None and self._stop.is_set():
             _shutdown_quietly(value)
@@ -170,8 +171,8 @@ class Transport:
         self._send_lock = threading.Lock()  # held for each whole frame sent
         self._send_timeout = send_timeout
         self._reader = FrameReader(max_message_size)
-        self._ended: Optional[LeapConnectionError] = None
-        self._abort_error: Optional[LeapConnectionError] = None
+        self._ended: LeapConnectionError | None = None
+        self._abort_error: LeapConnectionError | None = None
         self._close_sent = False
         self._poller: Any = None
         if _HAS_POLL:
@@ -185,9 +186,9 @@ class Transport:
         url: str,
         options: TransportOptions,
         *,
-        stop: Optional[threading.Event] = None,
-        on_socket: Optional[Callable[[_InterruptibleWebSocket], None]] = None,
-    ) -> "Transport":
+        stop: threading.Event | None = None,
+        on_socket: Callable[[_InterruptibleWebSocket], None] | None = None,
+    ) -> Transport:
         """Connect and upgrade (blocking, bounded by ``options.connect_timeout``).
 
         The handshake is abandoned as soon as possible once ``stop`` is set: the
@@ -217,7 +218,7 @@ class Transport:
 
     # -- reading (one thread) ------------------------------------------------------------
 
-    def receive(self, timeout: Optional[float] = None) -> list[tuple[bytes, bool]]:
+    def receive(self, timeout: float | None = None) -> list[tuple[bytes, bool]]:
         """Block until data messages arrive; return every complete one, in order.
 
         Returns ``[]`` when ``timeout`` (seconds) passes first. Answers pings on the
@@ -245,8 +246,7 @@ class Transport:
             try:
                 messages = reader.feed(data)
             except WebSocketProtocolError as exc:
-                self._fail(exc.close_code, str(exc))
-                raise self._ended  # type: ignore[misc]
+                raise self._fail(exc.close_code, str(exc)) from None
             if reader.pings:
                 pings, reader.pings = reader.pings, []
                 for payload in pings:
@@ -257,7 +257,7 @@ class Transport:
             if messages:
                 return messages
 
-    def _read(self) -> Optional[bytes]:
+    def _read(self) -> bytes | None:
         """One locked read; ``None`` when nothing was there after all."""
         with self._lock:
             try:
@@ -284,7 +284,7 @@ class Transport:
                 return None
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 data = b""
-                error: Optional[Exception] = exc
+                error: Exception | None = exc
             else:
                 error = None
         if not data:
@@ -298,7 +298,7 @@ class Transport:
             raise self._ended
         return data
 
-    def _end_by_peer(self, code: Optional[int], reason: str) -> None:
+    def _end_by_peer(self, code: int | None, reason: str) -> None:
         # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket.
         try:
             self.send_close(1000 if code is None else code, "", timeout=1.0)
@@ -315,9 +315,11 @@ class Transport:
         )
         self._shutdown()
 
-    def _fail(self, code: int, message: str) -> None:
-        self.fail(code, LeapConnectionError(f"protocol error: {message}"))
-        self._ended = self._abort_error
+    def _fail(self, code: int, message: str) -> LeapConnectionError:
+        error = LeapConnectionError(f"protocol error: {message}")
+        self.fail(code, error)
+        self._ended = self._abort_error or error
+        return self._ended
 
     # -- writing (any thread) ----------------------------------------------------------
 
@@ -329,7 +331,7 @@ class Transport:
         """
         self._send_frame(_OPCODE_BINARY if binary else _OPCODE_TEXT, payload)
 
-    def send_close(self, code: int = 1000, reason: str = "", timeout: Optional[float] = None) -> None:
+    def send_close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
         """Send a close frame once (later calls do nothing)."""
         if self._close_sent:
             return
@@ -337,7 +339,7 @@ class Transport:
         payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
         self._send_frame(_OPCODE_CLOSE, payload, timeout)
 
-    def _send_frame(self, opcode: int, payload: Payload, timeout: Optional[float] = None) -> None:
+    def _send_frame(self, opcode: int, payload: Payload, timeout: float | None = None) -> None:
         data = memoryview(_create_frame(payload, opcode).format())
         limit = self._send_timeout if timeout is None else timeout
         sock = self._sock
@@ -347,12 +349,12 @@ class Transport:
         with self._send_lock:
             if self._ended is not None and opcode != _OPCODE_CLOSE:
                 raise LeapConnectionError(f"cannot send: {self._ended}")
-            deadline: Optional[float] = None
+            deadline: float | None = None
             while data:
                 with self._lock:
                     try:
                         sent = sock.send(data)
-                        blocked: Optional[Exception] = None
+                        blocked: Exception | None = None
                     except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
                         sent = 0
                         blocked = exc
@@ -387,7 +389,7 @@ class Transport:
             pass
         self._shutdown()
 
-    def abort(self, error: Optional[LeapConnectionError] = None) -> None:
+    def abort(self, error: LeapConnectionError | None = None) -> None:
         """End the connection now, from any thread: a blocked :meth:`receive` wakes and
         raises ``error`` (default: "connection aborted")."""
         if self._abort_error is None:

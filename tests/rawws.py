@@ -9,7 +9,6 @@ import queue
 import socket
 import ssl
 import threading
-from typing import Optional
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -70,7 +69,7 @@ class RawServer:
     """Accepts connections on loopback in a thread, answers the upgrade, and queues
     each connection for the test."""
 
-    def __init__(self, tls: Optional[ssl.SSLContext] = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._tls = tls
         self.port = self._listener.getsockname()[1]
@@ -125,7 +124,7 @@ class RawServer:
         while not self.connections.empty():
             self.connections.get().close()
 
-    def __enter__(self) -> "RawServer":
+    def __enter__(self) -> RawServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

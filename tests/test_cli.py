@@ -63,7 +63,10 @@ class Serve:
 
     def post(self, path: str, body: object, method: str = "POST") -> dict[str, object]:
         request = urllib.request.Request(
-            self.control + path, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+            self.control + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
         )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=10) as response:

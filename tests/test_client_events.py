@@ -194,7 +194,7 @@ def test_wss_end_to_end_with_verification(make_client: MakeClient) -> None:
         server.create_channel("room")
         assert server.url.startswith("wss://127.0.0.1:")
         untrusting = make_client(server)
-        with pytest.raises(LeapConnectionError, match="(?i)certificate"):
+        with pytest.raises(LeapConnectionError, match=r"(?i)certificate"):
             untrusting.connect()
         assert untrusting.state.connection_state is ConnectionState.ERRORED
         context = ssl.create_default_context()

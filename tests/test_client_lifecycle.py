@@ -31,6 +31,8 @@ MakeClient = Callable[..., LeapClient]
 
 def client_threads() -> list[threading.Thread]:
     return [t for t in leap_threads() if t.name.startswith(("leap-sync-io-", "leap-sync-heartbeat-"))]
+
+
 CONNECTED = ConnectionState.CONNECTED
 CLOSED = ConnectionState.CLOSED
 
@@ -372,15 +374,15 @@ def test_max_attempts_gives_up(make_client: MakeClient) -> None:
     server = LeapEdgeServer().start()
     try:
         server.add_token(TOKEN)
-        client = make_client(
-            server, backoff=Backoff(base=0.01, cap=0.01, max_attempts=3, uniform=lambda lo, hi: hi)
-        )
+        client = make_client(server, backoff=Backoff(base=0.01, cap=0.01, max_attempts=3, uniform=lambda lo, hi: hi))
         messages = client.message_event_channel()
         client.add_state_update_listener(recorder)
         client.connect(wait=True, timeout=10)
     finally:
         server.close()
-    infos = recorder.wait_for(lambda infos: not infos[-1].will_reconnect and infos[-1].connection_state.value == "errored")
+    infos = recorder.wait_for(
+        lambda infos: not infos[-1].will_reconnect and infos[-1].connection_state.value == "errored"
+    )
     assert "gave up after 3" in str(infos[-1].error)
     assert [i.connection_state for i in infos].count(ConnectionState.CONNECTING) == 4  # first + 3 retries
     with pytest.raises(ChannelClosed):

@@ -185,7 +185,7 @@ def tls_raw(ca: trustme.CA) -> Iterator[RawServer]:
 
 
 def test_tls_verification_is_on_by_default(tls_raw: RawServer) -> None:
-    with pytest.raises(LeapConnectionError, match="(?i)certificate"):
+    with pytest.raises(LeapConnectionError, match=r"(?i)certificate"):
         Transport.open(tls_raw.url, OPTIONS)
 
 
