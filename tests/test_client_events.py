@@ -205,3 +205,55 @@ def test_wss_end_to_end_with_verification(make_client: MakeClient) -> None:
         client.subscribe("room", timeout=5)
         server.publish_many("room", "n", range(2000))
         assert [messages.get(timeout=10).data for _ in range(2000)] == list(range(2000))
+
+
+def test_slow_consumers_never_block_the_reader(server: LeapEdgeServer, make_client: MakeClient) -> None:
+    from leap_sync import ChannelOverflowError
+
+    client = make_client(server)
+    everything = client.message_event_channel()
+    newest = client.message_event_channel(maxsize=10, overflow="drop_oldest")
+    strict = client.message_event_channel(maxsize=10, overflow="error")
+    client.connect(wait=True, timeout=10)
+    client.subscribe("room", timeout=5)
+    server.publish_many("room", "n", range(100))
+    assert [everything.get(timeout=5).data for _ in range(100)] == list(range(100))
+    assert [newest.get(timeout=5).data for _ in range(10)] == list(range(90, 100))
+    assert newest.dropped == 90
+    assert [strict.get(timeout=5).data for _ in range(10)] == list(range(10))
+    with pytest.raises(ChannelOverflowError):
+        strict.get(timeout=5)
+    with pytest.raises(ChannelOverflowError):
+        list(strict)  # iteration never ends silently after a loss
+    server.publish("room", "n", 100)
+    assert everything.get(timeout=5).data == 100
+    assert newest.get(timeout=5).data == 100
+    assert client.state.connection_state is ConnectionState.CONNECTED
+
+
+def test_close_sends_a_close_frame(server: LeapEdgeServer, make_client: MakeClient) -> None:
+    client = make_client(server)
+    client.connect(wait=True, timeout=10)
+    client.close()
+    server.wait_for(lambda s: not s.connections)
+    assert [c.close_code for c in server.all_connections] == [1000]
+
+
+def test_a_hundred_clients_two_threads_each(server: LeapEdgeServer) -> None:
+    import threading
+
+    from leap_sync import NopLogger
+
+    clients = [LeapClient(PROJECT, TOKEN, NopLogger(), url=server.url) for _ in range(100)]
+    try:
+        for client in clients:
+            client.connect()
+        for client in clients:
+            client.wait_connected(timeout=30)
+        names = [t.name for t in threading.enumerate() if t.name.startswith(("leap-sync-io-", "leap-sync-heartbeat-"))]
+        assert len(names) == 200
+        assert clients[-1].init_event is not None and clients[-1].init_event.connection_count == 100
+        assert server.send_direct_message(TOKEN, "all", 1) == 100
+    finally:
+        for client in clients:
+            client.close()

@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import Callable
 
 import pytest
-from clientkit import TOKEN, StateRecorder
+from clientkit import TOKEN, StateRecorder, fast_backoff
 
 from leap_sync import (
     ChannelClosed,
@@ -277,12 +277,26 @@ def test_oversized_frame_is_refused(make_client: MakeClient) -> None:
 
 
 def test_no_hello_is_an_error_and_retried(make_client: MakeClient) -> None:
-    with LeapEdgeServer() as server:
-        server.add_token(TOKEN)
+    from rawws import RawServer
+
+    with RawServer() as raw:  # upgrades, then says nothing at all
         recorder = StateRecorder()
-        client = make_client(server, connect_timeout=0.3)
+        client = LeapClient("project_x", TOKEN, url=raw.url, connect_timeout=0.3, backoff=fast_backoff())
         client.add_state_update_listener(recorder)
-        client.connect(wait=True, timeout=10)
-        server.silence()  # the current connection goes quiet...
-        server.drop()  # ...and is cut; the next one is normal
-        recorder.wait_count(CONNECTED, 2)
+        client.connect()  # the upgrade succeeds
+        first = raw.accept()
+        infos = recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED)
+        assert infos[-1].will_reconnect is True
+        assert str(infos[-1].error) == "no Hello within 0.3 s"
+        assert first.read_frame() == (8, (4000).to_bytes(2, "big"))  # closed by the client, 4000
+        second = raw.accept()  # and it tried again
+        client.close()
+        first.close()
+        second.close()
+    assert recorder.states[:5] == [
+        ConnectionState.CONNECTING,
+        ConnectionState.AUTHENTICATING,
+        ERRORED,
+        ConnectionState.CONNECTING,
+        ConnectionState.AUTHENTICATING,
+    ]
