@@ -682,25 +682,21 @@ class LeapClient:
         with self._hb_cond:
             self._session, self._transport = session, transport
         clock = time.monotonic
-        handshake_deadline: float | None = clock() + self._options.connect_timeout
+        handshake_deadline = clock() + self._options.connect_timeout  # for Hello and INIT
         try:
             while True:
-                if handshake_deadline is not None:
-                    if session.state is SessionState.CONNECTED:
-                        handshake_deadline = None
-                        batch = transport.receive()
-                    else:
-                        remaining = handshake_deadline - clock()
-                        if remaining <= 0:
-                            what = "Hello" if session.hello is None else "INIT"
-                            error = LeapConnectionError(f"no {what} within {self._options.connect_timeout:g} s")
-                            transport.fail(CloseCode.UNKNOWN, error)
-                            return error
-                        batch = transport.receive(remaining)
-                        if not batch:
-                            continue
-                else:
+                if session.state is SessionState.CONNECTED:
                     batch = transport.receive()
+                else:
+                    remaining = handshake_deadline - clock()
+                    if remaining <= 0:
+                        what = "Hello" if session.hello is None else "INIT"
+                        error = LeapConnectionError(f"no {what} within {self._options.connect_timeout:g} s")
+                        transport.fail(CloseCode.UNKNOWN, error)
+                        return error
+                    batch = transport.receive(remaining)
+                    if not batch:
+                        continue
                 with self._hb_cond:
                     had_heartbeat = session.heartbeat is not None
                     result = session.receive(batch, clock())
@@ -736,8 +732,6 @@ class LeapClient:
             self.logger.warn("send failed", {"error": str(self._scrub_text(str(exc)))})
 
     def _on_event(self, event: ServerFrame, session: ClientSession, transport: Transport) -> None:
-        if isinstance(event, MessageEvent):  # not produced here, kept for completeness
-            return
         if isinstance(event, Hello):
             self.logger.debug("hello", {"heartbeat_interval": event.heartbeat_interval})
             self.logger.debug(
