@@ -60,13 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
     for channel in args.channel or ():
         server.create_channel(channel, project_id=args.project)
     stop = threading.Event()
-    with server, ControlServer(server, args.host, args.control_port) as control:
-        print(f"leap edge: {server.url}", flush=True)
-        print(f"control: {control.url}", flush=True)
-        try:
+    try:
+        with server, ControlServer(server, args.host, args.control_port) as control:
+            print(f"leap edge: {server.url}", flush=True)
+            print(f"control: {control.url}", flush=True)
             stop.wait()
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, however early: the with-blocks closed both servers
     return EXIT_OK
 
 

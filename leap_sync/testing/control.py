@@ -3,11 +3,15 @@ drive ``leap-sync serve`` from curl:
 
 - ``POST /channels/{id}/messages`` with ``{"event": ..., "data": ...}``: publish (a
   channel that does not exist is created, ``private``, in the server's project);
-- ``PUT /channels/{id}/state`` with a JSON object: replace the channel state;
+- ``PUT /channels/{id}/state`` with a JSON object: replace the channel state (a
+  channel that does not exist is created);
 - ``POST /tokens/{token}/messages`` with ``{"event": ..., "data": ...}``: direct message;
 - ``GET /connections``: the live connections.
 
-Answers are JSON. Request bodies are limited to 1 MiB.
+Answers are JSON: ``201 {"delivered": n}`` when the request created the channel,
+``200 {"delivered": n}`` otherwise (``n`` connections written to), ``400
+{"error": ...}`` for a bad body (not strict JSON, wrong shape, over 1 MiB, a value the
+clients' encodings cannot carry), ``404`` for any other path.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 
 from .server import LeapEdgeServer
 
@@ -28,10 +32,10 @@ _numbers = itertools.count(1)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_HTTPServer"
+    server: _HTTPServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the CLI prints what matters
 
     def _reply(self, status: int, body: Any) -> None:
@@ -39,21 +43,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # a request body was left unread
         self.end_headers()
         self.wfile.write(data)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # where the body ends is unknown
+            raise ValueError("invalid Content-Length") from None
         if length < 0 or length > _MAX_BODY:
-            raise ValueError("request body too large")
+            self.close_connection = True  # the body is left unread
+            raise ValueError("request body too large" if length > 0 else "invalid Content-Length")
         raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else None
+        return json.loads(raw, parse_constant=_reject_constant) if raw else None
 
     def _route(self) -> list[str]:
         path = urllib.parse.urlsplit(self.path).path
         return [urllib.parse.unquote(p) for p in path.strip("/").split("/") if p]
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         parts = self._route()
         if parts == ["connections"]:
             leap = self.server.leap
@@ -73,10 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
     def _dispatch(self, method: str) -> None:
@@ -90,21 +101,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if method == "POST" and len(parts) == 3 and parts[0] == "channels" and parts[2] == "messages":
                 event, data = _event(body)
-                try:
-                    leap.channel(parts[1])
-                except KeyError:
-                    leap.create_channel(parts[1])
+                created = _ensure_channel(self.server, parts[1])
                 delivered = leap.publish(parts[1], event, data)
-                self._reply(200, {"delivered": delivered})
+                self._reply(201 if created else 200, {"delivered": delivered})
             elif method == "PUT" and len(parts) == 3 and parts[0] == "channels" and parts[2] == "state":
                 if not isinstance(body, dict):
                     raise ValueError("the state must be a JSON object")
-                try:
-                    leap.channel(parts[1])
-                except KeyError:
-                    leap.create_channel(parts[1])
+                created = _ensure_channel(self.server, parts[1])
                 delivered = leap.set_channel_state(parts[1], body)
-                self._reply(200, {"delivered": delivered})
+                self._reply(201 if created else 200, {"delivered": delivered})
             elif method == "POST" and len(parts) == 3 and parts[0] == "tokens" and parts[2] == "messages":
                 event, data = _event(body)
                 delivered = leap.send_direct_message(parts[1], event, data)
@@ -113,6 +118,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(404, {"error": "not found"})
         except ValueError as exc:
             self._reply(400, {"error": str(exc)})
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _ensure_channel(httpd: _HTTPServer, channel_id: str) -> bool:
+    """Create the channel (``private``) unless it exists; whether it was created."""
+    with httpd.create_lock:  # two requests must not both create (and reset) it
+        try:
+            httpd.leap.channel(channel_id)
+        except KeyError:
+            httpd.leap.create_channel(channel_id)
+            return True
+        return False
 
 
 def _event(body: Any) -> tuple[str, Any]:
@@ -127,6 +147,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], leap: LeapEdgeServer) -> None:
         self.leap = leap
+        self.create_lock = threading.Lock()
         super().__init__(address, _Handler)
 
 
@@ -138,7 +159,7 @@ class ControlServer:
         self._httpd = _HTTPServer((host, port), leap)
         self.host = host
         self.port: int = self._httpd.server_address[1]
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._number = next(_numbers)
 
     @property
@@ -146,9 +167,12 @@ class ControlServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> "ControlServer":
+    def start(self) -> ControlServer:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name=f"leap-sync-control-{self._number}", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # close() waits up to one poll interval
+            name=f"leap-sync-control-{self._number}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -160,7 +184,7 @@ class ControlServer:
             self._thread = None
         self._httpd.server_close()
 
-    def __enter__(self) -> "ControlServer":
+    def __enter__(self) -> ControlServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -12,8 +12,8 @@ fixture is used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def leap_edge_server_factory() -> Iterator[Callable[..., "LeapEdgeServer"]]:
+def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
     from .server import LeapEdgeServer
 
     servers: list[LeapEdgeServer] = []
@@ -35,10 +35,16 @@ def leap_edge_server_factory() -> Iterator[Callable[..., "LeapEdgeServer"]]:
     try:
         yield factory
     finally:
-        for server in servers:
-            server.close()
+        errors: list[BaseException] = []
+        for server in reversed(servers):  # every one is closed, even if one fails
+            try:
+                server.close()
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture
-def leap_edge_server(leap_edge_server_factory: Callable[..., "LeapEdgeServer"]) -> "LeapEdgeServer":
+def leap_edge_server(leap_edge_server_factory: Callable[..., LeapEdgeServer]) -> LeapEdgeServer:
     return leap_edge_server_factory()

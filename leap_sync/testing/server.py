@@ -40,12 +40,12 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
-from ..errors import LeapError
+from ..errors import LeapEncodeError, LeapError
 from ..protocol import frames
 from ..protocol.codec import COMPRESSIONS, ENCODINGS, Codec
 from ..protocol.etf import erlpack_available
@@ -81,7 +81,7 @@ __all__ = ["ConnectionInfo", "LeapEdgeServer"]
 
 _server_numbers = itertools.count(1)
 _MAX_WAIT = 0.25  # longest a connection thread sleeps before re-checking its deadlines
-Payload = Union[str, bytes]
+Payload = str | bytes
 
 
 def _frame_header(opcode: int, length: int) -> bytes:
@@ -91,6 +91,17 @@ def _frame_header(opcode: int, length: int) -> bytes:
     if length < 65536:
         return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
     return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shut a TCP connection down both ways (no close frame); errors ignored.
+
+    Called as ``socket.socket.shutdown`` so that a TLS socket, whose own ``shutdown``
+    drops its SSL object under the thread reading it, is cut at the TCP level only."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _wire(payload: Payload) -> bytes:
@@ -111,8 +122,8 @@ class ConnectionInfo:
     """
 
     cid: str
-    token: Optional[str] = attrs.field(repr=False)
-    project_id: Optional[str]
+    token: str | None = attrs.field(repr=False)
+    project_id: str | None
     encoding: str
     compression: str
     identified: bool
@@ -121,10 +132,10 @@ class ConnectionInfo:
     frames_in: int
     frames_out: int
     heartbeats: int
-    last_heartbeat: Optional[float]
+    last_heartbeat: float | None
     connected_at: float
     open: bool
-    close_code: Optional[int]
+    close_code: int | None
     sequences: Mapping[str, tuple[int, ...]]
 
 
@@ -132,7 +143,7 @@ class ConnectionInfo:
 class _Token:
     token: str = attrs.field(repr=False)
     project_id: str
-    grants: Optional[frozenset[str]]
+    grants: frozenset[str] | None
     metadata: Any
     scope: str
     state: Any = None
@@ -144,7 +155,7 @@ class _Channel:
     project_id: str
     type: str
     state: Any
-    capabilities: Optional[int] = None
+    capabilities: int | None = None
     sequenced: bool = False
     seq: int = 0
 
@@ -161,11 +172,11 @@ class _PipeRoom:
 
 @attrs.define(eq=False)
 class _Session:
-    token: Optional[_Token]
+    token: _Token | None
     connections: set[_Conn] = attrs.field(factory=set)
     subscriptions: dict[str, None] = attrs.field(factory=dict)
     pipe_rooms: dict[str, None] = attrs.field(factory=dict)
-    empty_since: Optional[float] = None
+    empty_since: float | None = None
 
 
 class _Conn:
@@ -179,15 +190,15 @@ class _Conn:
         self.compression = compression
         self.lock = threading.Lock()  # guards protocol (ServerSession) and counters
         self.send_lock = threading.Lock()  # keeps frames and their records in one order
-        self.identify: Optional[Identify] = None
-        self.session: Optional[_Session] = None
+        self.identify: Identify | None = None
+        self.session: _Session | None = None
         self.silent = False
         self.open = True
-        self.close_code: Optional[int] = None
+        self.close_code: int | None = None
         self.frames_in = 0
         self.frames_out = 0
         self.heartbeats = 0
-        self.last_heartbeat: Optional[float] = None
+        self.last_heartbeat: float | None = None
         self.connected_at = time.monotonic()
         self.sequences: dict[str, list[int]] = {}
 
@@ -195,11 +206,11 @@ class _Conn:
         payload, _binary = self.protocol.encode(frame)
         return payload
 
-    def send(self, frame: dict[str, Any], *, channel: Optional[str] = None, seq: Optional[int] = None) -> bool:
+    def send(self, frame: dict[str, Any], *, channel: str | None = None, seq: int | None = None) -> bool:
         """Encode and send one frame; ``False`` when it could not be written."""
         return self.send_wire(_wire(self.encode(frame)), channel=channel, seq=seq)
 
-    def send_wire(self, data: bytes, *, channel: Optional[str] = None, seq: Optional[int] = None, count: int = 1) -> bool:
+    def send_wire(self, data: bytes, *, channel: str | None = None, seq: int | None = None, count: int = 1) -> bool:
         """Write complete frame bytes; record ``seq`` for ``channel`` once written."""
         if self.silent or not self.open:
             return False
@@ -257,14 +268,14 @@ class LeapEdgeServer:
         *,
         heartbeat_interval: float = 30.0,
         identify_timeout: float = 10.0,
-        heartbeat_tolerance: Optional[float] = None,
-        heartbeat_request_timeout: Optional[float] = None,
+        heartbeat_tolerance: float | None = None,
+        heartbeat_request_timeout: float | None = None,
         session_ttl: float = 30.0,
         project_id: str = "project_x",
         ssl_context: Any = None,
         max_message_size: int = 1024 * 1024,
         close_timeout: float = 2.0,
-        on_frame: Optional[Callable[[str, ClientFrame], None]] = None,
+        on_frame: Callable[[str, ClientFrame], None] | None = None,
     ) -> None:
         if heartbeat_interval <= 0 or identify_timeout <= 0:
             raise ValueError("heartbeat_interval and identify_timeout must be positive")
@@ -292,12 +303,19 @@ class LeapEdgeServer:
         self._conns: dict[str, _Conn] = {}
         self._history: list[_Conn] = []
         self._acks_paused = False
+        self._codecs: list[Codec] = []  # for _check_storable
         self._enforce_heartbeats = True
-        self.frames_in = 0
-        self.frames_out = 0
 
-        self._server: Optional[Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+        # Every accepted TCP connection's handler thread and socket, and which of them
+        # have not finished the opening handshake yet. A separate lock: close() must
+        # reach the sockets even while a control call holds ``_lock`` in a blocked write.
+        self._sockets_lock = threading.Lock()
+        self._sockets: dict[threading.Thread, socket.socket] = {}
+        self._handshaking: set[threading.Thread] = set()
+        self._finishing: set[threading.Thread] = set()  # handlers past their last step
+        self._closing = False
 
     def __repr__(self) -> str:
         state = "running" if self._server is not None else "stopped"
@@ -305,7 +323,7 @@ class LeapEdgeServer:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> "LeapEdgeServer":
+    def start(self) -> LeapEdgeServer:
         """Bind and start serving (in a thread named ``leap-sync-server-<n>``)."""
         if self._server is not None:
             raise LeapError("the server is already running")
@@ -323,6 +341,8 @@ class LeapEdgeServer:
             server_header="leap-sync-embedded-leap-edge",
         )
         self._port = self._server.socket.getsockname()[1]
+        self._server.handler = self._wrap_handler(self._server.handler)
+        self._closing = False
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"leap-sync-server-{self._number}", daemon=True
         )
@@ -330,18 +350,43 @@ class LeapEdgeServer:
         return self
 
     def close(self) -> None:
-        """Stop: close every connection (1001), join every thread. Idempotent."""
+        """Stop: close every connection (1001), join every thread. Idempotent.
+
+        Connections still in the opening handshake are cut at once (instead of
+        holding the shutdown for the handshake timeout), and connections that do not
+        finish closing within ``close_timeout`` (a client that stopped reading, with a
+        write blocked on it) are cut too, so ``close()`` returns promptly.
+        """
         server, self._server = self._server, None
         if server is None:
             return
-        with self._lock:
-            for conn in self._conns.values():
-                conn.silent = False  # let the close handshake through
-        server.shutdown()
+        # Silenced connections stay silenced: the close handshake goes through the
+        # websockets protocol, not through ``send_wire``. (Un-silencing them let their
+        # handler thread wake up and enforce long-missed heartbeats: 4007, not 1001.)
+        with self._sockets_lock:
+            self._closing = True
+            pending = [self._sockets[t] for t in self._handshaking if t in self._sockets]
+        for sock in pending:
+            _cut(sock)
+        stopper = threading.Thread(target=server.shutdown, name=f"leap-sync-server-{self._number}-shutdown")
+        stopper.start()
+        stopper.join(self._close_timeout + 1.0)
+        if stopper.is_alive():
+            with self._sockets_lock:
+                stuck = list(self._sockets.values())
+            for sock in stuck:
+                _cut(sock)
+            stopper.join(10)
+        deadline = time.monotonic() + 10
         if self._thread is not None:
             self._thread.join(10)
+        with self._sockets_lock:
+            handlers = [*self._sockets, *self._finishing]
+        for thread in handlers:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
-    def __enter__(self) -> "LeapEdgeServer":
+    def __enter__(self) -> LeapEdgeServer:
         if self._server is None:
             self.start()
         return self
@@ -366,8 +411,8 @@ class LeapEdgeServer:
     def add_token(
         self,
         token: str,
-        project_id: Optional[str] = None,
-        grants: Optional[Iterable[str]] = None,
+        project_id: str | None = None,
+        grants: Iterable[str] | None = None,
         metadata: Any = None,
         *,
         scope: str = "token",
@@ -377,6 +422,8 @@ class LeapEdgeServer:
         otherwise the listed channel ids (for ``private`` channels). ``scope`` is what
         INIT reports (``"token"`` or ``"project"``)."""
         project = project_id or self.project_id
+        self._check_storable(metadata)
+        self._check_storable(state)
         with self._lock:
             self._projects.add(project)
             self._tokens[token] = _Token(
@@ -398,17 +445,18 @@ class LeapEdgeServer:
     def create_channel(
         self,
         channel_id: str,
-        project_id: Optional[str] = None,
+        project_id: str | None = None,
         type: str = "private",
-        state: Optional[dict[str, Any]] = None,
+        state: dict[str, Any] | None = None,
         *,
-        capabilities: Optional[int] = None,
+        capabilities: int | None = None,
         sequenced: bool = False,
     ) -> Channel:
         """Create (or replace the settings of) a channel; returns its model."""
         if type not in ("private", "public", "unprotected"):
             raise ValueError(f"channel type must be private, public or unprotected, not {type!r}")
         project = project_id or self.project_id
+        self._check_storable(state)
         with self._lock:
             self._projects.add(project)
             channel = _Channel(channel_id, project, type, dict(state or {}), capabilities, sequenced)
@@ -428,18 +476,18 @@ class LeapEdgeServer:
         with self._lock:
             channel = self._channels.pop(channel_id)
             frame = frames.dispatch("UNAVAILABLE", channel_id, {"graceful": True, "error_code": None})
-            for session in self._subscribed_sessions(channel.id):
+            sessions = self._subscribed_sessions(channel.id)
+            for session in sessions:
                 session.subscriptions.pop(channel_id, None)
-                for conn in list(session.connections):
-                    conn.send(frame)
+            self._fanout([c for s in sessions for c in s.connections], frame)
 
     def create_pipe_room(
         self,
         name: str,
-        project_id: Optional[str] = None,
+        project_id: str | None = None,
         *,
-        room_id: Optional[str] = None,
-        join_token: Optional[str] = None,
+        room_id: str | None = None,
+        join_token: str | None = None,
         state: str = "offline",
         ingest_protocol: str = "rtmp",
         delivery_protocols: Iterable[str] = ("webrtc", "llhls"),
@@ -462,7 +510,7 @@ class LeapEdgeServer:
         return room
 
     def update_pipe_room(
-        self, room_id: str, *, state: Optional[str] = None, connection: Optional[dict[str, Any]] = None
+        self, room_id: str, *, state: str | None = None, connection: dict[str, Any] | None = None
     ) -> PipeRoom:
         """Change a room (``state`` ``"live"``/``"offline"``); subscribers get
         PIPE_ROOM_UPDATE."""
@@ -476,9 +524,7 @@ class LeapEdgeServer:
                 room_id,
                 {"pipe_room": frames.pipe_room_object(record.room), "connection": record.connection},
             )
-            for session in self._sessions_with_room(room_id):
-                for conn in list(session.connections):
-                    conn.send(frame)
+            self._fanout([c for s in self._sessions_with_room(room_id) for c in s.connections], frame)
             return record.room
 
     def delete_pipe_room(self, room_id: str) -> None:
@@ -490,10 +536,10 @@ class LeapEdgeServer:
                 room_id,
                 {"graceful": True, "error_code": None, "join_token": record.room.join_token},
             )
-            for session in self._sessions_with_room(room_id):
+            sessions = self._sessions_with_room(room_id)
+            for session in sessions:
                 session.pipe_rooms.pop(room_id, None)
-                for conn in list(session.connections):
-                    conn.send(frame)
+            self._fanout([c for s in sessions for c in s.connections], frame)
 
     @staticmethod
     def _connection_map(room: PipeRoom) -> dict[str, Any]:
@@ -520,7 +566,10 @@ class LeapEdgeServer:
 
         Messages are encoded and written ``chunk`` at a time (one socket write per
         chunk and connection), so a long burst streams steadily instead of stalling
-        while it is encoded. Returns the number of connections written to.
+        while it is encoded. Returns the number of connections written to. A value
+        that cannot be encoded for a subscriber raises :class:`LeapEncodeError`
+        before its chunk is written (earlier chunks were sent; no sequence number is
+        spent on the failed chunk).
         """
         with self._lock:
             channel = self._channels[channel_id]
@@ -532,20 +581,22 @@ class LeapEdgeServer:
                 if not items:
                     break
                 first = channel.seq + 1
-                if channel.sequenced:
-                    channel.seq += len(items)
                 built = [
                     frames.message_dispatch(
                         channel_id, event, data, unicast=False, seq=first + i if channel.sequenced else None
                     )
                     for i, data in enumerate(items)
                 ]
+                # Encode for every subscriber's codec before writing anything.
                 cache: dict[tuple[str, str], list[bytes]] = {}
                 for conn in conns:
                     key = (conn.encoding, conn.compression)
-                    wires = cache.get(key)
-                    if wires is None:
-                        wires = cache[key] = [_wire(conn.encode(f)) for f in built]
+                    if key not in cache:
+                        cache[key] = [_wire(conn.encode(f)) for f in built]
+                if channel.sequenced:
+                    channel.seq += len(items)
+                for conn in conns:
+                    wires = cache[(conn.encoding, conn.compression)]
                     if channel.sequenced:
                         for i, wire in enumerate(wires):
                             ok[conn] = conn.send_wire(wire, channel=channel_id, seq=first + i) and ok[conn]
@@ -554,40 +605,47 @@ class LeapEdgeServer:
             return sum(ok.values())
 
     def set_channel_state(self, channel_id: str, state: dict[str, Any]) -> int:
-        """Replace a channel's state; subscribers get STATE_UPDATE."""
+        """Replace a channel's state; subscribers get STATE_UPDATE. A state that cannot
+        be encoded raises :class:`LeapEncodeError` and changes nothing."""
+        state = dict(state)
+        self._check_storable(state)
         with self._lock:
             channel = self._channels[channel_id]
-            channel.state = dict(state)
-            return self._broadcast(channel_id, frames.dispatch("STATE_UPDATE", channel_id, {"state": channel.state}))
+            frame = frames.dispatch("STATE_UPDATE", channel_id, {"state": state})
+            wires = self._encode_for(self._subscribers(channel_id), frame)
+            channel.state = state
+            return self._write(wires)
 
-    def send_direct_message(self, token: str, event: str, data: Any = None, *, cid: Optional[str] = None) -> int:
+    def send_direct_message(self, token: str, event: str, data: Any = None, *, cid: str | None = None) -> int:
         """DIRECT_MESSAGE to every connection of the token's session, or, with ``cid``,
         to that one connection only (marked unicast)."""
         with self._lock:
             frame = frames.message_dispatch(None, event, data, unicast=cid is not None, direct=True)
             if cid is not None:
-                conn = self._conns[cid]
-                return int(conn.send(frame))
+                return self._fanout([self._conns[cid]], frame)
             session = self._sessions.get(token)
-            return sum(conn.send(frame) for conn in list(session.connections)) if session else 0
+            return self._fanout(session.connections, frame) if session else 0
 
     def set_token_state(self, token: str, state: Any) -> int:
         """Change a token's state; its connections get TOKEN_STATE_UPDATE."""
+        self._check_storable(state)
         with self._lock:
-            self._tokens[token].state = state
+            record = self._tokens[token]
             session = self._sessions.get(token)
             frame = frames.dispatch("TOKEN_STATE_UPDATE", None, {"state": state})
-            return sum(conn.send(frame) for conn in list(session.connections)) if session else 0
+            wires = self._encode_for(session.connections if session else (), frame)
+            record.state = state
+            return self._write(wires)
 
-    def send_event(self, event: str, data: Any = None, *, channel_id: Optional[str] = None, cid: Optional[str] = None) -> int:
+    def send_event(self, event: str, data: Any = None, *, channel_id: str | None = None, cid: str | None = None) -> int:
         """Send any dispatch event (for example one clients do not know) to one
         connection or to all."""
         return self.send_frame(frames.dispatch(event, channel_id, data), cid=cid)
 
-    def request_heartbeat(self, tag: Optional[str] = None, *, cid: Optional[str] = None) -> list[str]:
+    def request_heartbeat(self, tag: str | None = None, *, cid: str | None = None) -> list[str]:
         """Send a tagged heartbeat request (op 3) to one connection or to all; each must
-        answer within ``heartbeat_request_timeout``, else it is closed 4007. Returns
-        the tag (a random one when ``None``)."""
+        answer within ``heartbeat_request_timeout``, else it is closed 4007. ``tag``
+        defaults to a random one. Returns the cids the request was written to."""
         tag = tag if tag is not None else secrets.token_hex(4)
         sent = []
         for conn in self._targets(cid):
@@ -599,25 +657,24 @@ class LeapEdgeServer:
 
     # -- control: faults ---------------------------------------------------------------
 
-    def disconnect(self, code: int = 4000, reason: str = "", *, cid: Optional[str] = None) -> int:
-        """Close every connection (or one) with ``code`` and ``reason`` (for 4006, the
-        reason is the new endpoint). Returns how many were closed."""
-        conns = self._targets(cid)
+    def disconnect(self, code: int = 4000, reason: str = "", *, cid: str | None = None) -> int:
+        """Close every connection (or one), identified or not, with ``code`` and
+        ``reason`` (for 4006, the reason is the new endpoint). Returns how many were
+        closed."""
+        conns = self._targets(cid, identified_only=False)
         for conn in conns:
-            conn.silent = False
-            conn.ws.close(code, reason)
+            conn.ws.close(code, reason)  # a silenced connection closes with this code too
         return len(conns)
 
-    def drop(self, *, cid: Optional[str] = None) -> int:
-        """Cut every TCP connection (or one) without a close frame."""
-        conns = self._targets(cid)
+    def drop(self, *, cid: str | None = None) -> int:
+        """Cut every TCP connection (or one) without a close frame, identified or not.
+
+        The socket is shut down without waiting for a write in progress (that write
+        fails), so a connection whose client stopped reading can be cut too."""
+        conns = self._targets(cid, identified_only=False)
         for conn in conns:
-            with conn.send_lock:
-                conn.open = False
-                try:
-                    conn.ws.socket.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            conn.open = False
+            _cut(conn.ws.socket)
         return len(conns)
 
     def pause_acks(self, paused: bool = True) -> None:
@@ -628,7 +685,7 @@ class LeapEdgeServer:
         """Stop (or resume) closing clients that miss the heartbeat schedule (4007)."""
         self._enforce_heartbeats = enforced
 
-    def silence(self, *, cid: Optional[str] = None) -> int:
+    def silence(self, *, cid: str | None = None) -> int:
         """Make the current connections (or one) go fully silent: nothing is sent, what
         they send is ignored, nothing is enforced, nothing is closed. New connections
         are served normally."""
@@ -637,15 +694,15 @@ class LeapEdgeServer:
             conn.silent = True
         return len(conns)
 
-    def send_frame(self, frame: dict[str, Any], *, cid: Optional[str] = None) -> int:
+    def send_frame(self, frame: dict[str, Any], *, cid: str | None = None) -> int:
         """Encode ``frame`` with each connection's codec and send it as it is."""
-        return sum(conn.send(frame) for conn in self._targets(cid, identified_only=False))
+        return self._fanout(self._targets(cid, identified_only=False), frame)
 
-    def send_raw(self, payload: Payload, *, cid: Optional[str] = None) -> int:
+    def send_raw(self, payload: Payload, *, cid: str | None = None) -> int:
         """Send one websocket message with this exact payload (text for ``str``)."""
         return sum(conn.send_wire(_wire(payload)) for conn in self._targets(cid, identified_only=False))
 
-    def send_raw_bytes(self, data: bytes, *, cid: Optional[str] = None) -> int:
+    def send_raw_bytes(self, data: bytes, *, cid: str | None = None) -> int:
         """Write bytes straight to the TCP stream, bypassing websocket framing (to test
         a client's frame parser: garbage, split frames, protocol violations)."""
         return sum(conn.send_wire(data) for conn in self._targets(cid, identified_only=False))
@@ -657,6 +714,18 @@ class LeapEdgeServer:
         """The live connections, oldest first."""
         with self._lock:
             return [conn.info() for conn in self._conns.values()]
+
+    @property
+    def frames_in(self) -> int:
+        """Messages received from clients, over every connection since the start."""
+        with self._lock:
+            return sum(conn.frames_in for conn in self._history)
+
+    @property
+    def frames_out(self) -> int:
+        """Frames written to clients, over every connection since the start."""
+        with self._lock:
+            return sum(conn.frames_out for conn in self._history)
 
     @property
     def all_connections(self) -> list[ConnectionInfo]:
@@ -680,7 +749,7 @@ class LeapEdgeServer:
                     raise TimeoutError(f"{len(conns)} of {count} connections after {timeout:g} s")
                 self._changed.wait(remaining)
 
-    def wait_for(self, predicate: Callable[["LeapEdgeServer"], bool], timeout: float = 10.0) -> None:
+    def wait_for(self, predicate: Callable[[LeapEdgeServer], bool], timeout: float = 10.0) -> None:
         """Block until ``predicate(server)`` holds, re-checked at every connection
         change (connect, identify, subscribe, close, heartbeat). ``TimeoutError``
         after ``timeout`` seconds."""
@@ -699,11 +768,14 @@ class LeapEdgeServer:
 
     # -- internals: targets and fan-out ------------------------------------------------
 
-    def _targets(self, cid: Optional[str], identified_only: bool = True) -> list[_Conn]:
-        with self._lock:
-            if cid is not None:
-                return [self._conns[cid]]
-            return [c for c in self._conns.values() if c.identify is not None or not identified_only]
+    def _targets(self, cid: str | None, identified_only: bool = True) -> list[_Conn]:
+        # No ``_lock`` here: a control call blocked writing to a client that stopped
+        # reading holds it, and the faults (drop, disconnect, silence) must still
+        # reach that client. Copying the dict is atomic under the GIL.
+        conns = dict(self._conns)
+        if cid is not None:
+            return [conns[cid]]
+        return [c for c in conns.values() if c.identify is not None or not identified_only]
 
     def _subscribed_sessions(self, channel_id: str) -> list[_Session]:
         sessions = {id(c.session): c.session for c in self._conns.values() if c.session is not None}
@@ -713,12 +785,49 @@ class LeapEdgeServer:
         sessions = {id(c.session): c.session for c in self._conns.values() if c.session is not None}
         return [s for s in sessions.values() if room_id in s.pipe_rooms]
 
+    def _subscribers(self, channel_id: str) -> list[_Conn]:
+        return [c for s in self._subscribed_sessions(channel_id) for c in s.connections]
+
     def _broadcast(self, channel_id: str, frame: dict[str, Any]) -> int:
-        return sum(conn.send(frame) for s in self._subscribed_sessions(channel_id) for conn in list(s.connections))
+        return self._fanout(self._subscribers(channel_id), frame)
+
+    @staticmethod
+    def _encode_for(conns: Iterable[_Conn], frame: dict[str, Any]) -> list[tuple[_Conn, bytes]]:
+        """Encode ``frame`` once per codec the connections use, all before anything is
+        written, so a value one codec cannot carry (:class:`LeapEncodeError`) reaches
+        nobody rather than some."""
+        cache: dict[tuple[str, str], bytes] = {}
+        out = []
+        for conn in list(conns):
+            key = (conn.encoding, conn.compression)
+            wire = cache.get(key)
+            if wire is None:
+                wire = cache[key] = _wire(conn.encode(frame))
+            out.append((conn, wire))
+        return out
+
+    @staticmethod
+    def _write(wires: list[tuple[_Conn, bytes]]) -> int:
+        return sum(conn.send_wire(wire) for conn, wire in wires)
+
+    def _fanout(self, conns: Iterable[_Conn], frame: dict[str, Any]) -> int:
+        """Send one frame to connections; returns how many it was written to."""
+        return self._write(self._encode_for(conns, frame))
+
+    def _check_storable(self, value: Any) -> None:
+        """Raise :class:`LeapEncodeError` for a value that will be sent later (channel
+        state, token metadata) but that an encoding this server serves cannot carry."""
+        codecs = self._codecs
+        if not codecs:
+            codecs.append(Codec("json"))
+            if erlpack_available():
+                codecs.append(Codec("etf"))
+        for codec in codecs:
+            codec.encode(value)
 
     # -- internals: connections --------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Optional[Response]:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urllib.parse.urlsplit(request.path)
         if not parts.path.endswith("/ws"):
             return connection.respond(404, "Leap Edge lives at /ws\n")
@@ -731,7 +840,33 @@ class LeapEdgeServer:
             return connection.respond(400, "this server has no ETF support (install erlpack)\n")
         return None
 
+    def _wrap_handler(self, inner: Callable[[socket.socket, Any], None]) -> Callable[[socket.socket, Any], None]:
+        """Wrap websockets' per-connection handler: name its thread, and track its
+        socket so :meth:`close` can cut connections that would hold the shutdown."""
+
+        def handler(sock: socket.socket, addr: Any) -> None:
+            thread = threading.current_thread()
+            thread.name = f"leap-sync-server-{self._number}-conn"
+            with self._sockets_lock:
+                self._finishing = {t for t in self._finishing if t.is_alive()}
+                self._sockets[thread] = sock
+                self._handshaking.add(thread)
+                closing = self._closing
+            if closing:
+                _cut(sock)  # accepted while closing: the handshake fails at once
+            try:
+                inner(sock, addr)
+            finally:
+                with self._sockets_lock:
+                    self._sockets.pop(thread, None)
+                    self._handshaking.discard(thread)
+                    self._finishing.add(thread)  # close() still joins it
+
+        return handler
+
     def _handle(self, ws: ServerConnection) -> None:
+        with self._sockets_lock:
+            self._handshaking.discard(threading.current_thread())
         request = ws.request
         assert request is not None
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.path).query))
@@ -765,7 +900,8 @@ class LeapEdgeServer:
             with conn.lock:
                 protocol.check_heartbeats = self._enforce_heartbeats
                 deadline = protocol.deadline
-            timeout = min(max(deadline - time.monotonic(), 0.0), _MAX_WAIT)
+            # A silenced connection enforces nothing: overdue deadlines must not spin.
+            timeout = _MAX_WAIT if conn.silent else min(max(deadline - time.monotonic(), 0.0), _MAX_WAIT)
             try:
                 message = ws.recv(timeout=timeout)
             except TimeoutError:
@@ -775,7 +911,6 @@ class LeapEdgeServer:
             if message is not None:
                 with conn.lock:
                     conn.frames_in += 1
-                self.frames_in += 1
             if conn.silent:
                 if message is not None:
                     with self._changed:
@@ -829,6 +964,10 @@ class LeapEdgeServer:
                     self._pipe_room_unsubscribe(conn, frame.room_id)
                 elif isinstance(frame, UnknownClientEvent):
                     raise ServerClose(CloseCode.INVALID_PAYLOAD, f"unknown event {frame.event_name[:50]}")
+            except LeapEncodeError as exc:
+                # Decoded, but not relayable (NaN from lenient JSON, an int ETF cannot
+                # carry): nothing was sent to anyone, the sender's payload is invalid.
+                raise ServerClose(CloseCode.INVALID_PAYLOAD, f"payload cannot be relayed: {exc}") from None
             finally:
                 self._changed.notify_all()
 
@@ -839,9 +978,13 @@ class LeapEdgeServer:
             if token is None or token.project_id != ident.project_id:
                 raise ServerClose(CloseCode.INVALID_AUTH, "invalid auth")
             session = self._sessions.get(ident.token)
-            if session is not None and not session.connections and session.empty_since is not None:
-                if now - session.empty_since > self.session_ttl:
-                    session = None
+            if (
+                session is not None
+                and not session.connections
+                and session.empty_since is not None
+                and now - session.empty_since > self.session_ttl
+            ):
+                session = None  # expired: a new session, without the old subscriptions
             if session is None:
                 session = self._sessions[ident.token] = _Session(token)
             scope = token.scope
@@ -898,16 +1041,14 @@ class LeapEdgeServer:
             return
         session.subscriptions[channel_id] = None
         frame = frames.dispatch("AVAILABLE", channel_id, {"channel": frames.channel_object(channel.model())})
-        for other in list(session.connections):
-            other.send(frame)
+        self._fanout(session.connections, frame)
 
     def _unsubscribe(self, conn: _Conn, channel_id: str) -> None:
         session = conn.session
         assert session is not None
         session.subscriptions.pop(channel_id, None)
         frame = frames.dispatch("UNAVAILABLE", channel_id, {"graceful": True, "error_code": None})
-        for other in list(session.connections):
-            other.send(frame)
+        self._fanout(session.connections, frame)
 
     def _require_subscription(self, conn: _Conn, channel_id: str) -> bool:
         session = conn.session
@@ -942,8 +1083,7 @@ class LeapEdgeServer:
             record.room.id,
             {"pipe_room": frames.pipe_room_object(record.room), "connection": record.connection},
         )
-        for other in list(session.connections):
-            other.send(frame)
+        self._fanout(session.connections, frame)
 
     def _pipe_room_unsubscribe(self, conn: _Conn, room_id: str) -> None:
         session = conn.session
@@ -955,8 +1095,7 @@ class LeapEdgeServer:
             room_id,
             {"graceful": True, "error_code": None, "join_token": record.room.join_token if record else None},
         )
-        for other in list(session.connections):
-            other.send(frame)
+        self._fanout(session.connections, frame)
 
     def _forget(self, conn: _Conn) -> None:
         with self._changed:
@@ -970,4 +1109,3 @@ class LeapEdgeServer:
                 if not session.connections:
                     session.empty_since = time.monotonic()
             self._changed.notify_all()
-
