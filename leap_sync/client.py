@@ -662,6 +662,8 @@ class LeapClient:
                 try:
                     transport = self._open()
                 except LeapConnectionError as exc:
+                    if self._closing.is_set():
+                        return  # close() abandoned the attempt: not an error
                     error = self._scrub(exc)
                     self._set_state(ConnectionState.ERRORED, error, True)
                     delay = self._backoff.next_delay()

@@ -293,10 +293,13 @@ def test_no_hello_is_an_error_and_retried(make_client: MakeClient) -> None:
         client.close()
         first.close()
         second.close()
-    assert recorder.states[:5] == [
+    # the second attempt may or may not have finished its upgrade when close() came,
+    # but closing it is not an error
+    states = recorder.states
+    assert states[:4] == [
         ConnectionState.CONNECTING,
         ConnectionState.AUTHENTICATING,
         ERRORED,
         ConnectionState.CONNECTING,
-        ConnectionState.AUTHENTICATING,
     ]
+    assert states[4:] in ([ConnectionState.AUTHENTICATING, ConnectionState.CLOSED], [ConnectionState.CLOSED])
