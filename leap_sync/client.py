@@ -337,6 +337,11 @@ class LeapClient:
             self._io_thread.start()
         attempt.wait(None)
         if attempt.error is not None:
+            # The I/O thread is finishing (state ERRORED, heartbeat thread stopping):
+            # let it end, so a retry can call connect() at once.
+            io_thread = self._io_thread
+            if io_thread is not None and io_thread is not threading.current_thread():
+                io_thread.join(self._close_timeout)
             raise attempt.error
         if wait:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
