@@ -711,6 +711,11 @@ class LeapClient:
                         self._hb_cond.notify_all()
                 for frame in result.send:
                     self._send_on(transport, session, frame)
+                tracker = session.heartbeat
+                if tracker is not None and clock() >= tracker.next_beat:
+                    # Busy stream: beat from here between batches rather than wait for
+                    # the heartbeat thread to win the GIL from this one.
+                    self._beat_if_due(session, transport)
                 if result.messages:
                     for channel in self._message_channels:
                         channel._put_many(result.messages)
@@ -806,6 +811,17 @@ class LeapClient:
             self.logger.warn("ignoring 4006 redirect from wss to plain ws", {"url": target})
             return None
         return target
+
+    def _beat_if_due(self, session: ClientSession, transport: Transport) -> None:
+        """Send a heartbeat from the I/O thread if one is due (zombies are left to the
+        heartbeat thread)."""
+        with self._hb_cond:
+            tracker = session.heartbeat
+            now = time.monotonic()
+            if tracker is None or tracker.poll(now) is not Pulse.BEAT:
+                return
+            tracker.sent(now)
+        self._send_on(transport, session, frames.heartbeat())
 
     # -- the heartbeat thread ------------------------------------------------------------
 

@@ -29,8 +29,10 @@ __all__ = ["Transport", "TransportOptions"]
 
 Payload = str | bytes
 
-_READ_SIZE = 256 * 1024
-_TLS_READ_SIZE = 64 * 1024
+# One read takes at most 64 KiB: larger buffers cross glibc's mmap threshold (an mmap,
+# mremap and munmap per read) and make each batch, and so the latency tail, longer.
+_READ_SIZE = 64 * 1024
+_TLS_READ_SIZE = 16 * 1024  # one TLS record
 _HAS_POLL = hasattr(select, "poll")
 _OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 _OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY

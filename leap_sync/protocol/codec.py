@@ -43,7 +43,9 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 Payload = str | bytes
 
 _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_json_decode = json.JSONDecoder().decode
+_json_decoder = json.JSONDecoder()
+_json_decode = _json_decoder.decode
+_json_scan = _json_decoder.scan_once
 
 
 def is_zlib(data: bytes) -> bool:
@@ -83,11 +85,22 @@ def encode_json(obj: Any) -> str:
 
 def decode_json(data: Payload) -> Any:
     """Decode JSON from ``str`` or strict UTF-8 ``bytes``; errors are
-    :class:`LeapProtocolError`."""
+    :class:`LeapProtocolError`.
+
+    Minified JSON (what servers send) goes straight to the C scanner, skipping the
+    layers of ``json.loads`` around it; anything else (surrounding whitespace, trailing
+    bytes, invalid input) takes the full decoder, which also produces its errors.
+    """
     try:
         if not isinstance(data, str):
             data = data.decode("utf-8")
-        return _json_decode(data)
+        try:
+            obj, end = _json_scan(data, 0)
+        except StopIteration:
+            return _json_decode(data)
+        if end != len(data):
+            return _json_decode(data)
+        return obj
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise LeapProtocolError(f"invalid JSON payload: {exc}") from None
 
