@@ -13,8 +13,6 @@ from leap_sync.protocol.heartbeat import Pulse
 from leap_sync.protocol.models import (
     AvailableEvent,
     Channel,
-    HeartbeatAck,
-    HeartbeatRequest,
     Hello,
     InitEvent,
     MessageEvent,
@@ -22,7 +20,7 @@ from leap_sync.protocol.models import (
     UnavailableEvent,
     UnknownEvent,
 )
-from leap_sync.protocol.session import ClientSession, ReceiveResult, SessionState, is_channel_event
+from leap_sync.protocol.session import ClientSession, ReceiveResult, SessionState
 
 TOKEN = "leap_token_secret"
 INIT = InitEvent("cid_1", 1, None, "token", (Channel("room", "project_x"),))
@@ -274,15 +272,3 @@ def test_encode_uses_the_session_codec() -> None:
     payload, binary = session("etf").encode(frames.heartbeat())
     assert binary is True
     assert payload == b"\x83t\x00\x00\x00\x01m\x00\x00\x00\x02opa\x03"
-
-
-def test_is_channel_event() -> None:
-    assert is_channel_event(AvailableEvent("a", Channel("a", "p")))
-    assert is_channel_event(UnavailableEvent("a", True))
-    assert is_channel_event(StateUpdateEvent("a", {}))
-    assert is_channel_event(UnknownEvent(None, "X", None))
-    assert not is_channel_event(Hello(1))
-    assert not is_channel_event(INIT)
-    assert not is_channel_event(MESSAGE)
-    assert not is_channel_event(HeartbeatAck())
-    assert not is_channel_event(HeartbeatRequest("t"))

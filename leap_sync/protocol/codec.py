@@ -45,7 +45,8 @@ Payload = str | bytes
 _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _json_decoder = json.JSONDecoder()
 _json_decode = _json_decoder.decode
-_json_scan = _json_decoder.scan_once
+# The C scanner json.loads ends in (typeshed does not declare the attribute).
+_json_scan: Callable[[str, int], tuple[Any, int]] = _json_decoder.scan_once  # type: ignore[attr-defined]
 
 
 def is_zlib(data: bytes) -> bool:

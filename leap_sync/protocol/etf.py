@@ -170,4 +170,3 @@ def encode(obj: Any) -> bytes:
         return pack(obj)  # type: ignore[no-any-return]
     except Exception as exc:
         raise LeapEncodeError(f"cannot encode value as ETF: {exc}") from None
-

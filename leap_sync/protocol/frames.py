@@ -135,9 +135,7 @@ def heartbeat_ack(tag: str | None = None, latency: int | None = None) -> Frame:
     return {"op": int(Opcode.HEARTBEAT_ACK), "d": {"tag": tag, "latency": latency}}
 
 
-def dispatch(
-    event: str, channel_id: str | None, data: Any, unicast: bool | None = None
-) -> Frame:
+def dispatch(event: str, channel_id: str | None, data: Any, unicast: bool | None = None) -> Frame:
     """Op 0 from the server. ``u`` is included only when ``unicast`` is given."""
     d: dict[str, Any] = {"c": channel_id, "e": event, "d": data}
     if unicast is not None:

@@ -279,9 +279,7 @@ def _parse_server_frame_slow(op: Any, d: Any) -> ServerFrame:
             if d is None:
                 return HeartbeatAck()
             d = _object(d, "heartbeat ack 'd'")
-            return HeartbeatAck(
-                _field(d, "tag", str, optional=True), _field(d, "latency", int, optional=True)
-            )
+            return HeartbeatAck(_field(d, "tag", str, optional=True), _field(d, "latency", int, optional=True))
     except _Bad as exc:
         raise LeapProtocolError(str(exc), op=op, event=event) from None
     raise LeapProtocolError("unknown opcode from server", op=op, close_code=4004)

@@ -77,8 +77,7 @@ class ClientSession:
 
     def __repr__(self) -> str:
         return (
-            f"ClientSession(project_id={self.project_id!r}, state={self.state.value}, "
-            f"encoding={self.codec.encoding!r})"
+            f"ClientSession(project_id={self.project_id!r}, state={self.state.value}, encoding={self.codec.encoding!r})"
         )
 
     @property
@@ -135,9 +134,3 @@ class ClientSession:
             self.init = event
             self.state = SessionState.CONNECTED
         result.events.append(event)
-
-
-def is_channel_event(event: ServerFrame) -> bool:
-    """Whether ``event`` belongs on a channel-event channel (not Hello, INIT, messages)."""
-    return not isinstance(event, (Hello, InitEvent, MessageEvent, HeartbeatAck, HeartbeatRequest))
-
