@@ -11,8 +11,8 @@ Quick start::
     for event in messages:
         print(event.channel_id, event.event_name, event.data)
 
-See ``LeapClient`` for options, ``leap_sync.testing`` for the embedded Leap Edge
-server, and ``leap_sync.elstat`` for Elstat's Streaming API.
+See ``LeapClient`` for options and ``leap_sync.testing`` for the embedded Leap Edge
+server.
 """
 
 from .backoff import Backoff

@@ -12,7 +12,7 @@ import collections
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from .errors import ChannelClosed, ChannelOverflowError
@@ -57,8 +57,7 @@ class EventChannel(Generic[T]):
         self.overflow = overflow
         self.dropped = 0
         """Events discarded by the ``drop_oldest`` policy."""
-        bounded = maxsize and overflow == "drop_oldest"
-        self._items: collections.deque[T] = collections.deque(maxlen=maxsize if bounded else None)
+        self._items: collections.deque[T] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._error: ChannelClosed | None = None
@@ -135,29 +134,32 @@ class EventChannel(Generic[T]):
 
     # -- producer side (the client) ----------------------------------------------------
 
-    def _put_many(self, events: Iterable[T]) -> None:
+    def _put_many(self, events: Sequence[T]) -> None:
         """Append a batch (the client's I/O thread). Never blocks on consumers."""
         if self._closed:
             return
-        overflow = False
         with self._cond:
             items = self._items
-            if self.maxsize:
-                if not isinstance(events, (list, tuple)):
-                    events = list(events)
-                excess = len(items) + len(events) - self.maxsize
-                if excess > 0:
-                    if items.maxlen is not None:  # drop_oldest: the deque discards them
-                        self.dropped += excess
-                    else:
-                        events = events[: len(events) - excess]
-                        overflow = True
-            items.extend(events)
-            if overflow:
-                self._closed = True
-                self._error = ChannelOverflowError(
-                    f"event channel overflowed its maxsize of {self.maxsize}: events were lost"
-                )
+            maxsize = self.maxsize
+            if maxsize and len(items) + len(events) > maxsize:
+                if self.overflow == "drop_oldest":
+                    items.extend(events)
+                    # Pop the excess one by one: a consumer taking events at the same
+                    # moment (without the lock) shrinks it, and is not counted as a drop.
+                    while len(items) > maxsize:
+                        try:
+                            items.popleft()
+                        except IndexError:
+                            break
+                        self.dropped += 1
+                else:
+                    items.extend(events[: max(0, maxsize - len(items))])
+                    self._closed = True
+                    self._error = ChannelOverflowError(
+                        f"event channel overflowed its maxsize of {maxsize}: events were lost"
+                    )
+            else:
+                items.extend(events)
             self._cond.notify_all()
 
     def _finish(self, error: ChannelClosed | None) -> None:

@@ -6,11 +6,13 @@ Threads (started by :meth:`LeapClient.connect`, never before; daemon; joined by
 - ``leap-sync-io-<n>`` owns the connection: it opens it, reads every frame, runs the
   protocol session, feeds the event channels, calls the state listeners, and runs the
   reconnect loop (one attempt at a time, backoff waits interruptible by ``close()``).
-- ``leap-sync-heartbeat-<n>`` sends heartbeats on fixed monotonic deadlines and
-  detects zombie connections.
+- ``leap-sync-heartbeat-<n>`` sends heartbeats on fixed monotonic deadlines (the I/O
+  thread also sends one that falls due while it is busy reading), detects zombie
+  connections, and bounds each connection attempt's handshake to ``connect_timeout``.
 
-State listeners and the logger run on the I/O thread, in the order of the
-transitions: they must return quickly and must not wait for events from this client
+State listeners run on the I/O thread, in the order of the transitions (``CLOSED`` is
+reported by ``close()`` itself when no I/O thread runs); the logger is called from
+either thread. Both must return quickly and must not wait for events from this client
 (``close()`` from a listener is fine). Event channels are fed in wire order and never
 block the I/O thread.
 """
@@ -192,7 +194,8 @@ class LeapClient:
         self._finished = False  # channels ended: the client will not deliver again
         self._io_thread: threading.Thread | None = None
         self._hb_thread: threading.Thread | None = None
-        self._pending_ws: Any = None  # the websocket of a connection attempt in flight
+        self._pending_ws: Any = None  # the websocket of a connection attempt in flight...
+        self._connect_deadline: float | None = None  # ...and when it must be upgraded
         self._message_channels: tuple[EventChannel[MessageEvent], ...] = ()
         self._channel_channels: tuple[EventChannel[ChannelEvent], ...] = ()
         self._listeners: tuple[StateListener, ...] = ()
@@ -239,8 +242,8 @@ class LeapClient:
         one."""
         session = self._session
         if session is not None and session.latency is not None:
-            self._latency = session.latency
-        return self._latency
+            return session.latency
+        return self._latency  # the last connection's
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -269,12 +272,7 @@ class LeapClient:
         """A new channel of :class:`MessageEvent` (channel and direct messages), in
         wire order. See :class:`~leap_sync.channels.EventChannel` for ``maxsize`` and
         ``overflow``. Ends when the client closes or will not reconnect."""
-        channel: EventChannel[MessageEvent] = EventChannel(maxsize, overflow, on_close=self._detach)
-        with self._lock:
-            if self._finished:
-                channel._finish(None)
-            else:
-                self._message_channels += (channel,)
+        channel: EventChannel[MessageEvent] = self._new_channel("_message_channels", maxsize, overflow)
         return channel
 
     def channel_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[ChannelEvent]:
@@ -282,12 +280,16 @@ class LeapClient:
         ``StateUpdateEvent``, ``TokenStateUpdateEvent``, pipe room events,
         ``UnknownEvent``), in wire order. An AVAILABLE or UNAVAILABLE that answers a
         :meth:`subscribe` call goes to that call instead."""
-        channel: EventChannel[ChannelEvent] = EventChannel(maxsize, overflow, on_close=self._detach)
+        channel: EventChannel[ChannelEvent] = self._new_channel("_channel_channels", maxsize, overflow)
+        return channel
+
+    def _new_channel(self, registry: str, maxsize: int, overflow: str) -> EventChannel[Any]:
+        channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self._detach)
         with self._lock:
             if self._finished:
                 channel._finish(None)
             else:
-                self._channel_channels += (channel,)
+                setattr(self, registry, (*getattr(self, registry), channel))
         return channel
 
     def _detach(self, channel: EventChannel[Any]) -> None:
@@ -323,7 +325,7 @@ class LeapClient:
                     raise LeapError("connect() was already called; the client reconnects by itself")
                 self._io_thread.join()
             if self._hb_thread is not None:
-                self._hb_thread.join()
+                self._hb_thread.join(self._close_timeout)
             attempt = _Future()
             with self._hb_cond:
                 self._hb_stop = False
@@ -483,13 +485,15 @@ class LeapClient:
             first = not self._closing.is_set()
             self._closing.set()
             io_thread, hb_thread = self._io_thread, self._hb_thread
-            pending = self._pending_ws
         if first:
             self.logger.debug("closing", {"project_id": self.project_id})
         with self._hb_cond:
             self._hb_stop = True
             self._hb_cond.notify_all()
+            # _serve publishes its transport under this lock after checking _closing,
+            # so either we see it here or it sees _closing set and closes it itself.
             transport = self._transport
+            pending = self._pending_ws
         if transport is not None:
             try:
                 transport.send_close(1000, "", timeout=min(1.0, self._close_timeout))
@@ -501,7 +505,8 @@ class LeapClient:
             self._state_cond.notify_all()
         current = threading.current_thread()
         if io_thread is not None and io_thread is not current:
-            io_thread.join(self._close_timeout)
+            # A second for the server to echo our close frame, then cut the socket.
+            io_thread.join(min(1.0, self._close_timeout))
             if io_thread.is_alive() and transport is not None:
                 transport.abort(LeapConnectionError("the client was closed"))
                 io_thread.join(self._close_timeout)
@@ -534,11 +539,9 @@ class LeapClient:
             channels: tuple[EventChannel[Any], ...] = self._message_channels + self._channel_channels
             self._message_channels = ()
             self._channel_channels = ()
-            waiters = [w for ws in self._waiters.values() for w in ws]
         for channel in channels:
             channel._finish(None)
-        for waiter in waiters:
-            waiter.fail(error)
+        self._fail_waiters(error)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -580,10 +583,11 @@ class LeapClient:
             attempt.set()
             self._supervise(transport)
         except BaseException as exc:  # a bug: never die silently
-            self.logger.error("I/O thread crashed", exc)
-            attempt.fail(exc)
-            self._finish(LeapConnectionError(f"internal error: {exc!r}"))
-            self._set_state(ConnectionState.ERRORED, exc, False)
+            crash = LeapConnectionError(f"internal error: {self._scrub_text(repr(exc))}")
+            self.logger.error("I/O thread crashed", crash)
+            attempt.fail(crash)
+            self._finish(crash)
+            self._set_state(ConnectionState.ERRORED, crash, False)
         finally:
             with self._hb_cond:
                 self._hb_stop = True
@@ -601,14 +605,19 @@ class LeapClient:
         self.logger.debug("connecting", {"url": url})
 
         def remember(ws: Any) -> None:
-            with self._lock:
+            # The heartbeat thread, idle until Hello, interrupts a handshake that is not
+            # done by the deadline (websocket-client's timeout is per read, not total).
+            with self._hb_cond:
                 self._pending_ws = ws
+                self._connect_deadline = time.monotonic() + self._options.connect_timeout
+                self._hb_cond.notify_all()
 
         try:
             transport = Transport.open(url, self._options, stop=self._closing, on_socket=remember)
         finally:
-            with self._lock:
+            with self._hb_cond:
                 self._pending_ws = None
+                self._connect_deadline = None
         self.logger.debug("websocket upgraded", {"url": url})
         self._set_state(ConnectionState.AUTHENTICATING)
         return transport
@@ -687,6 +696,9 @@ class LeapClient:
         """Read one connection until it ends; return why it ended."""
         session = ClientSession(self.project_id, self._token, self._codec)
         with self._hb_cond:
+            if self._closing.is_set():  # close() ran before it could see this transport
+                transport.fail(1000, LeapConnectionError("the client was closed"))
+                return LeapConnectionError("the client was closed")
             self._session, self._transport = session, transport
         clock = time.monotonic
         handshake_deadline = clock() + self._options.connect_timeout  # for Hello and INIT
@@ -820,7 +832,7 @@ class LeapClient:
             now = time.monotonic()
             if tracker is None or tracker.poll(now) is not Pulse.BEAT:
                 return
-            tracker.sent(now)
+            tracker.sent(now)  # before sending: the ack must find it
         self._send_on(transport, session, frames.heartbeat())
 
     # -- the heartbeat thread ------------------------------------------------------------
@@ -833,24 +845,19 @@ class LeapClient:
             while not self._hb_stop:
                 session = self._session
                 tracker = session.heartbeat if session is not None else None
-                if session is None or tracker is None or session is given_up:
-                    cond.wait()
+                transport = self._transport
+                if session is None or tracker is None or transport is None or session is given_up:
+                    self._watch_handshake()
                     continue
                 now = clock()
                 pulse = tracker.poll(now)
                 if pulse is Pulse.WAIT:
                     cond.wait(tracker.next_beat - now)
                     continue
-                transport = self._transport
                 if pulse is Pulse.BEAT:
-                    tracker.sent(now)
-                    payload, binary = session.encode(frames.heartbeat())
                     cond.release()
                     try:
-                        if transport is not None:
-                            transport.send(payload, binary)
-                    except LeapConnectionError:
-                        pass  # the reader sees the connection end
+                        self._beat_if_due(session, transport)
                     finally:
                         cond.acquire()
                 else:
@@ -866,6 +873,20 @@ class LeapClient:
                             transport.fail(CloseCode.UNKNOWN, error)
                     finally:
                         cond.acquire()
+
+    def _watch_handshake(self) -> None:
+        """(Heartbeat thread, lock held, nothing to beat for.) Wait for a change, and
+        interrupt a connection attempt that overran its deadline."""
+        deadline, ws = self._connect_deadline, self._pending_ws
+        if deadline is None or ws is None:
+            self._hb_cond.wait()
+            return
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            self._hb_cond.wait(remaining)
+            return
+        self._connect_deadline = None
+        ws.interrupt(timed_out=True)
 
     # -- token hygiene -------------------------------------------------------------------
 

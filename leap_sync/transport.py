@@ -122,6 +122,7 @@ class _InterruptibleWebSocket(websocket.WebSocket):
 
     def __init__(self, stop: threading.Event | None, **kwargs: Any) -> None:
         self._stop = stop
+        self.timed_out = False
         super().__init__(**kwargs)
 
     @property
@@ -131,11 +132,14 @@ class _InterruptibleWebSocket(websocket.WebSocket):
     @sock.setter
     def sock(self, value: socket.socket | None) -> None:
         self.__dict__["_leap_sock"] = value
-        if value is not None and self._stop is not None and self._stop.is_set():
+        if value is not None and (self.timed_out or (self._stop is not None and self._stop.is_set())):
             _shutdown_quietly(value)
 
-    def interrupt(self) -> None:
-        """Shut the socket down if there is one (any thread)."""
+    def interrupt(self, timed_out: bool = False) -> None:
+        """Shut the socket down if there is one (any thread); ``timed_out`` marks the
+        attempt as over its deadline."""
+        if timed_out:
+            self.timed_out = True
         sock = self.sock
         if sock is not None:
             _shutdown_quietly(sock)
@@ -176,6 +180,7 @@ class Transport:
         self._ended: LeapConnectionError | None = None
         self._abort_error: LeapConnectionError | None = None
         self._close_sent = False
+        self._pongs_due: list[bytes] = []
         self._poller: Any = None
         if _HAS_POLL:
             self._poller = select.poll()
@@ -202,21 +207,31 @@ class Transport:
         if on_socket is not None:
             on_socket(ws)
         untyped: Any = ws  # websocket-client's connect() and shutdown() are unannotated
+        failure: Exception | None = None
         try:
             untyped.connect(url, **options.connect_kwargs())
-        except websocket.WebSocketBadStatusException as exc:
+        except Exception as exc:
+            failure = cls._connect_error(exc)
+        if ws.timed_out:
+            failure = LeapConnectionError(
+                f"could not connect: no websocket upgrade within {options.connect_timeout:g} s"
+            )
+        elif failure is None and stop is not None and stop.is_set():
+            failure = LeapConnectionError("connection attempt abandoned")
+        if failure is not None:
             untyped.shutdown()
-            raise LeapConnectionError(f"websocket upgrade refused: HTTP {exc.status_code}") from None
-        except ssl.SSLError as exc:
-            untyped.shutdown()
-            raise LeapConnectionError(f"TLS failure: {exc}") from None
-        except (OSError, websocket.WebSocketException, ValueError) as exc:
-            untyped.shutdown()
-            raise LeapConnectionError(f"could not connect: {exc or type(exc).__name__}") from None
-        if stop is not None and stop.is_set():
-            untyped.shutdown()
-            raise LeapConnectionError("connection attempt abandoned")
+            raise failure
         return cls(ws, send_timeout=options.send_timeout, max_message_size=options.max_message_size)
+
+    @staticmethod
+    def _connect_error(exc: Exception) -> Exception:
+        if isinstance(exc, websocket.WebSocketBadStatusException):
+            return LeapConnectionError(f"websocket upgrade refused: HTTP {exc.status_code}")
+        if isinstance(exc, ssl.SSLError):
+            return LeapConnectionError(f"TLS failure: {exc}")
+        if isinstance(exc, (OSError, websocket.WebSocketException, ValueError)):
+            return LeapConnectionError(f"could not connect: {exc or type(exc).__name__}")
+        return exc  # a bug, not a network condition: let it show
 
     # -- reading (one thread) ------------------------------------------------------------
 
@@ -232,7 +247,11 @@ class Transport:
         while True:
             if self._ended is not None:
                 raise self._ended
-            if not self._pending():
+            if reader.error is not None:
+                raise self._protocol_failure(reader.error)
+            if self._pongs_due:
+                self._answer_pings()
+            if not self._has_pending():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return []
@@ -246,21 +265,43 @@ class Transport:
             if data is None:
                 continue
             try:
+                # Returns what it completed before a framing error, and keeps the error
+                # for the next round: nothing received in good order is dropped.
                 messages = reader.feed(data)
             except WebSocketProtocolError as exc:
-                raise self._fail(exc.close_code, str(exc)) from None
+                raise self._protocol_failure(exc) from None
             if reader.pings:
-                pings, reader.pings = reader.pings, []
-                for payload in pings:
-                    self._send_frame(_OPCODE_PONG, payload)
+                self._pongs_due += reader.pings
+                reader.pings = []
+                self._answer_pings()
             if reader.close is not None and self._ended is None:
-                code, reason = reader.close
-                self._end_by_peer(code, reason)
+                self._end_by_peer(*reader.close)
             if messages:
                 return messages
 
+    def _has_pending(self) -> bool:
+        """Whether OpenSSL holds decrypted bytes that poll() cannot see."""
+        if not self._tls:
+            return False
+        with self._lock:  # pending() enters OpenSSL: never beside another thread's send
+            return bool(self._pending())
+
+    def _answer_pings(self) -> None:
+        """Send the pongs due, unless a sender holds the socket (then next round): the
+        reader never waits behind a blocked send."""
+        if not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            while self._pongs_due and not self.ended:
+                self._write(memoryview(_create_frame(self._pongs_due.pop(0), _OPCODE_PONG).format()), 1.0)
+        except LeapConnectionError:
+            pass  # the connection is ending; the next read reports why
+        finally:
+            self._send_lock.release()
+
     def _read(self) -> bytes | None:
         """One locked read; ``None`` when nothing was there after all."""
+        error: Exception | None = None
         with self._lock:
             try:
                 if self._tls:
@@ -286,41 +327,39 @@ class Transport:
                 return None
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 data = b""
-                error: Exception | None = exc
-            else:
-                error = None
-        if not data:
-            if self._abort_error is not None:
-                self._ended = self._abort_error
-            elif error is not None:
-                self._ended = LeapConnectionError(f"connection lost: {error}")
-            else:
-                self._ended = LeapConnectionError("connection lost: closed without a close frame")
-            self._shutdown()
-            raise self._ended
-        return data
+                error = exc
+        if data:
+            return data
+        if error is not None:
+            raise self._end(LeapConnectionError(f"connection lost: {error}"))
+        raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
 
     def _end_by_peer(self, code: int | None, reason: str) -> None:
-        # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket.
+        # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket. If
+        # we had closed first (fail()), this is only the echo and our reason stands.
         try:
             self.send_close(1000 if code is None else code, "", timeout=1.0)
         except LeapConnectionError:
             pass
-        if self._abort_error is not None:  # the peer only answered our own close
-            self._ended = self._abort_error
-            self._shutdown()
-            return
-        self._ended = LeapConnectionError(
-            f"server closed the connection (code {code}{': ' + reason if reason else ''})",
-            close_code=code,
-            close_reason=reason,
+        self._end(
+            LeapConnectionError(
+                f"server closed the connection (code {code}{': ' + reason if reason else ''})",
+                close_code=code,
+                close_reason=reason,
+            )
         )
-        self._shutdown()
 
-    def _fail(self, code: int, message: str) -> LeapConnectionError:
-        error = LeapConnectionError(f"protocol error: {message}")
-        self.fail(code, error)
-        self._ended = self._abort_error or error
+    def _protocol_failure(self, exc: WebSocketProtocolError) -> LeapConnectionError:
+        error = LeapConnectionError(f"protocol error: {exc}")
+        self.fail(exc.close_code, error)
+        return self._end(error)
+
+    def _end(self, error: LeapConnectionError) -> LeapConnectionError:
+        """The connection is over: the reason is ours if we ended it (abort/fail), else
+        ``error``. Returns the reason for the reader to raise."""
+        if self._ended is None:
+            self._ended = self._abort_error or error
+        self._shutdown()
         return self._ended
 
     # -- writing (any thread) ----------------------------------------------------------
@@ -328,54 +367,61 @@ class Transport:
     def send(self, payload: Payload, binary: bool) -> None:
         """Send one data message (text for ``str`` JSON, binary for ETF).
 
-        Blocks at most the send timeout while the socket is full; raises
-        :class:`LeapConnectionError` (and aborts the connection) when it cannot send.
+        Blocks at most the send timeout (waiting for another sender included); raises
+        :class:`LeapConnectionError` when it cannot send, and aborts the connection when
+        the socket stayed full.
         """
         self._send_frame(_OPCODE_BINARY if binary else _OPCODE_TEXT, payload)
 
     def send_close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
         """Send a close frame once (later calls do nothing)."""
-        if self._close_sent:
-            return
-        self._close_sent = True
-        payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
-        self._send_frame(_OPCODE_CLOSE, payload, timeout)
+        self._send_frame(_OPCODE_CLOSE, code.to_bytes(2, "big") + reason.encode("utf-8")[:123], timeout)
 
     def _send_frame(self, opcode: int, payload: Payload, timeout: float | None = None) -> None:
-        data = memoryview(_create_frame(payload, opcode).format())
         limit = self._send_timeout if timeout is None else timeout
-        sock = self._sock
+        data = memoryview(_create_frame(payload, opcode).format())
         # The send lock keeps each frame whole and frames in order; the I/O lock is held
         # only for each socket call, so the reader keeps draining the socket while a
         # sender waits for room (two full buffers never deadlock each other).
-        with self._send_lock:
-            if self._ended is not None and opcode != _OPCODE_CLOSE:
-                raise LeapConnectionError(f"cannot send: {self._ended}")
-            deadline: float | None = None
-            while data:
-                with self._lock:
-                    try:
-                        sent = sock.send(data)
-                        blocked: Exception | None = None
-                    except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
-                        sent = 0
-                        blocked = exc
-                    except (OSError, ValueError) as exc:
-                        raise LeapConnectionError(f"cannot send: {exc}") from None
-                if sent:
-                    data = data[sent:]
-                    continue
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + limit
-                elif now >= deadline:
-                    break
-                _wait(sock, not isinstance(blocked, ssl.SSLWantReadError), deadline - now)
-            else:
-                return
-        error = LeapConnectionError(f"cannot send: the socket stayed full for {limit:g} s")
-        self.abort(error)
-        raise error
+        if not self._send_lock.acquire(timeout=limit):
+            raise LeapConnectionError(f"cannot send: another send held the socket for {limit:g} s")
+        try:
+            if opcode == _OPCODE_CLOSE:
+                if self._close_sent:
+                    return
+                self._close_sent = True
+            elif self.ended:
+                raise LeapConnectionError(f"cannot send: {self._ended or self._abort_error}")
+            self._write(data, limit)
+        finally:
+            self._send_lock.release()
+
+    def _write(self, data: memoryview, limit: float) -> None:
+        """Write a whole frame (send lock held); abort the connection if the socket stays
+        full for ``limit`` seconds."""
+        sock = self._sock
+        deadline: float | None = None
+        while data:
+            with self._lock:
+                try:
+                    sent = sock.send(data)
+                    blocked: Exception | None = None
+                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
+                    sent = 0
+                    blocked = exc
+                except (OSError, ValueError) as exc:
+                    raise LeapConnectionError(f"cannot send: {exc}") from None
+            if sent:
+                data = data[sent:]
+                continue
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + limit
+            elif now >= deadline:
+                error = LeapConnectionError(f"cannot send: the socket stayed full for {limit:g} s")
+                self.abort(error)
+                raise error
+            _wait(sock, not isinstance(blocked, ssl.SSLWantReadError), deadline - now)
 
     # -- ending ------------------------------------------------------------------------
 
@@ -404,10 +450,11 @@ class Transport:
     def close(self) -> None:
         """Release the socket. Call after the reader is done."""
         self._shutdown()
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        with self._lock:  # not while another thread is inside a socket call
+            try:
+                self._sock.close()
+            except OSError:
+                pass
 
     @property
     def ended(self) -> bool:

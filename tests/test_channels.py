@@ -205,7 +205,7 @@ def test_drop_oldest_within_bounds_drops_nothing() -> None:
 def test_error_policy_keeps_what_fits_then_raises() -> None:
     channel: EventChannel[int] = EventChannel(3, "error")
     channel._put_many([1, 2])
-    channel._put_many(iter([3, 4, 5]))
+    channel._put_many([3, 4, 5])
     assert channel.closed is True
     assert channel.dropped == 0
     assert [channel.get(), channel.get(), channel.get()] == [1, 2, 3]

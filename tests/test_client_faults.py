@@ -303,3 +303,24 @@ def test_no_hello_is_an_error_and_retried(make_client: MakeClient) -> None:
         ConnectionState.CONNECTING,
     ]
     assert states[4:] in ([ConnectionState.AUTHENTICATING, ConnectionState.CLOSED], [ConnectionState.CLOSED])
+
+
+def test_messages_before_a_framing_error_are_delivered(server: LeapEdgeServer, make_client: MakeClient) -> None:
+    import json
+
+    from rawws import server_frame
+
+    recorder = StateRecorder()
+    client = make_client(server)
+    client.add_state_update_listener(recorder)
+    messages = client.message_event_channel()
+    client.connect(wait=True, timeout=10)
+    frames = b"".join(
+        server_frame(1, json.dumps({"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "n", "d": i}}}).encode())
+        for i in range(50)
+    )
+    server.send_raw_bytes(frames + b"\x8f\x00")  # 50 good frames and an unknown opcode, one write
+    assert [messages.get(timeout=5).data for _ in range(50)] == list(range(50))
+    infos = recorder.wait_count(CONNECTED, 2)
+    [errored] = [i for i in infos if i.connection_state is ERRORED]
+    assert "unknown websocket opcode" in str(errored.error)

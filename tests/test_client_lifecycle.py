@@ -66,21 +66,111 @@ def test_threads_are_named_and_joined_by_close(server: LeapEdgeServer, make_clie
 def test_close_ends_channels_after_their_events(server: LeapEdgeServer, make_client: MakeClient) -> None:
     client = make_client(server)
     messages = client.message_event_channel()
+    probe = client.message_event_channel()  # fed right after `messages`, batch by batch
     client.connect(wait=True, timeout=10)
     client.subscribe("room", timeout=5)
     server.publish_many("room", "n", range(3))
-    server.wait_for(lambda s: True)
-    first = messages.get(timeout=5)
-    assert first.data == 0
-    for _ in range(2):
-        assert messages.qsize() > 0 or messages.get(timeout=5) is not None
+    assert [probe.get(timeout=5).data for _ in range(3)] == [0, 1, 2]
+    assert messages.qsize() == 3
     client.close()
-    assert [e.data for e in messages] in ([], [1, 2], [2])
+    assert [e.data for e in messages] == [0, 1, 2]  # drained after close, then the end
     with pytest.raises(ChannelClosed):
         messages.get(timeout=1)
     late = client.message_event_channel()
     with pytest.raises(ChannelClosed):
         late.get(timeout=1)
+
+
+def test_close_racing_a_reconnect_closes_the_new_connection(
+    server: LeapEdgeServer, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold the I/O thread after a reconnect's upgrade, just before its connection
+    # becomes visible to close(), and close() from another thread right then.
+    import leap_sync.client as client_module
+
+    in_gap = threading.Event()
+    release = threading.Event()
+    sessions: list[object] = []
+    real_session = client_module.ClientSession
+
+    def held_session(*args: object, **kwargs: object) -> object:
+        sessions.append(1)
+        if len(sessions) == 2:
+            in_gap.set()
+            release.wait(10)
+        return real_session(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client_module, "ClientSession", held_session)
+    client = make_client(server)
+    client.connect(wait=True, timeout=10)
+    server.drop()
+    assert in_gap.wait(10)
+    closer = threading.Thread(target=client.close)
+    closer.start()
+    assert client._closing.wait(10)
+    release.set()
+    closer.join(20)
+    assert not closer.is_alive()
+    assert client.state.connection_state is CLOSED
+    assert client_threads() == []  # closed for real, not left reading
+    server.wait_for(lambda s: not s.connections)
+    assert len(server.all_connections) == 2
+
+
+def test_close_does_not_wait_long_for_a_peer_that_never_echoes(make_client: MakeClient) -> None:
+    import json
+    import time
+
+    from rawws import RawServer, server_frame
+
+    with RawServer() as raw:  # a Leap server that never reads what the client sends
+        client = LeapClient(PROJECT, TOKEN, url=raw.url, close_timeout=5.0)
+        client.connect()
+        conn = raw.accept()
+        hello = {"op": 1, "d": {"heartbeat_interval": 30000}}
+        init = {
+            "op": 0,
+            "d": {"c": None, "e": "INIT", "d": {"cid": "c1", "connection_count": 1, "scope": "token", "channels": []}},
+        }
+        conn.send(server_frame(1, json.dumps(hello).encode()) + server_frame(1, json.dumps(init).encode()))
+        client.wait_connected(timeout=10)
+        started = time.monotonic()
+        client.close()
+        assert time.monotonic() - started < 3.0  # about a second, not close_timeout
+        assert client.state.connection_state is CLOSED
+        conn.close()
+
+
+def test_connect_timeout_bounds_a_trickling_handshake() -> None:
+    import socket
+
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def trickle() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                for byte in b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: " + b"x" * 1000:
+                    if stop.wait(0.1):
+                        return
+                    try:
+                        conn.send(bytes([byte]))
+                    except OSError:
+                        return
+
+        server = threading.Thread(target=trickle)
+        server.start()
+        client = LeapClient(PROJECT, TOKEN, url=f"ws://127.0.0.1:{listener.getsockname()[1]}/ws", connect_timeout=0.5)
+        try:
+            with pytest.raises(LeapConnectionError, match=r"no websocket upgrade within 0\.5 s"):
+                client.connect()
+        finally:
+            stop.set()
+            client.close()
+            server.join(10)
 
 
 def test_close_from_a_state_listener(server: LeapEdgeServer, make_client: MakeClient) -> None:

@@ -239,3 +239,20 @@ def test_header_option_is_sent(raw: RawServer) -> None:
     assert b"x-leap-test: yes" in raw.requests[-1].lower()
     transport.close()
     conn.close()
+
+
+def test_reader_delivers_while_a_sender_holds_the_socket(raw: RawServer) -> None:
+    transport = Transport.open(raw.url, OPTIONS)
+    conn = raw.accept()
+    assert transport._send_lock.acquire(timeout=5)  # as a send blocked on a full socket does
+    try:
+        conn.send(server_frame(9, b"ping") + server_frame(1, b"hi"))
+        # the reader neither waits for the sender nor loses what it read
+        assert transport.receive(timeout=2) == [(b"hi", False)]
+    finally:
+        transport._send_lock.release()
+    conn.send(server_frame(1, b"next"))
+    assert transport.receive(timeout=2) == [(b"next", False)]
+    assert conn.read_frame() == (0xA, b"ping")  # the pong went out once the socket was free
+    transport.close()
+    conn.close()

@@ -32,7 +32,6 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
-_DATA_OPCODES = (OP_TEXT, OP_BINARY)
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
 
 
@@ -63,7 +62,9 @@ class FrameReader:
     close frame sets :attr:`close` (``(code, reason)``), after which nothing more is
     parsed. ``max_size`` bounds one message (all fragments together); a longer one
     raises :class:`WebSocketProtocolError` with close code 1009 before its payload is
-    read. Only complete frames are ever copied, and a partial frame waits without
+    read. A framing error is raised, but not at the expense of the messages completed
+    before it in the same :meth:`feed`: those are returned, the error is kept in
+    :attr:`error` and raised by the next call. Only complete frames are ever copied, and a partial frame waits without
     re-scanning, so a large message costs linear time however it is split.
     """
 
@@ -75,6 +76,7 @@ class FrameReader:
         "_fragments",
         "_need",
         "close",
+        "error",
         "max_size",
         "pings",
     )
@@ -83,6 +85,7 @@ class FrameReader:
         self.max_size = max_size
         self.pings: list[bytes] = []
         self.close: tuple[int | None, str] | None = None
+        self.error: WebSocketProtocolError | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._need = 2  # bytes needed before parsing can make progress
@@ -97,6 +100,8 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         """Add received bytes; return the data messages now complete."""
+        if self.error is not None:
+            raise self.error
         if self.close is not None or not data:
             return []
         if self._chunks:
@@ -113,7 +118,15 @@ class FrameReader:
                 self._buffered = len(buf)
                 return []
         out: list[tuple[bytes, bool]] = []
-        pos = self._parse(buf, out)
+        try:
+            pos = self._parse(buf, out)
+        except WebSocketProtocolError as exc:
+            self.error = exc
+            self._chunks = []
+            self._buffered = 0
+            if out:
+                return out
+            raise
         if pos < len(buf):
             rest = buf[pos:]
             self._chunks.append(rest)
@@ -187,13 +200,13 @@ class FrameReader:
                     self._fragment_binary = opcode == OP_BINARY
             elif opcode == OP_CONTINUATION:
                 fragments = self._fragments
-                if fragments is not None:  # always: checked with the header
-                    self._fragment_size += length
-                    fragments.append(payload)
-                    if fin:
-                        out.append((b"".join(fragments), self._fragment_binary))
-                        self._fragments = None
-                        self._fragment_size = 0
+                assert fragments is not None  # checked with the header
+                self._fragment_size += length
+                fragments.append(payload)
+                if fin:
+                    out.append((b"".join(fragments), self._fragment_binary))
+                    self._fragments = None
+                    self._fragment_size = 0
             else:
                 if opcode == OP_PING:
                     self.pings.append(payload)
