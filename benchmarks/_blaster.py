@@ -50,12 +50,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from leap_sync.protocol.codec import Codec
+from leap_sync.protocol.wsframes import unmasked_frame_header, unmasked_message
 
 __all__ = [
     "Blaster",
     "ConnectionReport",
     "build_stream",
-    "frame_header",
     "json_payloads",
     "message_frame",
     "percentile",
@@ -106,27 +106,10 @@ def json_payloads(n: int, size: int = 200) -> list[str]:
     return [json.dumps(message_frame(i, size), separators=(",", ":")) for i in range(n)]
 
 
-def frame_header(opcode: int, length: int) -> bytes:
-    """An unmasked, final websocket frame header (what a server sends)."""
-    if length < 126:
-        return bytes((0x80 | opcode, length))
-    if length < 65536:
-        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
-    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
-
-
-def _wire(payload: str | bytes) -> bytes:
-    """One websocket frame: text for ``str``, binary for ``bytes``."""
-    if isinstance(payload, str):
-        data = payload.encode("utf-8")
-        return frame_header(0x1, len(data)) + data
-    return frame_header(0x2, len(payload)) + payload
-
-
 def _encode(codec: Codec, compression: str, frame: dict[str, Any]) -> bytes:
     if compression == "zlib":
-        return _wire(codec.encode_compressed(frame))
-    return _wire(codec.encode(frame)[0])
+        return unmasked_message(codec.encode_compressed(frame))
+    return unmasked_message(codec.encode(frame)[0])
 
 
 def _chunked(frames: Iterator[bytes], chunk_bytes: int = CHUNK_BYTES) -> list[bytes]:
@@ -155,7 +138,7 @@ def build_stream(
     and zlib frames are encoded from the same objects by leap_sync's codec.
     """
     if encoding == "json" and compression == "none":
-        return _chunked((_wire(text) for text in json_payloads(n, size)), chunk_bytes)
+        return _chunked((unmasked_message(text) for text in json_payloads(n, size)), chunk_bytes)
     codec = Codec(encoding)
     return _chunked((_encode(codec, compression, message_frame(i, size)) for i in range(n)), chunk_bytes)
 
@@ -242,10 +225,10 @@ class _Conn:
             if opcode == 0x8:
                 self.leaving.set()
                 with self.wlock:
-                    self.sock.sendall(frame_header(0x8, len(payload[:2])) + payload[:2])
+                    self.sock.sendall(unmasked_frame_header(0x8, len(payload[:2])) + payload[:2])
                 raise _Closed
             if opcode == 0x9:
-                self.send(frame_header(0xA, len(payload)) + payload)
+                self.send(unmasked_frame_header(0xA, len(payload)) + payload)
 
     # writing ---------------------------------------------------------------------------
 
@@ -383,7 +366,7 @@ class _Conn:
             parts = []
             for i in range(sent, due):
                 text = f'{prefix}{i},"t":{time.monotonic_ns()},"pad":"{pad}"}}}}}}}}'.encode()
-                parts.append(frame_header(0x1, len(text)) + text)
+                parts.append(unmasked_frame_header(0x1, len(text)) + text)
             self.stream(b"".join(parts))
             sent = due
 

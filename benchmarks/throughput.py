@@ -47,11 +47,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import websocket
-from _blaster import PROJECT, TOKEN, Blaster, frame_header, json_payloads, message_frame
+from _blaster import PROJECT, TOKEN, Blaster, json_payloads, message_frame
 from websockets.sync.client import connect as websockets_connect
 
 from leap_sync import LeapClient
 from leap_sync.protocol.codec import Codec
+from leap_sync.protocol.wsframes import unmasked_frame_header
 
 _TIMEOUT = 60.0
 # websockets 16+ warns unless a directly used connection opts into ``legacy``.
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {args.repeat} run(s), medians; Python {sys.version.split()[0]}"
     )
 
-    stream_bytes = sum(len(frame_header(0x1, len(p.encode()))) + len(p.encode()) for p in payloads)
+    stream_bytes = sum(len(unmasked_frame_header(0x1, len(p.encode()))) + len(p.encode()) for p in payloads)
     runners: dict[str, Callable[[Blaster], float]] = {
         "a": lambda b: run_leap_sync(b, n, encoding, compression),
         "b": lambda b: run_websockets(b, n),

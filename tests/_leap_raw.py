@@ -349,3 +349,10 @@ def serve_process(*args: str) -> Iterator[ServeProcess]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def wait_until(deadline: float) -> None:
+    """Sleep until a monotonic deadline (a schedule, not a guess)."""
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)

@@ -10,20 +10,11 @@ import socket
 import ssl
 import threading
 
+from leap_sync.protocol.wsframes import unmasked_frame as server_frame
+
+__all__ = ["RawConnection", "RawServer", "server_frame"]
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def server_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
-    """An unmasked frame, as a server sends it."""
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        header = bytes((first, n))
-    elif n < 65536:
-        header = bytes((first, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((first, 127)) + n.to_bytes(8, "big")
-    return header + payload
 
 
 class RawConnection:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _leap_raw import COMBOS, PROJECT, TOKEN, RawClient, _no_server_errors, dispatch, hello, open_client
+from _leap_raw import COMBOS, PROJECT, TOKEN, RawClient, _no_server_errors, dispatch, hello, open_client, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from leap_sync.testing import LeapEdgeServer
@@ -50,13 +50,6 @@ def clients() -> Iterator[Callable[..., RawClient]]:
     yield make
     for client in opened:
         client.close()
-
-
-def wait_until(deadline: float) -> None:
-    """Sleep until a monotonic deadline (a schedule, not a guess)."""
-    remaining = deadline - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
 
 
 # -- Hello and Identify ----------------------------------------------------------------

@@ -5,7 +5,8 @@ allows, so the client reads server frames itself, in batches, from the bytes its
 transport received. :class:`FrameReader` turns a byte stream into complete messages:
 it reassembles fragments, lets control frames interleave, and bounds every length it
 reads. Server frames are unmasked; a masked one, reserved bits or an unknown opcode
-are protocol errors. Frames a client sends are built by websocket-client.
+are protocol errors. Frames a client sends are built by websocket-client; the
+``unmasked_*`` functions build the frames a server sends (the embedded server's).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ __all__ = [
     "FrameReader",
     "WebSocketProtocolError",
     "parse_close_payload",
+    "unmasked_frame",
+    "unmasked_frame_header",
+    "unmasked_message",
 ]
 
 OP_CONTINUATION = 0x0
@@ -51,6 +55,28 @@ def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
         raise WebSocketProtocolError("close frame payload of one byte")
     code = payload[0] << 8 | payload[1]
     return code, payload[2:].decode("utf-8", errors="replace")
+
+
+def unmasked_frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
+    """The header of an unmasked frame, as a server sends it."""
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return bytes((first, 126)) + length.to_bytes(2, "big")
+    return bytes((first, 127)) + length.to_bytes(8, "big")
+
+
+def unmasked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One unmasked frame, as a server sends it (what :class:`FrameReader` reads)."""
+    return unmasked_frame_header(opcode, len(payload), fin) + payload
+
+
+def unmasked_message(payload: str | bytes) -> bytes:
+    """A whole message in one server frame: text for ``str``, binary for ``bytes``."""
+    if isinstance(payload, str):
+        return unmasked_frame(OP_TEXT, payload.encode("utf-8"))
+    return unmasked_frame(OP_BINARY, payload)
 
 
 class FrameReader:

@@ -65,6 +65,7 @@ from ..protocol.models import (
 )
 from ..protocol.opcodes import CloseCode
 from ..protocol.server_session import ServerClose, ServerSession
+from ..protocol.wsframes import unmasked_message
 
 try:
     from websockets.exceptions import ConnectionClosed
@@ -84,15 +85,6 @@ _MAX_WAIT = 0.25  # longest a connection thread sleeps before re-checking its de
 Payload = str | bytes
 
 
-def _frame_header(opcode: int, length: int) -> bytes:
-    """An unmasked, final server frame header."""
-    if length < 126:
-        return bytes((0x80 | opcode, length))
-    if length < 65536:
-        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
-    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
-
-
 def _cut(sock: socket.socket) -> None:
     """Shut a TCP connection down both ways (no close frame); errors ignored.
 
@@ -102,14 +94,6 @@ def _cut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def _wire(payload: Payload) -> bytes:
-    """One complete websocket frame for a server message (text for ``str``)."""
-    if isinstance(payload, str):
-        data = payload.encode("utf-8")
-        return _frame_header(0x1, len(data)) + data
-    return _frame_header(0x2, len(payload)) + payload
 
 
 @attrs.frozen
@@ -208,7 +192,7 @@ class _Conn:
 
     def send(self, frame: dict[str, Any], *, channel: str | None = None, seq: int | None = None) -> bool:
         """Encode and send one frame; ``False`` when it could not be written."""
-        return self.send_wire(_wire(self.encode(frame)), channel=channel, seq=seq)
+        return self.send_wire(unmasked_message(self.encode(frame)), channel=channel, seq=seq)
 
     def send_wire(self, data: bytes, *, channel: str | None = None, seq: int | None = None, count: int = 1) -> bool:
         """Write complete frame bytes; record ``seq`` for ``channel`` once written."""
@@ -592,7 +576,7 @@ class LeapEdgeServer:
                 for conn in conns:
                     key = (conn.encoding, conn.compression)
                     if key not in cache:
-                        cache[key] = [_wire(conn.encode(f)) for f in built]
+                        cache[key] = [unmasked_message(conn.encode(f)) for f in built]
                 if channel.sequenced:
                     channel.seq += len(items)
                 for conn in conns:
@@ -700,7 +684,7 @@ class LeapEdgeServer:
 
     def send_raw(self, payload: Payload, *, cid: str | None = None) -> int:
         """Send one websocket message with this exact payload (text for ``str``)."""
-        return sum(conn.send_wire(_wire(payload)) for conn in self._targets(cid, identified_only=False))
+        return sum(conn.send_wire(unmasked_message(payload)) for conn in self._targets(cid, identified_only=False))
 
     def send_raw_bytes(self, data: bytes, *, cid: str | None = None) -> int:
         """Write bytes straight to the TCP stream, bypassing websocket framing (to test
@@ -802,7 +786,7 @@ class LeapEdgeServer:
             key = (conn.encoding, conn.compression)
             wire = cache.get(key)
             if wire is None:
-                wire = cache[key] = _wire(conn.encode(frame))
+                wire = cache[key] = unmasked_message(conn.encode(frame))
             out.append((conn, wire))
         return out
 
