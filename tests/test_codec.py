@@ -82,6 +82,20 @@ def test_json_encode_errors(value: object) -> None:
         Codec("json").encode(value)
 
 
+@pytest.mark.parametrize("value", [b"\xff", {"blob": bytearray(b"x")}, [memoryview(b"x")]])
+def test_json_refuses_bytes_naming_etf(value: object) -> None:
+    with pytest.raises(LeapEncodeError, match="bytes cannot travel in JSON.*encoding='etf'"):
+        Codec("json").encode(value)
+
+
+def test_etf_codec_round_trips_bytes_in_message_data() -> None:
+    codec = Codec("etf")
+    frame = {"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "blob", "d": b"\x00\xff"}}}
+    payload, binary = codec.encode(frame)
+    assert binary and codec.decode(payload, True) == frame
+    assert codec.decode(codec.encode_compressed(frame), True) == frame
+
+
 def test_json_encode_of_too_deep_value_is_an_encode_error() -> None:
     value: list[object] = []
     for _ in range(100_000):

@@ -262,7 +262,7 @@ def test_million_deep_tuples_and_maps_are_refused() -> None:
         b"\x83t\x00\x00\x00\x01l\x00\x00\x00\x01a\x01ja\x02",  # list as a map key
         b"\x83t\x00\x00\x00\x01t\x00\x00\x00\x00a\x02",  # map as a map key
         b"\x83v\x00\x02\xff\xfe",  # invalid UTF-8 atom
-        b"\x83m\x00\x00\x00\x02\xff\xfe",  # binary that is not UTF-8
+        b"\x83l\x00\x00\x00\x02m\x00\x00\x00\x01\xffv\x00\x01\xffj",  # ...beside a binary that is not
         b"\x83c" + b"1.5".ljust(31, b"\x00"),  # FLOAT_EXT, which erlpack cannot decode
     ],
 )
@@ -270,6 +270,27 @@ def test_erlpack_errors_become_protocol_errors(data: bytes) -> None:
     etf.check_term(data)
     with pytest.raises(LeapProtocolError, match="invalid ETF payload"):
         etf.decode(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [
+        (b"\x83m\x00\x00\x00\x02\xff\xfe", b"\xff\xfe"),  # a binary that is not UTF-8 is bytes
+        (b"\x83m\x00\x00\x00\x00", ""),
+        # beside it, text binaries stay str; keys too, and each binary is judged alone
+        (etf.encode({"k": b"\x80", "t": ["ok", b"\xc3\xa9", (b"\xff",)], b"\xfe": True}),
+         {"k": b"\x80", "t": ["ok", "é", (b"\xff",)], b"\xfe": True}),
+    ],
+)
+def test_binaries_that_are_not_utf8_decode_as_bytes(data: bytes, value: object) -> None:
+    decoded = etf.decode(data)
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+def test_bytes_round_trip() -> None:
+    value = {"blob": bytes(range(256)), "text": "hi", "list": [b"\x00\xff", None]}
+    assert etf.decode(etf.encode(value)) == value
 
 
 # -- encoding ------------------------------------------------------------------------------

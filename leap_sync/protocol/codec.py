@@ -42,7 +42,16 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 
 Payload = str | bytes
 
-_json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _not_json(value: Any) -> Any:
+    """``JSONEncoder.default``: called only for values JSON has no type for."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError("bytes cannot travel in JSON (binaries need encoding='etf')")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_not_json)
 _json_decoder = json.JSONDecoder()
 _json_decode = _json_decoder.decode
 # The C scanner json.loads ends in (typeshed does not declare the attribute).

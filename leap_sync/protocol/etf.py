@@ -6,8 +6,11 @@ fields, so :func:`decode` first walks the term iteratively with :func:`check_ter
 which bounds the nesting depth and checks every length against the bytes present, and
 only then hands it to erlpack.
 
-Decoded binaries, atoms and dict keys come back as ``str`` (atoms other than
-``nil``/``true``/``false`` as ``erlpack.Atom``, a ``str`` subclass).
+Decoded binaries and dict keys come back as ``str`` when they are valid UTF-8 (Elixir
+strings are UTF-8 binaries) and as ``bytes`` otherwise: a binary is legal ETF whatever it
+holds, so it is delivered, never refused. Atoms other than ``nil``/``true``/``false``
+come back as ``erlpack.Atom`` (a ``str`` subclass). Encoding takes ``str`` and
+``bytes`` alike to binaries.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
 
-__all__ = ["DEFAULT_MAX_DEPTH", "check_term", "decode", "encode", "erlpack_available"]
+__all__ = ["DEFAULT_MAX_DEPTH", "binary_decoder", "check_term", "decode", "encode", "erlpack_available"]
 
 DEFAULT_MAX_DEPTH = 256
 VERSION = 131
@@ -137,8 +140,33 @@ def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
 
 
 def decoder() -> Callable[[bytes], Any]:
-    """An erlpack decoder function that returns binaries as ``str``."""
+    """An erlpack decoder function that returns binaries as ``str`` (and raises
+    ``UnicodeDecodeError`` for one that is not UTF-8: :func:`decode` then falls back to
+    :func:`binary_decoder`)."""
     return _require().ErlangTermDecoder(encoding="utf-8").loads  # type: ignore[no-any-return]
+
+
+def binary_decoder() -> Callable[[bytes], Any]:
+    """An erlpack decoder function that returns every binary as ``bytes``."""
+    return _require().ErlangTermDecoder(encoding=None).loads  # type: ignore[no-any-return]
+
+
+def _text_where_possible(value: Any) -> Any:
+    """``value`` (a decoded term of at most the checked depth) with every ``bytes`` that
+    is valid UTF-8 turned into ``str``, dict keys included."""
+    cls = value.__class__
+    if cls is bytes:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if cls is list:
+        return [_text_where_possible(item) for item in value]
+    if cls is tuple:
+        return tuple(_text_where_possible(item) for item in value)
+    if cls is dict:
+        return {_text_where_possible(k): _text_where_possible(v) for k, v in value.items()}
+    return value
 
 
 def decode(
@@ -148,19 +176,29 @@ def decode(
 ) -> Any:
     """Decode one ETF term from untrusted ``data``.
 
-    Raises :class:`LeapProtocolError` for anything malformed, and :class:`LeapError`
-    naming the ``etf`` extra when erlpack is not installed.
+    Binaries come back as ``str`` when valid UTF-8, else as ``bytes``. Raises
+    :class:`LeapProtocolError` for anything malformed (an atom that is not valid UTF-8
+    included), and :class:`LeapError` naming the ``etf`` extra when erlpack is not
+    installed.
     """
     loads = _loads if _loads is not None else decoder()
     check_term(data, max_depth)
     try:
         return loads(data)
+    except UnicodeDecodeError:
+        pass  # a binary that is not text (rare): decode binaries as bytes, then walk
     except Exception as exc:  # erlpack raises TypeError, ValueError and its own errors
         raise LeapProtocolError(f"invalid ETF payload: {exc}") from None
+    try:
+        raw = binary_decoder()(data)
+    except Exception as exc:  # an atom that is not UTF-8
+        raise LeapProtocolError(f"invalid ETF payload: {exc}") from None
+    return _text_where_possible(raw)
 
 
 def encode(obj: Any) -> bytes:
-    """Encode ``obj`` as ETF (``str`` as binaries, ``None``/``True``/``False`` as atoms).
+    """Encode ``obj`` as ETF (``str`` and ``bytes`` as binaries, ``None``/``True``/
+    ``False`` as atoms).
 
     Raises :class:`LeapEncodeError` for values ETF cannot carry (ints beyond 64 bits,
     sets, arbitrary objects).
