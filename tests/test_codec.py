@@ -84,7 +84,7 @@ def test_json_encode_errors(value: object) -> None:
 
 @pytest.mark.parametrize("value", [b"\xff", {"blob": bytearray(b"x")}, [memoryview(b"x")]])
 def test_json_refuses_bytes_naming_etf(value: object) -> None:
-    with pytest.raises(LeapEncodeError, match="bytes cannot travel in JSON.*encoding='etf'"):
+    with pytest.raises(LeapEncodeError, match=r"bytes cannot travel in JSON.*encoding='etf'"):
         Codec("json").encode(value)
 
 
