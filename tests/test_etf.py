@@ -278,8 +278,10 @@ def test_erlpack_errors_become_protocol_errors(data: bytes) -> None:
         (b"\x83m\x00\x00\x00\x02\xff\xfe", b"\xff\xfe"),  # a binary that is not UTF-8 is bytes
         (b"\x83m\x00\x00\x00\x00", ""),
         # beside it, text binaries stay str; keys too, and each binary is judged alone
-        (etf.encode({"k": b"\x80", "t": ["ok", b"\xc3\xa9", (b"\xff",)], b"\xfe": True}),
-         {"k": b"\x80", "t": ["ok", "é", (b"\xff",)], b"\xfe": True}),
+        (
+            etf.encode({"k": b"\x80", "t": ["ok", b"\xc3\xa9", (b"\xff",)], b"\xfe": True}),
+            {"k": b"\x80", "t": ["ok", "é", (b"\xff",)], b"\xfe": True},
+        ),
     ],
 )
 def test_binaries_that_are_not_utf8_decode_as_bytes(data: bytes, value: object) -> None:

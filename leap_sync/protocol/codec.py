@@ -43,7 +43,6 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 Payload = str | bytes
 
 
-
 def _not_json(value: Any) -> Any:
     """``JSONEncoder.default``: called only for values JSON has no type for."""
     if isinstance(value, (bytes, bytearray, memoryview)):
