@@ -2,9 +2,15 @@
 
 The ``n``-th consecutive failure waits ``uniform(0, min(cap, base * 2**n))`` seconds
 (AWS's "full jitter"), so a fleet of clients that lost the same server does not come
-back in lockstep. The count resets once a connection stays up ``reset_after``
-seconds. ``max_attempts`` (``None``: unlimited) bounds consecutive failed attempts.
-The random source is injectable for tests.
+back in lockstep. That count (:attr:`Backoff.failures`) resets only once a connection
+stays up ``reset_after`` seconds, so a server that accepts and drops connections
+quickly is retried at a growing pace, never in a tight loop.
+
+``max_attempts`` (``None``: unlimited) bounds consecutive *failed attempts*
+(:attr:`Backoff.failed_attempts`): an attempt fails when it does not reach the
+connected state, or when the server redirects it (Leap's 4006); an attempt that
+connects resets that count, however short-lived its connection. The random source is
+injectable for tests.
 """
 
 from __future__ import annotations
@@ -37,18 +43,28 @@ class Backoff:
         self.max_attempts = max_attempts
         self._uniform = uniform if uniform is not None else _random.Random().uniform
         self.failures = 0
+        """Consecutive failures since a connection was last healthy (drives the delay)."""
+        self.failed_attempts = 0
+        """Consecutive reconnect attempts that failed (bounded by ``max_attempts``)."""
 
     def __repr__(self) -> str:
         return (
             f"Backoff(base={self.base}, cap={self.cap}, reset_after={self.reset_after}, "
-            f"max_attempts={self.max_attempts}, failures={self.failures})"
+            f"max_attempts={self.max_attempts}, failures={self.failures}, failed_attempts={self.failed_attempts})"
         )
 
     @property
     def exhausted(self) -> bool:
-        """Whether ``max_attempts`` consecutive reconnect attempts have failed (the
-        failure that lost the connection counts as the first, before any attempt)."""
-        return self.max_attempts is not None and self.failures > self.max_attempts
+        """Whether ``max_attempts`` consecutive reconnect attempts have failed."""
+        return self.max_attempts is not None and self.failed_attempts >= self.max_attempts
+
+    def attempt_failed(self) -> None:
+        """A reconnect attempt failed (it did not connect, or it was redirected)."""
+        self.failed_attempts += 1
+
+    def attempt_succeeded(self) -> None:
+        """A reconnect attempt connected: the attempt limit counts from zero again."""
+        self.failed_attempts = 0
 
     def next_delay(self) -> float:
         """The delay before the next attempt; counts one more failure."""
@@ -59,3 +75,4 @@ class Backoff:
     def reset(self) -> None:
         """Forget past failures (a connection proved healthy)."""
         self.failures = 0
+        self.failed_attempts = 0

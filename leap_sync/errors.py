@@ -61,6 +61,11 @@ class LeapConnectionError(LeapError):
 
     ``close_code`` and ``close_reason`` hold the websocket close code and reason when
     the connection ended with a close frame (``None`` for a TCP-level failure).
+    ``phase`` names the step of a connection attempt that failed: ``"dns"``,
+    ``"tcp"``, ``"proxy"``, ``"tls"``, ``"upgrade"``, ``"hello"`` or ``"init"``
+    (``None`` once connected). ``status_code`` is the HTTP status of a refused
+    upgrade, and ``retry_after`` the delay in seconds its ``Retry-After`` header asked
+    for (429 and 503 only), else ``None``.
     """
 
     def __init__(
@@ -69,10 +74,28 @@ class LeapConnectionError(LeapError):
         *,
         close_code: int | None = None,
         close_reason: str | None = None,
+        phase: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.close_code = close_code
         self.close_reason = close_reason
+        self.phase = phase
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    def with_message(self, message: str) -> LeapConnectionError:
+        """A copy of this error (same class and attributes) with another message."""
+        copy = type(self)(
+            message,
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+            phase=self.phase,
+            status_code=self.status_code,
+            retry_after=self.retry_after,
+        )
+        return copy
 
 
 class LeapAuthorizationError(LeapConnectionError):

@@ -1,31 +1,36 @@
-"""One websocket connection: websocket-client for the handshake, TLS and proxies; our
-own frame reader for the read path; every socket operation serialised by one lock.
+"""One open websocket connection, owned by one thread.
 
-Thread contract (see DESIGN.md section 4): exactly one thread calls :meth:`receive`.
-Any thread may call :meth:`send`, :meth:`send_close` and :meth:`abort`. The socket is
-non-blocking: :meth:`receive` waits for readability *outside* the lock and only takes
-the lock for the read itself, and senders take it for their writes, so a TLS socket
-never has two threads inside OpenSSL at once. :meth:`abort` wakes a blocked reader with
-``shutdown(SHUT_RDWR)``.
+Thread contract (DESIGN.md section 4, first option): the *owner* (the client's I/O
+thread) makes every socket call: it reads, writes and shuts down. Other threads never
+touch the socket: :meth:`Transport.send` formats a frame, queues it and wakes the owner
+through the client's :class:`~leap_sync.wakeup.Wakeup`; :meth:`Transport.abort` asks
+the owner to end the connection. So a TLS socket never has two threads inside OpenSSL,
+the reader never waits behind a sender, and a peer that stops reading cannot block
+anything but the frames queued for it.
+
+Writes never block the owner: it writes what the socket takes and polls for room.
+Control frames and heartbeats (``urgent``) go ahead of data frames not yet started. A
+frame that waits longer than ``send_timeout`` to be written ends the connection.
 """
 
 from __future__ import annotations
 
+import collections
 import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import websocket
 
-from .errors import LeapConnectionError, LeapError
+from .errors import LeapConnectionError
 from .protocol.codec import DEFAULT_MAX_SIZE
 from .protocol.wsframes import FrameReader, WebSocketProtocolError
+from .wakeup import Wakeup
 
-__all__ = ["Transport", "TransportOptions"]
+__all__ = ["Outgoing", "Transport"]
 
 Payload = str | bytes
 
@@ -34,236 +39,204 @@ Payload = str | bytes
 _READ_SIZE = 64 * 1024
 _TLS_READ_SIZE = 16 * 1024  # one TLS record
 _HAS_POLL = hasattr(select, "poll")
+_POLLIN = getattr(select, "POLLIN", 1)
+_POLLOUT = getattr(select, "POLLOUT", 4)
 _OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 _OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
 _OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
 _OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 _create_frame = websocket.ABNF.create_frame
+MAX_URGENT = 1024
+"""Most urgent frames (heartbeats, pongs, answers to tagged requests) queued at once;
+beyond it the peer is not reading and the connection ends."""
 
 
-class TransportOptions:
-    """How to open connections: the websocket-client options leap-sync passes through.
-
-    ``sslopt`` is websocket-client's format (``{"ca_certs": path}``,
-    ``{"context": ssl_context}``...); certificate verification stays on unless it
-    says otherwise. ``trust_env=False`` ignores the ``http_proxy``/``https_proxy``/
-    ``no_proxy`` environment variables.
-    """
-
-    def __init__(
-        self,
-        *,
-        connect_timeout: float = 10.0,
-        send_timeout: float = 10.0,
-        max_message_size: int = DEFAULT_MAX_SIZE,
-        sslopt: dict[str, Any] | None = None,
-        header: list[str] | dict[str, str] | None = None,
-        http_proxy_host: str | None = None,
-        http_proxy_port: int | None = None,
-        http_proxy_auth: tuple[str, str] | None = None,
-        http_no_proxy: list[str] | None = None,
-        proxy_type: str = "http",
-        trust_env: bool = True,
-    ) -> None:
-        if connect_timeout <= 0 or send_timeout <= 0:
-            raise ValueError("timeouts must be positive")
-        if max_message_size <= 0:
-            raise ValueError("max_message_size must be positive")
-        self.connect_timeout = connect_timeout
-        self.send_timeout = send_timeout
-        self.max_message_size = max_message_size
-        self.sslopt = dict(sslopt) if sslopt else {}
-        self.header = header
-        self.http_proxy_host = http_proxy_host
-        self.http_proxy_port = http_proxy_port
-        self.http_proxy_auth = http_proxy_auth
-        self.http_no_proxy = http_no_proxy
-        self.proxy_type = proxy_type
-        self.trust_env = trust_env
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``websocket.WebSocket.connect``."""
-        kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "redirect_limit": 0}
-        if self.header is not None:
-            kwargs["header"] = self.header
-        if self.http_proxy_host is not None:
-            kwargs["http_proxy_host"] = self.http_proxy_host
-            kwargs["http_proxy_port"] = self.http_proxy_port
-            kwargs["proxy_type"] = self.proxy_type
-        if self.http_proxy_auth is not None:
-            kwargs["http_proxy_auth"] = self.http_proxy_auth
-        if self.http_no_proxy is not None:
-            kwargs["http_no_proxy"] = self.http_no_proxy
-        elif not self.trust_env and self.http_proxy_host is None:
-            # websocket-client reads http(s)_proxy/no_proxy from the environment unless
-            # a proxy host is configured, and honours http_no_proxy only then: a
-            # placeholder host with no_proxy "*" makes it connect directly and never
-            # look at the environment.
-            kwargs["http_proxy_host"] = "trust-env-disabled.invalid"
-            kwargs["http_proxy_port"] = 1
-            kwargs["http_no_proxy"] = ["*"]
-        return kwargs
-
-
-def _wait(sock: socket.socket, write: bool, timeout: float | None) -> bool:
-    """Wait until ``sock`` is readable (or writable); ``False`` on timeout."""
+def _wait_writable(sock: socket.socket, timeout: float) -> None:
     if _HAS_POLL:
         poller = select.poll()
-        poller.register(sock, select.POLLOUT if write else select.POLLIN)
-        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
-    r, w, _ = select.select([] if write else [sock], [sock] if write else [], [], timeout)
-    return bool(r or w)
+        poller.register(sock, _POLLOUT)
+        poller.poll(int(timeout * 1000) + 1)
+    else:  # pragma: no cover - Windows
+        select.select([], [sock], [], timeout)
 
 
-class _InterruptibleWebSocket(websocket.WebSocket):
-    """websocket-client's WebSocket, whose socket is shut down the moment it is
-    assigned if ``stop`` is already set, so a handshake can be interrupted from another
-    thread without a window in which the socket exists but nobody knows it."""
+class Outgoing:
+    """A queued frame; :meth:`wait` blocks until it is written (or failed)."""
 
-    def __init__(self, stop: threading.Event | None, **kwargs: Any) -> None:
-        self._stop = stop
-        self.timed_out = False
-        super().__init__(**kwargs)
+    __slots__ = ("_done", "data", "error", "queued_at")
 
-    @property
-    def sock(self) -> socket.socket | None:
-        return self.__dict__.get("_leap_sock")
+    def __init__(self, data: bytes, queued_at: float) -> None:
+        self.data = data
+        self.queued_at = queued_at
+        self.error: LeapConnectionError | None = None
+        self._done = threading.Event()
 
-    @sock.setter
-    def sock(self, value: socket.socket | None) -> None:
-        self.__dict__["_leap_sock"] = value
-        if value is not None and (self.timed_out or (self._stop is not None and self._stop.is_set())):
-            _shutdown_quietly(value)
+    def wait(self, timeout: float | None) -> bool:
+        """Whether the frame was handled (written, or failed: see :attr:`error`)."""
+        return self._done.wait(timeout)
 
-    def interrupt(self, timed_out: bool = False) -> None:
-        """Shut the socket down if there is one (any thread); ``timed_out`` marks the
-        attempt as over its deadline."""
-        if timed_out:
-            self.timed_out = True
-        sock = self.sock
-        if sock is not None:
-            _shutdown_quietly(sock)
-
-
-def _nothing_pending() -> int:
-    return 0
-
-
-def _shutdown_quietly(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # not connected yet, or already shut down
+    def finish(self, error: LeapConnectionError | None = None) -> None:
+        if not self._done.is_set():
+            self.error = error
+            self._done.set()
 
 
 class Transport:
     """An open websocket connection (after the upgrade).
 
-    Use :meth:`open` to make one. ``receive`` returns data messages as
-    ``(payload, binary)`` in batches; the connection's end (close frame, EOF, error,
-    :meth:`abort`) raises :class:`LeapConnectionError` from ``receive``, whose
-    ``close_code``/``close_reason`` are the server's when it sent a close frame.
+    ``early`` holds bytes that arrived with the upgrade answer. :meth:`receive` returns
+    data messages as ``(payload, binary)`` in batches; the connection's end (close
+    frame, EOF, error, :meth:`abort`) raises :class:`LeapConnectionError` from it,
+    whose ``close_code``/``close_reason`` are the server's when it sent a close frame.
+    :attr:`last_received` is when bytes last arrived (monotonic seconds), whole
+    messages or not.
     """
 
-    def __init__(self, ws: websocket.WebSocket, *, send_timeout: float, max_message_size: int) -> None:
-        sock = ws.sock
-        if sock is None:
-            raise LeapError("websocket is not connected")
-        self._ws = ws
-        self._sock: socket.socket = sock
+    def __init__(
+        self,
+        sock: socket.socket,
+        wakeup: Wakeup,
+        *,
+        early: bytes = b"",
+        send_timeout: float = 10.0,
+        max_message_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        self._sock = sock
+        self._wakeup = wakeup
         self._tls = isinstance(sock, ssl.SSLSocket)
-        self._pending: Callable[[], int] = sock.pending if isinstance(sock, ssl.SSLSocket) else _nothing_pending
-        self._lock = threading.Lock()  # held for each socket call (TLS safety)
-        self._send_lock = threading.Lock()  # held for each whole frame sent
         self._send_timeout = send_timeout
         self._reader = FrameReader(max_message_size)
+        self._early = early
+        self._lock = threading.Lock()  # guards the queues and the ending fields
+        self._urgent: collections.deque[Outgoing] = collections.deque()
+        self._data: collections.deque[Outgoing] = collections.deque()
+        self._pong: Outgoing | None = None  # the one pong due (RFC 6455 5.5.3: the latest ping)
+        self._writing: memoryview | None = None
+        self._current: Outgoing | None = None
         self._ended: LeapConnectionError | None = None
         self._abort_error: LeapConnectionError | None = None
-        self._close_sent = False
-        self._pongs_due: list[bytes] = []
+        self._close_queued = False
+        self.close_sent = False
+        """Whether our close frame was written."""
+        self.last_received = time.monotonic()
         self._poller: Any = None
+        self._want_write = False
+        sock.setblocking(False)
         if _HAS_POLL:
             self._poller = select.poll()
-            self._poller.register(sock, select.POLLIN)
-        sock.setblocking(False)
+            self._poller.register(sock, _POLLIN)
+            self._poller.register(wakeup.fd, _POLLIN)
 
-    @classmethod
-    def open(
-        cls,
-        url: str,
-        options: TransportOptions,
-        *,
-        stop: threading.Event | None = None,
-        on_socket: Callable[[_InterruptibleWebSocket], None] | None = None,
-    ) -> Transport:
-        """Connect and upgrade (blocking, bounded by ``options.connect_timeout``).
+    # -- any thread --------------------------------------------------------------------
 
-        The handshake is abandoned as soon as possible once ``stop`` is set: the
-        caller sets it, then calls ``interrupt()`` on the object ``on_socket``
-        received. (A TCP connect still in progress runs to its timeout.) Raises
-        :class:`LeapConnectionError`.
+    def send(self, payload: Payload, binary: bool, *, urgent: bool = False) -> Outgoing:
+        """Queue one data message (text for JSON, binary for ETF) and wake the owner.
+
+        Returns at once; :meth:`Outgoing.wait` tells when it was written. Raises
+        :class:`LeapConnectionError` once the connection is ending.
         """
-        ws = _InterruptibleWebSocket(stop, sslopt=dict(options.sslopt), skip_utf8_validation=True)
-        if on_socket is not None:
-            on_socket(ws)
-        untyped: Any = ws  # websocket-client's connect() and shutdown() are unannotated
-        failure: Exception | None = None
-        try:
-            untyped.connect(url, **options.connect_kwargs())
-        except Exception as exc:
-            failure = cls._connect_error(exc)
-        if ws.timed_out:
-            failure = LeapConnectionError(
-                f"could not connect: no websocket upgrade within {options.connect_timeout:g} s"
-            )
-        elif failure is None and stop is not None and stop.is_set():
-            failure = LeapConnectionError("connection attempt abandoned")
-        if failure is not None:
-            untyped.shutdown()
-            raise failure
-        return cls(ws, send_timeout=options.send_timeout, max_message_size=options.max_message_size)
+        frame = _create_frame(payload, _OPCODE_BINARY if binary else _OPCODE_TEXT).format()
+        return self._queue(frame, urgent)
 
-    @staticmethod
-    def _connect_error(exc: Exception) -> Exception:
-        if isinstance(exc, websocket.WebSocketBadStatusException):
-            return LeapConnectionError(f"websocket upgrade refused: HTTP {exc.status_code}")
-        if isinstance(exc, ssl.SSLError):
-            return LeapConnectionError(f"TLS failure: {exc}")
-        if isinstance(exc, (OSError, websocket.WebSocketException, ValueError)):
-            return LeapConnectionError(f"could not connect: {exc or type(exc).__name__}")
-        return exc  # a bug, not a network condition: let it show
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        """Queue a close frame once (later calls do nothing); the owner sends it ahead
+        of data frames not yet started."""
+        with self._lock:
+            if self._close_queued or self._ended is not None:
+                return
+            self._close_queued = True
+        frame = _create_frame(code.to_bytes(2, "big") + reason.encode("utf-8")[:123], _OPCODE_CLOSE).format()
+        self._queue(frame, True, closing=True)
 
-    # -- reading (one thread) ------------------------------------------------------------
+    def _queue(self, data: bytes, urgent: bool, closing: bool = False) -> Outgoing:
+        item = Outgoing(data, time.monotonic())
+        with self._lock:
+            if self._ended is not None or self._abort_error is not None:
+                raise LeapConnectionError(f"cannot send: {self._ended or self._abort_error}")
+            if self._close_queued and not closing:
+                raise LeapConnectionError("cannot send: the connection is closing")
+            if urgent:
+                if len(self._urgent) >= MAX_URGENT:
+                    self._abort_error = LeapConnectionError(
+                        f"cannot send: {MAX_URGENT} control frames wait for a peer that does not read"
+                    )
+                    item.finish(self._abort_error)
+                else:
+                    self._urgent.append(item)
+            else:
+                self._data.append(item)
+        self._wakeup.notify()
+        return item
+
+    def abort(self, error: LeapConnectionError | None = None) -> None:
+        """End the connection now (any thread): the owner's :meth:`receive` raises
+        ``error`` (default: "connection aborted") without waiting for the peer."""
+        with self._lock:
+            if self._abort_error is None:
+                self._abort_error = error or LeapConnectionError("connection aborted")
+        self._wakeup.notify()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the connection is over (close frame seen, EOF, error or abort)."""
+        return self._ended is not None or self._abort_error is not None
+
+    # -- the owner ---------------------------------------------------------------------
 
     def receive(self, timeout: float | None = None) -> list[tuple[bytes, bool]]:
-        """Block until data messages arrive; return every complete one, in order.
+        """(Owner.) Write what is queued, wait for data, return complete messages.
 
-        Returns ``[]`` when ``timeout`` (seconds) passes first. Answers pings on the
-        way. Raises :class:`LeapConnectionError` once the connection has ended; data
+        Returns ``[]`` when ``timeout`` (seconds) passes first, or when another thread
+        woke the owner (a frame queued, ``close()``): the caller re-checks its state.
+        Answers pings on the way. Raises :class:`LeapConnectionError` once the connection has ended; data
         messages that arrived before a close frame are returned first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         reader = self._reader
         while True:
+            if self._abort_error is not None:
+                raise self._end(self._abort_error)
             if self._ended is not None:
                 raise self._ended
             if reader.error is not None:
                 raise self._protocol_failure(reader.error)
-            if self._pongs_due:
-                self._answer_pings()
-            if not self._has_pending():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return []
-                if self._poller is not None:
-                    ready = self._poller.poll(None if remaining is None else int(remaining * 1000) + 1)
-                else:
-                    ready = _wait(self._sock, False, remaining)
-                if not ready:
+            data: bytes | None
+            if self._early:
+                data, self._early = self._early, b""
+            else:
+                if self._urgent or self._data or self._writing is not None or self._pong is not None:
+                    self._flush()
+                    if self.ended:
+                        continue
+                if not (self._tls and self._pending()):
+                    now = time.monotonic()
+                    remaining = None if deadline is None else deadline - now
+                    wait: float | None
+                    send_by = self._send_deadline()
+                    if send_by is not None and send_by <= now:
+                        self.abort(
+                            LeapConnectionError(f"cannot send: the socket stayed full for {self._send_timeout:g} s")
+                        )
+                        continue
+                    if send_by is not None and (remaining is None or send_by - now < remaining):
+                        wait = send_by - now
+                    else:
+                        wait = remaining
+                    if remaining is not None and remaining <= 0:
+                        return []
+                    readable, woken = self._poll(wait)
+                    if woken and not readable:
+                        if self.ended:
+                            continue
+                        if self._urgent or self._data:
+                            self._flush()
+                        return []
+                    if not readable:
+                        continue
+                data = self._read()
+                if data is None:
                     continue
-            data = self._read()
-            if data is None:
-                continue
+                self.last_received = time.monotonic()
             try:
                 # Returns what it completed before a framing error, and keeps the error
                 # for the next round: nothing received in good order is dropped.
@@ -271,76 +244,136 @@ class Transport:
             except WebSocketProtocolError as exc:
                 raise self._protocol_failure(exc) from None
             if reader.pings:
-                self._pongs_due += reader.pings
+                self._queue_pong(reader.pings[-1])
                 reader.pings = []
-                self._answer_pings()
+                self._flush()
             if reader.close is not None and self._ended is None:
                 self._end_by_peer(*reader.close)
             if messages:
                 return messages
 
-    def _has_pending(self) -> bool:
-        """Whether OpenSSL holds decrypted bytes that poll() cannot see."""
-        if not self._tls:
-            return False
-        with self._lock:  # pending() enters OpenSSL: never beside another thread's send
-            return bool(self._pending())
+    def _pending(self) -> int:
+        return self._sock.pending()  # type: ignore[attr-defined, no-any-return]
 
-    def _answer_pings(self) -> None:
-        """Send the pongs due, unless a sender holds the socket (then next round): the
-        reader never waits behind a blocked send."""
-        if not self._send_lock.acquire(blocking=False):
-            return
-        try:
-            while self._pongs_due and not self.ended:
-                self._write(memoryview(_create_frame(self._pongs_due.pop(0), _OPCODE_PONG).format()), 1.0)
-        except LeapConnectionError:
-            pass  # the connection is ending; the next read reports why
-        finally:
-            self._send_lock.release()
+    def _send_deadline(self) -> float | None:
+        item = self._current
+        if item is None:
+            head = self._urgent[0] if self._urgent else (self._data[0] if self._data else None)
+            item = head
+        return None if item is None else item.queued_at + self._send_timeout
+
+    def _poll(self, timeout: float | None) -> tuple[bool, bool]:
+        """Wait for readability, room to write (when a write is pending) or a wakeup;
+        ``(readable, woken)``."""
+        want_write = self._writing is not None or bool(self._urgent or self._data or self._pong)
+        if self._poller is not None:
+            if want_write != self._want_write:
+                self._poller.modify(self._sock, _POLLIN | (_POLLOUT if want_write else 0))
+                self._want_write = want_write
+            events = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
+        else:  # pragma: no cover - Windows
+            sock_fd = self._sock.fileno()
+            r, w, _ = select.select([sock_fd, self._wakeup.fd], [sock_fd] if want_write else [], [], timeout)
+            events = [(fd, _POLLIN) for fd in r] + [(fd, _POLLOUT) for fd in w]
+        readable = woken = False
+        fd = self._wakeup.fd
+        for ready_fd, flags in events:
+            if ready_fd == fd:
+                self._wakeup.clear()
+                woken = True
+            elif flags & ~_POLLOUT:
+                readable = True  # POLLIN, or POLLHUP/POLLERR, which the read reports
+        return readable, woken
 
     def _read(self) -> bytes | None:
-        """One locked read; ``None`` when nothing was there after all."""
-        error: Exception | None = None
-        with self._lock:
-            try:
-                if self._tls:
-                    sock = self._sock
-                    data = sock.recv(_TLS_READ_SIZE)
-                    if data:
-                        chunks = [data]
-                        size = len(data)
-                        while size < _READ_SIZE:
-                            try:
-                                more = sock.recv(_TLS_READ_SIZE)
-                            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                                break
-                            if not more:
-                                break
-                            chunks.append(more)
-                            size += len(more)
-                        if len(chunks) > 1:
-                            data = b"".join(chunks)
-                else:
-                    data = self._sock.recv(_READ_SIZE)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return None
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                data = b""
-                error = exc
+        """One read; ``None`` when nothing was there after all."""
+        try:
+            if self._tls:
+                sock = self._sock
+                data = sock.recv(_TLS_READ_SIZE)
+                if data:
+                    chunks = [data]
+                    size = len(data)
+                    while size < _READ_SIZE:
+                        try:
+                            more = sock.recv(_TLS_READ_SIZE)
+                        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                            break
+                        if not more:
+                            break
+                        chunks.append(more)
+                        size += len(more)
+                    if len(chunks) > 1:
+                        data = b"".join(chunks)
+            else:
+                data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise self._end(LeapConnectionError(f"connection lost: {exc}")) from None
         if data:
             return data
-        if error is not None:
-            raise self._end(LeapConnectionError(f"connection lost: {error}"))
         raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
+
+    def _queue_pong(self, payload: bytes) -> None:
+        pong = Outgoing(_create_frame(payload, _OPCODE_PONG).format(), time.monotonic())
+        self._pong = pong  # replaces a pong not yet started: the latest ping is answered
+
+    def _flush(self) -> None:
+        """Write queued frames until the socket is full (never blocks)."""
+        sock = self._sock
+        while True:
+            if self._writing is None:
+                item = self._next_item()
+                if item is None:
+                    return
+                self._current = item
+                self._writing = memoryview(item.data)
+            try:
+                sent = sock.send(self._writing)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except (OSError, ValueError) as exc:
+                self.abort(LeapConnectionError(f"cannot send: {exc}"))
+                return
+            self._writing = self._writing[sent:]
+            if not self._writing:
+                done = self._current
+                self._writing = self._current = None
+                if done is not None:
+                    if done.data[0] & 0x0F == _OPCODE_CLOSE:
+                        self.close_sent = True
+                    done.finish()
+
+    def _next_item(self) -> Outgoing | None:
+        if self._pong is not None:
+            pong, self._pong = self._pong, None
+            return pong
+        with self._lock:
+            if self._urgent:
+                return self._urgent.popleft()
+            if self._data and not self.close_sent:
+                return self._data.popleft()
+        return None
+
+    def flush_for(self, timeout: float) -> None:
+        """(Owner.) Try for at most ``timeout`` seconds to write what is queued (a
+        close frame before ending the connection)."""
+        deadline = time.monotonic() + timeout
+        while self._writing is not None or self._urgent or self._pong is not None:
+            self._flush()
+            if self._writing is None and not self._urgent and self._pong is None:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._abort_error is not None:
+                return
+            _wait_writable(self._sock, remaining)
 
     def _end_by_peer(self, code: int | None, reason: str) -> None:
         # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket. If
         # we had closed first (fail()), this is only the echo and our reason stands.
-        try:
-            self.send_close(1000 if code is None else code, "", timeout=1.0)
-        except LeapConnectionError:
-            pass
+        self.send_close(1000 if code is None else code, "")
+        self.flush_for(1.0)
         self._end(
             LeapConnectionError(
                 f"server closed the connection (code {code}{': ' + reason if reason else ''})",
@@ -354,109 +387,43 @@ class Transport:
         self.fail(exc.close_code, error)
         return self._end(error)
 
+    def fail(self, code: int, error: LeapConnectionError) -> None:
+        """(Owner.) End the connection because of ``error``: a close frame with
+        ``code`` goes out if it can within a second, the socket is shut down, and
+        :meth:`receive` raises ``error`` (not the peer's echo of our close)."""
+        if not self.ended:
+            self.send_close(code, "")
+            self.flush_for(1.0)
+        with self._lock:
+            if self._abort_error is None:
+                self._abort_error = error
+        self._end(error)
+
     def _end(self, error: LeapConnectionError) -> LeapConnectionError:
         """The connection is over: the reason is ours if we ended it (abort/fail), else
-        ``error``. Returns the reason for the reader to raise."""
-        if self._ended is None:
-            self._ended = self._abort_error or error
-        self._shutdown()
-        return self._ended
-
-    # -- writing (any thread) ----------------------------------------------------------
-
-    def send(self, payload: Payload, binary: bool) -> None:
-        """Send one data message (text for ``str`` JSON, binary for ETF).
-
-        Blocks at most the send timeout (waiting for another sender included); raises
-        :class:`LeapConnectionError` when it cannot send, and aborts the connection when
-        the socket stayed full.
-        """
-        self._send_frame(_OPCODE_BINARY if binary else _OPCODE_TEXT, payload)
-
-    def send_close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
-        """Send a close frame once (later calls do nothing)."""
-        self._send_frame(_OPCODE_CLOSE, code.to_bytes(2, "big") + reason.encode("utf-8")[:123], timeout)
-
-    def _send_frame(self, opcode: int, payload: Payload, timeout: float | None = None) -> None:
-        limit = self._send_timeout if timeout is None else timeout
-        data = memoryview(_create_frame(payload, opcode).format())
-        # The send lock keeps each frame whole and frames in order; the I/O lock is held
-        # only for each socket call, so the reader keeps draining the socket while a
-        # sender waits for room (two full buffers never deadlock each other).
-        if not self._send_lock.acquire(timeout=limit):
-            raise LeapConnectionError(f"cannot send: another send held the socket for {limit:g} s")
+        ``error``. Fails every queued frame. Returns the reason for the reader to
+        raise."""
+        with self._lock:
+            if self._ended is None:
+                self._ended = self._abort_error or error
+            pending = [*self._urgent, *self._data]
+            self._urgent.clear()
+            self._data.clear()
+            ended = self._ended
+        current, self._current, self._writing = self._current, None, None
+        for item in [current, *pending] if current is not None else pending:
+            item.finish(LeapConnectionError(f"cannot send: {ended}"))
         try:
-            if opcode == _OPCODE_CLOSE:
-                if self._close_sent:
-                    return
-                self._close_sent = True
-            elif self.ended:
-                raise LeapConnectionError(f"cannot send: {self._ended or self._abort_error}")
-            self._write(data, limit)
-        finally:
-            self._send_lock.release()
-
-    def _write(self, data: memoryview, limit: float) -> None:
-        """Write a whole frame (send lock held); abort the connection if the socket stays
-        full for ``limit`` seconds."""
-        sock = self._sock
-        deadline: float | None = None
-        while data:
-            with self._lock:
-                try:
-                    sent = sock.send(data)
-                    blocked: Exception | None = None
-                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
-                    sent = 0
-                    blocked = exc
-                except (OSError, ValueError) as exc:
-                    raise LeapConnectionError(f"cannot send: {exc}") from None
-            if sent:
-                data = data[sent:]
-                continue
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + limit
-            elif now >= deadline:
-                error = LeapConnectionError(f"cannot send: the socket stayed full for {limit:g} s")
-                self.abort(error)
-                raise error
-            _wait(sock, not isinstance(blocked, ssl.SSLWantReadError), deadline - now)
-
-    # -- ending ------------------------------------------------------------------------
-
-    def fail(self, code: int, error: LeapConnectionError) -> None:
-        """End the connection because of ``error``, from any thread: a close frame with
-        ``code`` goes out if it can, the socket is shut down, and :meth:`receive` raises
-        ``error`` (not the peer's echo of our close)."""
-        if self._abort_error is None:
-            self._abort_error = error
-        try:
-            self.send_close(code, "", timeout=1.0)
-        except LeapConnectionError:
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # not SSLSocket's: keep TLS state
+        except OSError:
             pass
-        self._shutdown()
-
-    def abort(self, error: LeapConnectionError | None = None) -> None:
-        """End the connection now, from any thread: a blocked :meth:`receive` wakes and
-        raises ``error`` (default: "connection aborted")."""
-        if self._abort_error is None:
-            self._abort_error = error or LeapConnectionError("connection aborted")
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        _shutdown_quietly(self._sock)
+        return ended
 
     def close(self) -> None:
-        """Release the socket. Call after the reader is done."""
-        self._shutdown()
-        with self._lock:  # not while another thread is inside a socket call
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-
-    @property
-    def ended(self) -> bool:
-        """Whether the connection is over (close frame seen, EOF, error or abort)."""
-        return self._ended is not None or self._abort_error is not None
+        """(Owner.) Release the socket, once the connection has ended."""
+        if self._ended is None:
+            self._end(self._abort_error or LeapConnectionError("connection closed"))
+        try:
+            self._sock.close()
+        except OSError:
+            pass

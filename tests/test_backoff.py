@@ -26,7 +26,10 @@ def test_defaults() -> None:
     assert backoff.max_attempts is None
     assert backoff.failures == 0
     assert backoff.exhausted is False
-    assert repr(backoff) == "Backoff(base=0.5, cap=30.0, reset_after=30.0, max_attempts=None, failures=0)"
+    assert (
+        repr(backoff)
+        == "Backoff(base=0.5, cap=30.0, reset_after=30.0, max_attempts=None, failures=0, failed_attempts=0)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -107,27 +110,50 @@ def test_unlimited_attempts_are_never_exhausted() -> None:
     backoff = Backoff(uniform=lambda low, high: 0.0)
     for _ in range(1000):
         backoff.next_delay()
+        backoff.attempt_failed()
     assert backoff.exhausted is False
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2, 5])
 def test_exhausted_after_max_attempts_failed_reconnects(max_attempts: int) -> None:
-    # The failure that lost the connection counts first (before any attempt); then each
-    # failed reconnect attempt counts one more. With max_attempts=N the client makes N
-    # attempts, so it is exhausted once N + 1 failures have been counted.
+    # Losing the connection is not an attempt; each failed reconnect attempt counts one.
+    # With max_attempts=N the client makes N attempts, then is exhausted.
     backoff = Backoff(max_attempts=max_attempts, uniform=lambda low, high: 0.0)
     backoff.next_delay()  # the connection was lost
     for _attempt in range(max_attempts):
         assert backoff.exhausted is False  # the client may try again
-        backoff.next_delay()  # ...and that attempt failed
-    assert backoff.failures == max_attempts + 1
+        backoff.next_delay()
+        backoff.attempt_failed()  # ...and that attempt failed
+    assert backoff.failed_attempts == max_attempts
     assert backoff.exhausted is True
+
+
+def test_delays_alone_never_exhaust() -> None:
+    # Connections that connect and drop at once grow the delay, not the attempt count.
+    backoff = Backoff(max_attempts=1, uniform=lambda low, high: high)
+    for _ in range(10):
+        backoff.next_delay()
+        backoff.attempt_succeeded()
+    assert backoff.exhausted is False
+    assert backoff.failures == 10
+
+
+def test_an_attempt_that_connects_clears_exhaustion_but_not_the_delay() -> None:
+    backoff = Backoff(base=1.0, cap=100.0, max_attempts=2, uniform=lambda low, high: high)
+    for _ in range(2):
+        backoff.next_delay()
+        backoff.attempt_failed()
+    assert backoff.exhausted is True
+    backoff.attempt_succeeded()
+    assert backoff.exhausted is False
+    assert backoff.next_delay() == 4.0  # the delay keeps growing until a healthy connection
 
 
 def test_reset_clears_exhaustion() -> None:
     backoff = Backoff(max_attempts=1, uniform=lambda low, high: 0.0)
     backoff.next_delay()
-    backoff.next_delay()
+    backoff.attempt_failed()
     assert backoff.exhausted is True
     backoff.reset()
     assert backoff.exhausted is False
+    assert backoff.failures == 0

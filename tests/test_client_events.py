@@ -49,7 +49,7 @@ def test_connect_reaches_connected_with_init(
         ConnectionState.AUTHENTICATING,
         ConnectionState.CONNECTED,
     ]
-    assert recorder.threads == {f"leap-sync-io-{client._number}"}
+    assert recorder.threads == {f"leap-sync-callbacks-{client._number}"}  # listeners never run on the I/O thread
 
 
 @pytest.mark.parametrize(("encoding", "compression"), ENCODINGS)
@@ -250,7 +250,7 @@ def test_a_hundred_clients_two_threads_each(server: LeapEdgeServer) -> None:
             client.connect()
         for client in clients:
             client.wait_connected(timeout=30)
-        names = [t.name for t in threading.enumerate() if t.name.startswith(("leap-sync-io-", "leap-sync-heartbeat-"))]
+        names = [t.name for t in threading.enumerate() if t.name.startswith(("leap-sync-io-", "leap-sync-callbacks-"))]
         assert len(names) == 200
         assert clients[-1].init_event is not None and clients[-1].init_event.connection_count == 100
         assert server.send_direct_message(TOKEN, "all", 1) == 100

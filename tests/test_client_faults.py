@@ -202,7 +202,7 @@ def test_tagged_heartbeat_request_is_answered(make_client: MakeClient) -> None:
         assert len(server.request_heartbeat("tag-123")) == 1
         assert seen.wait(5)
         assert tags == ["tag-123"]
-        session = client._session
+        session = client._core.live.session if client._core.live else None
         server.wait_for(lambda s: session is not None and session.tagged_latency is not None)
         assert client.state.connection_state is CONNECTED
         assert len(server.all_connections) == 1

@@ -30,7 +30,7 @@ MakeClient = Callable[..., LeapClient]
 
 
 def client_threads() -> list[threading.Thread]:
-    return [t for t in leap_threads() if t.name.startswith(("leap-sync-io-", "leap-sync-heartbeat-"))]
+    return [t for t in leap_threads() if t.name.startswith(("leap-sync-io-", "leap-sync-callbacks-"))]
 
 
 CONNECTED = ConnectionState.CONNECTED
@@ -54,7 +54,7 @@ def test_threads_are_named_and_joined_by_close(server: LeapEdgeServer, make_clie
     client.connect(wait=True, timeout=10)
     n = client._number
     names = {t.name: t for t in client_threads() if t.name.endswith(f"-{n}")}
-    assert set(names) == {f"leap-sync-io-{n}", f"leap-sync-heartbeat-{n}"}
+    assert set(names) == {f"leap-sync-io-{n}", f"leap-sync-callbacks-{n}"}
     assert all(t.daemon for t in names.values())
     client.close()
     assert not any(t.is_alive() for t in names.values())
@@ -107,7 +107,7 @@ def test_close_racing_a_reconnect_closes_the_new_connection(
     assert in_gap.wait(10)
     closer = threading.Thread(target=client.close)
     closer.start()
-    assert client._closing.wait(10)
+    assert client._core.closing.wait(10)
     release.set()
     closer.join(20)
     assert not closer.is_alive()

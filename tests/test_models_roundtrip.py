@@ -42,6 +42,11 @@ from leap_sync.protocol.models import (
     Unsubscribe,
 )
 from leap_sync.protocol.parse import (
+    CAPABILITIES_RANGE,
+    CONNECTION_COUNT_RANGE,
+    HEARTBEAT_INTERVAL_RANGE,
+    LATENCY_RANGE,
+    SEQ_RANGE,
     _parse_server_frame_slow,
     parse_channel,
     parse_client_frame,
@@ -662,13 +667,19 @@ names = st.text(max_size=16)
 optional_names = st.none() | names
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
+
+def within(bounds: tuple[int, int]) -> st.SearchStrategy[int]:
+    """Integers a server may send in a field (parse.py range-checks every number)."""
+    return st.integers(min_value=bounds[0], max_value=bounds[1])
+
+
 channels = st.builds(
     Channel,
     id=names,
     project_id=names,
     state=json_objects,
     type=st.sampled_from(["private", "public", "unprotected"]),
-    capabilities=st.none() | ints,
+    capabilities=st.none() | within(CAPABILITIES_RANGE),
 )
 pipe_rooms = st.builds(
     PipeRoom,
@@ -703,10 +714,12 @@ KNOWN_CLIENT_EVENTS = {
 }
 
 server_models = st.one_of(
-    st.builds(Hello, st.integers(min_value=1, max_value=2**63 - 1)),
+    st.builds(Hello, within(HEARTBEAT_INTERVAL_RANGE)),
     st.builds(HeartbeatRequest, optional_names),
-    st.builds(HeartbeatAck, optional_names, st.none() | ints),
-    st.builds(InitEvent, names, ints, json_values, names, st.lists(channels, max_size=3).map(tuple)),
+    st.builds(HeartbeatAck, optional_names, st.none() | within(LATENCY_RANGE)),
+    st.builds(
+        InitEvent, names, within(CONNECTION_COUNT_RANGE), json_values, names, st.lists(channels, max_size=3).map(tuple)
+    ),
     st.builds(
         MessageEvent,
         optional_names,
@@ -714,7 +727,7 @@ server_models = st.one_of(
         json_values,
         st.booleans(),
         st.booleans(),
-        st.none() | ints,
+        st.none() | within(SEQ_RANGE),
     ),
     st.builds(AvailableEvent, optional_names, channels),
     st.builds(UnavailableEvent, optional_names, st.booleans(), optional_names),
@@ -806,3 +819,54 @@ def test_message_fast_path_agrees_with_the_full_parser(
     d["d"] = inner
     frame = {"op": 0, "d": d}
     assert _outcome(parse_server_frame, frame) == _outcome(_parse_server_frame_slow, 0, d)
+
+
+# -- every number from the wire is range-checked --------------------------------------------
+
+_HUGE = 10**400  # an integer of 401 digits: float() of it overflows
+
+
+def _init_with(count: object) -> dict[str, object]:
+    return _dispatch("INIT", None, {"cid": "c", "connection_count": count, "scope": "token", "channels": []})
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        ({"op": 1, "d": {"heartbeat_interval": 10**13}}, "heartbeat_interval"),
+        ({"op": 1, "d": {"heartbeat_interval": _HUGE}}, "heartbeat_interval"),
+        ({"op": 1, "d": {"heartbeat_interval": 9}}, "heartbeat_interval"),
+        ({"op": 1, "d": {"heartbeat_interval": 0}}, "heartbeat_interval"),
+        ({"op": 1, "d": {"heartbeat_interval": -30000}}, "heartbeat_interval"),
+        ({"op": 4, "d": {"tag": "t", "latency": _HUGE}}, "latency"),
+        ({"op": 4, "d": {"tag": "t", "latency": -1}}, "latency"),
+        (_init_with(-1), "connection_count"),
+        (_init_with(_HUGE), "connection_count"),
+        (_dispatch("AVAILABLE", "r", {"channel": {**CHANNEL_WIRE, "capabilities": 2**64}}), "capabilities"),
+        (_dispatch("AVAILABLE", "r", {"channel": {**CHANNEL_WIRE, "capabilities": -1}}), "capabilities"),
+        (_dispatch("MESSAGE", "r", {"e": "x", "d": 1, "seq": -1}), "seq"),
+        (_dispatch("MESSAGE", "r", {"e": "x", "d": 1, "seq": 2**63}), "seq"),
+    ],
+)
+def test_numbers_out_of_range_are_protocol_errors(frame: dict[str, object], field: str) -> None:
+    with pytest.raises(LeapProtocolError, match=rf"field '{field}' is out of range") as refused:
+        parse_server_frame(frame)
+    assert len(str(refused.value)) < 200  # a 401-digit number is not echoed in full
+
+
+@pytest.mark.parametrize(
+    ("bounds", "build"),
+    [
+        (HEARTBEAT_INTERVAL_RANGE, lambda n: {"op": 1, "d": {"heartbeat_interval": n}}),
+        (LATENCY_RANGE, lambda n: {"op": 4, "d": {"tag": "t", "latency": n}}),
+        (CONNECTION_COUNT_RANGE, _init_with),
+        (SEQ_RANGE, lambda n: _dispatch("MESSAGE", "r", {"e": "x", "d": 1, "seq": n})),
+        (CAPABILITIES_RANGE, lambda n: _dispatch("AVAILABLE", "r", {"channel": {**CHANNEL_WIRE, "capabilities": n}})),
+    ],
+)
+def test_numbers_at_their_bounds_are_accepted(bounds: tuple[int, int], build: Any) -> None:
+    for value in bounds:
+        parse_server_frame(build(value))
+    for value in (bounds[0] - 1, bounds[1] + 1):
+        with pytest.raises(LeapProtocolError, match="out of range"):
+            parse_server_frame(build(value))

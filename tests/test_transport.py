@@ -1,4 +1,5 @@
-"""Transport: our frame reader on a real socket, sends from many threads, TLS."""
+"""Transport: our frame reader on a real socket, one owner thread, sends queued from
+many threads, TLS; and the opening handshake's options (TLS, proxies, headers)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,80 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import trustme
 from rawws import RawServer, server_frame
 
 from leap_sync.errors import LeapConnectionError
-from leap_sync.transport import Transport, TransportOptions
+from leap_sync.opening import Attempt, open_socket
+from leap_sync.options import ConnectOptions
+from leap_sync.transport import Transport
+from leap_sync.wakeup import Wakeup
 
-OPTIONS = TransportOptions(connect_timeout=5, send_timeout=5)
+
+def open_transport(url: str, **options: Any) -> Transport:
+    """Open a transport the way the client's I/O thread does."""
+    opts = ConnectOptions(**{"connect_timeout": 5, **options})
+    wakeup = Wakeup()
+    attempt = Attempt(opts.connect_timeout, threading.Event(), wakeup)
+    try:
+        sock, early = open_socket(
+            opts.endpoint(url),
+            attempt,
+            headers=opts.headers,
+            proxy=opts.proxy,
+            no_proxy=opts.no_proxy,
+            trust_env=opts.trust_env,
+            tls_context=opts.tls_context,
+            server_name=opts.server_name,
+        )
+    except BaseException:
+        wakeup.close()
+        raise
+    transport = Transport(sock, wakeup, early=early, send_timeout=opts.send_timeout)
+    transport.wakeup_for_test = wakeup  # type: ignore[attr-defined]
+    return transport
+
+
+def finish(transport: Transport) -> None:
+    transport.close()
+    transport.wakeup_for_test.close()  # type: ignore[attr-defined]
+
+
+class Owner:
+    """Runs the transport's owner loop on a thread, collecting messages."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.messages: list[tuple[bytes, bool]] = []
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self.transport.receive(timeout=0.5)
+                with self.cond:
+                    self.messages += batch
+                    self.cond.notify_all()
+        except BaseException as exc:
+            with self.cond:
+                self.error = exc
+                self.cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        with self.cond:
+            assert self.cond.wait_for(predicate, timeout), f"not met: {self.messages[-3:]} {self.error!r}"
+
+    def stop(self) -> None:
+        self.transport.abort(LeapConnectionError("test over"))
+        self.thread.join(5)
+        assert not self.thread.is_alive()
 
 
 @pytest.fixture
@@ -25,29 +90,29 @@ def raw() -> Iterator[RawServer]:
 
 
 def test_text_and_binary_messages(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
     conn.send(server_frame(1, b'{"op":1}') + server_frame(2, b"\x83j"))
     got: list[tuple[bytes, bool]] = []
     while len(got) < 2:
         got += transport.receive(timeout=5)
     assert got == [(b'{"op":1}', False), (b"\x83j", True)]
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_ping_is_answered_with_pong(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
     conn.send(server_frame(9, b"are you there") + server_frame(1, b"after"))
     assert transport.receive(timeout=5) == [(b"after", False)]
     assert conn.read_frame() == (0xA, b"are you there")
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_fragments_with_a_ping_between_split_at_every_byte(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
     stream = (
         server_frame(1, b'{"a":', fin=False)
@@ -65,7 +130,7 @@ def test_fragments_with_a_ping_between_split_at_every_byte(raw: RawServer) -> No
         got += transport.receive(timeout=5)
     assert got == [(b'{"a":"long"}', False), (b"x" * 300, False), (b"y" * 70000, True)]
     assert conn.read_frame() == (0xA, b"p")
-    transport.close()
+    finish(transport)
     conn.close()
 
 
@@ -76,7 +141,7 @@ def test_fragments_with_a_ping_between_split_at_every_byte(raw: RawServer) -> No
 def test_close_frame_ends_after_earlier_messages_and_is_echoed(
     raw: RawServer, payload: bytes, code: int | None, reason: str
 ) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
     conn.send(server_frame(1, b"last words") + server_frame(8, payload) + server_frame(1, b"ignored"))
     assert transport.receive(timeout=5) == [(b"last words", False)]
@@ -85,23 +150,23 @@ def test_close_frame_ends_after_earlier_messages_and_is_echoed(
     assert (ended.value.close_code, ended.value.close_reason) == (code, reason)
     echo_code = 1000 if code is None else code
     assert conn.read_frame() == (8, echo_code.to_bytes(2, "big"))
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_eof_without_close_frame(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
     conn.close()
     with pytest.raises(LeapConnectionError) as ended:
         transport.receive(timeout=5)
     assert ended.value.close_code is None
     assert "without a close frame" in str(ended.value)
-    transport.close()
+    finish(transport)
 
 
 def test_abort_wakes_a_blocked_reader(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
     outcome: list[BaseException] = []
 
@@ -117,13 +182,14 @@ def test_abort_wakes_a_blocked_reader(raw: RawServer) -> None:
     reader.join(5)
     assert not reader.is_alive()
     assert [str(e) for e in outcome] == ["stop reading"]
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_concurrent_senders_never_interleave_frames(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+    transport = open_transport(raw.url)
     conn = raw.accept()
+    owner = Owner(transport)  # the one thread that writes
     per_thread = 200
 
     def send(n: int) -> None:
@@ -142,21 +208,26 @@ def test_concurrent_senders_never_interleave_frames(raw: RawServer) -> None:
     for thread in threads:
         thread.join(5)
     assert seen == {n: list(range(per_thread)) for n in range(4)}
-    transport.close()
+    owner.stop()
+    finish(transport)
     conn.close()
 
 
 def test_send_gives_up_when_the_peer_never_reads(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, TransportOptions(connect_timeout=5, send_timeout=0.3))
+    transport = open_transport(raw.url, send_timeout=0.3)
     conn = raw.accept()
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    with pytest.raises(LeapConnectionError, match="stayed full"):
-        for _ in range(10_000):
-            transport.send(b"x" * 65536, True)
+    owner = Owner(transport)
+    queued = [transport.send(b"x" * 65536, True) for _ in range(100)]
+    assert queued[-1].wait(5)
+    assert isinstance(queued[-1].error, LeapConnectionError)
+    owner.wait_for(lambda: owner.error is not None)
+    assert "stayed full" in str(owner.error)
     assert transport.ended
     with pytest.raises(LeapConnectionError):
-        transport.receive(timeout=1)
-    transport.close()
+        transport.send(b"late", True)
+    owner.thread.join(5)
+    finish(transport)
     conn.close()
 
 
@@ -164,8 +235,9 @@ def test_refused_upgrade_and_unreachable_port() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(LeapConnectionError, match="could not connect"):
-        Transport.open(f"ws://127.0.0.1:{port}/ws", OPTIONS)
+    with pytest.raises(LeapConnectionError, match=rf"TCP connect to 127\.0\.0\.1:{port} .*refused") as failed:
+        open_transport(f"ws://127.0.0.1:{port}/ws")
+    assert failed.value.phase == "tcp"
 
 
 # -- TLS ------------------------------------------------------------------------------------
@@ -185,13 +257,16 @@ def tls_raw(ca: trustme.CA) -> Iterator[RawServer]:
 
 
 def test_tls_verification_is_on_by_default(tls_raw: RawServer) -> None:
-    with pytest.raises(LeapConnectionError, match=r"(?i)certificate"):
-        Transport.open(tls_raw.url, OPTIONS)
+    with pytest.raises(
+        LeapConnectionError, match=r"TLS handshake with 127\.0\.0\.1:\d+ failed: .*certificate"
+    ) as failed:
+        open_transport(tls_raw.url)
+    assert failed.value.phase == "tls"
 
 
 def test_tls_burst_larger_than_one_read_is_fully_delivered(tls_raw: RawServer, ca: trustme.CA) -> None:
     with ca.cert_pem.tempfile() as ca_path:
-        transport = Transport.open(tls_raw.url, TransportOptions(sslopt={"ca_certs": ca_path}))
+        transport = open_transport(tls_raw.url, sslopt={"ca_certs": ca_path})
     conn = tls_raw.accept()
     # One write of ~1.2 MB: more than the transport reads at once, so decrypted bytes
     # stay buffered inside OpenSSL (pending()) where poll() cannot see them.
@@ -205,54 +280,52 @@ def test_tls_burst_larger_than_one_read_is_fully_delivered(tls_raw: RawServer, c
     assert [json.loads(p)["n"] for p, _ in got] == list(range(6000))
     # and sending works on the same TLS socket while reading
     transport.send('{"op":3}', False)
+    assert transport.receive(timeout=1) == []  # the owner writes it
     assert conn.read_frame() == (1, b'{"op":3}')
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_tls_with_an_ssl_context(tls_raw: RawServer, ca: trustme.CA) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    transport = Transport.open(tls_raw.url, TransportOptions(sslopt={"context": context}))
+    transport = open_transport(tls_raw.url, sslopt={"context": context})
     conn = tls_raw.accept()
     conn.send(server_frame(1, b"secure"))
     assert transport.receive(timeout=5) == [(b"secure", False)]
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_proxy_environment_is_ignored_without_trust_env(raw: RawServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
-    with pytest.raises(LeapConnectionError):
-        Transport.open(raw.url, TransportOptions(connect_timeout=5))
-    transport = Transport.open(raw.url, TransportOptions(connect_timeout=5, trust_env=False))
+    with pytest.raises(LeapConnectionError, match=r"TCP connect to 127\.0\.0\.1:9 "):
+        open_transport(raw.url)
+    transport = open_transport(raw.url, trust_env=False)
     conn = raw.accept()
     conn.send(server_frame(1, b"direct"))
     assert transport.receive(timeout=5) == [(b"direct", False)]
-    transport.close()
+    finish(transport)
     conn.close()
 
 
 def test_header_option_is_sent(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, TransportOptions(header={"X-Leap-Test": "yes"}))
+    transport = open_transport(raw.url, header={"X-Leap-Test": "yes"})
     conn = raw.accept()
     assert b"x-leap-test: yes" in raw.requests[-1].lower()
-    transport.close()
+    finish(transport)
     conn.close()
 
 
-def test_reader_delivers_while_a_sender_holds_the_socket(raw: RawServer) -> None:
-    transport = Transport.open(raw.url, OPTIONS)
+def test_reader_delivers_while_a_write_waits_for_room(raw: RawServer) -> None:
+    transport = open_transport(raw.url)
     conn = raw.accept()
-    assert transport._send_lock.acquire(timeout=5)  # as a send blocked on a full socket does
-    try:
-        conn.send(server_frame(9, b"ping") + server_frame(1, b"hi"))
-        # the reader neither waits for the sender nor loses what it read
-        assert transport.receive(timeout=2) == [(b"hi", False)]
-    finally:
-        transport._send_lock.release()
-    conn.send(server_frame(1, b"next"))
-    assert transport.receive(timeout=2) == [(b"next", False)]
-    assert conn.read_frame() == (0xA, b"ping")  # the pong went out once the socket was free
-    transport.close()
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    big = transport.send(b"z" * 8_000_000, True)  # more than the socket buffers take
+    assert transport.receive(timeout=0.3) == []
+    assert not big.wait(0)  # still being written
+    conn.send(server_frame(9, b"ping") + server_frame(1, b"hi"))
+    # the reader neither waits for the writer nor loses what it read
+    assert transport.receive(timeout=2) == [(b"hi", False)]
+    finish(transport)
     conn.close()

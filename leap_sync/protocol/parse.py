@@ -43,7 +43,31 @@ from .models import (
     Unsubscribe,
 )
 
-__all__ = ["parse_channel", "parse_client_frame", "parse_pipe_room", "parse_server_frame"]
+__all__ = [
+    "CAPABILITIES_RANGE",
+    "CONNECTION_COUNT_RANGE",
+    "HEARTBEAT_INTERVAL_RANGE",
+    "LATENCY_RANGE",
+    "SEQ_RANGE",
+    "parse_channel",
+    "parse_client_frame",
+    "parse_pipe_room",
+    "parse_server_frame",
+]
+
+# Every number taken from the wire is range-checked: a value outside its range is a
+# protocol error, never an OverflowError (or a heartbeat every microsecond) later on.
+HEARTBEAT_INTERVAL_RANGE = (10, 86_400_000)
+"""Hello's ``heartbeat_interval`` (ms): from 10 ms to one day (Leap Edge sends 30,000)."""
+LATENCY_RANGE = (0, 86_400_000)
+"""A tagged heartbeat ack's ``latency`` (ms)."""
+CONNECTION_COUNT_RANGE = (0, 2**53)
+"""INIT's ``connection_count``."""
+CAPABILITIES_RANGE = (0, 2**64 - 1)
+"""A channel's ``capabilities`` bit set."""
+SEQ_RANGE = (0, 2**63 - 1)
+"""A message's ``seq`` (set by the embedded server on sequenced channels)."""
+_SEQ_MAX = SEQ_RANGE[1]
 
 
 class _Bad(Exception):
@@ -54,7 +78,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _field(obj: dict[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
+def _field(
+    obj: dict[str, Any], name: str, kind: type, *, optional: bool = False, bounds: tuple[int, int] | None = None
+) -> Any:
+    """``obj[name]`` checked to be of ``kind`` (and, for ``int``, within ``bounds``)."""
     value = obj.get(name)
     if value is None:
         if optional:
@@ -63,6 +90,9 @@ def _field(obj: dict[str, Any], name: str, kind: type, *, optional: bool = False
     if kind is int:
         if not _is_int(value):
             raise _Bad(f"field {name!r} must be an integer")
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            shown = str(value) if -(10**30) < value < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+            raise _Bad(f"field {name!r} is out of range ({shown}; allowed {bounds[0]}..{bounds[1]})")
     elif not isinstance(value, kind):
         raise _Bad(f"field {name!r} must be of type {kind.__name__}")
     return value
@@ -83,7 +113,7 @@ def parse_channel(obj: Any) -> Channel:
         project_id=_field(obj, "project_id", str),
         state={} if state is None else state,
         type=_field(obj, "type", str),
-        capabilities=_field(obj, "capabilities", int, optional=True),
+        capabilities=_field(obj, "capabilities", int, optional=True, bounds=CAPABILITIES_RANGE),
     )
 
 
@@ -119,7 +149,7 @@ def _init(c: str | None, u: Any, data: Any) -> Event:
         raise _Bad("field 'channels' must be a list")
     return InitEvent(
         cid=_field(data, "cid", str),
-        connection_count=_field(data, "connection_count", int),
+        connection_count=_field(data, "connection_count", int, bounds=CONNECTION_COUNT_RANGE),
         metadata=data.get("metadata"),
         scope=_field(data, "scope", str),
         channels=tuple(parse_channel(ch) for ch in channels),
@@ -134,7 +164,7 @@ def _message(c: str | None, u: Any, data: Any, direct: bool = False) -> Event:
         data.get("d"),
         u is True,
         direct,
-        _field(data, "seq", int, optional=True),
+        _field(data, "seq", int, optional=True, bounds=SEQ_RANGE),
     )
 
 
@@ -233,7 +263,7 @@ def parse_server_frame(obj: Any) -> ServerFrame:
                 u = d.get("u")
                 if (
                     name.__class__ is str
-                    and (seq is None or seq.__class__ is int)
+                    and (seq is None or (seq.__class__ is int and 0 <= seq <= _SEQ_MAX))
                     and (u is None or u is True or u is False)
                 ):
                     return MessageEvent(c, name, inner.get("d"), u is True, False, seq)
@@ -267,10 +297,7 @@ def _parse_server_frame_slow(op: Any, d: Any) -> ServerFrame:
                 return UnknownEvent(c, str(event), d.get("d"), u is True)
             return handler(c, u, d.get("d"))
         if op == 1:
-            interval = _field(_object(d, "Hello 'd'"), "heartbeat_interval", int)
-            if interval <= 0:
-                raise _Bad("heartbeat_interval must be positive")
-            return Hello(interval)
+            return Hello(_field(_object(d, "Hello 'd'"), "heartbeat_interval", int, bounds=HEARTBEAT_INTERVAL_RANGE))
         if op == 3:
             if d is None:
                 return HeartbeatRequest(None)
@@ -279,7 +306,9 @@ def _parse_server_frame_slow(op: Any, d: Any) -> ServerFrame:
             if d is None:
                 return HeartbeatAck()
             d = _object(d, "heartbeat ack 'd'")
-            return HeartbeatAck(_field(d, "tag", str, optional=True), _field(d, "latency", int, optional=True))
+            return HeartbeatAck(
+                _field(d, "tag", str, optional=True), _field(d, "latency", int, optional=True, bounds=LATENCY_RANGE)
+            )
     except _Bad as exc:
         raise LeapProtocolError(str(exc), op=op, event=event) from None
     raise LeapProtocolError("unknown opcode from server", op=op, close_code=4004)

@@ -1,35 +1,52 @@
 """The client's side of one Leap Edge connection, as a sans-I/O state machine.
 
 :class:`ClientSession` takes the websocket messages a transport read (raw payloads),
-decodes and parses them, reacts as the protocol requires (Identify after Hello, an
-immediate answer to a tagged heartbeat request, acknowledgement bookkeeping) and hands
-back what the application should see, in wire order, plus the frames to send. It never
-touches a socket, a thread or a clock: time comes in as an argument.
+decodes and parses them, enforces the order of frames, reacts as the protocol requires
+(Identify after Hello, an immediate answer to a tagged heartbeat request,
+acknowledgement bookkeeping), matches each AVAILABLE/UNAVAILABLE to the SUBSCRIBE or
+UNSUBSCRIBE it answers, and hands back what the application should see, in wire order,
+plus the frames to send. It owns the heartbeat schedule (:meth:`next_timer`,
+:meth:`on_timer`). It never touches a socket, a thread or a clock: time comes in as an
+argument (monotonic seconds).
+
+Order of frames (anything else is a :class:`LeapProtocolError`):
+
+======================  =================================================================
+state                   allowed from the server
+======================  =================================================================
+``AWAITING_HELLO``      Hello, heartbeat requests and acks
+``AWAITING_INIT``       INIT, heartbeat requests and acks, other dispatch events
+``CONNECTED``           everything but a second Hello or a second INIT
+======================  =================================================================
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
-from ..errors import LeapProtocolError
+from ..errors import LeapConnectionError, LeapProtocolError
 from . import frames
 from .codec import Codec, Payload
-from .heartbeat import HeartbeatTracker
+from .heartbeat import HeartbeatTracker, Pulse
 from .models import (
+    AvailableEvent,
     HeartbeatAck,
     HeartbeatRequest,
     Hello,
     InitEvent,
     MessageEvent,
     ServerFrame,
+    UnavailableEvent,
 )
+from .opcodes import CloseCode
 from .parse import parse_server_frame
 
-__all__ = ["ClientSession", "ReceiveResult", "SessionState"]
+__all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
 
 class SessionState(enum.Enum):
@@ -40,28 +57,49 @@ class SessionState(enum.Enum):
     CONNECTED = "connected"
 
 
+@attrs.frozen
+class Answer:
+    """The server's answer (``event``: AVAILABLE or UNAVAILABLE) to the request
+    :meth:`ClientSession.expect_answer` numbered ``request``."""
+
+    request: int
+    event: AvailableEvent | UnavailableEvent
+
+
 @attrs.define(slots=True)
 class ReceiveResult:
     """What one batch of received messages produced.
 
     ``messages``: channel and direct messages, in wire order. ``events``: every other
-    event the application sees (``Hello``, ``InitEvent``, channel events), in wire
-    order. ``send``: frames the protocol requires sending now, in order. ``error``: the
-    protocol error that stopped the batch, if any; everything before it is kept.
+    event the application sees (``Hello``, ``InitEvent``, channel events that answer
+    no request), in wire order. ``answers``: AVAILABLE/UNAVAILABLE events matched to
+    the requests they answer. ``send``: frames the protocol requires sending now, in
+    order. ``error``: the protocol error that stopped the batch, if any; everything
+    before it is kept.
     """
 
     messages: list[MessageEvent] = attrs.field(factory=list)
     events: list[ServerFrame] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
+    answers: list[Answer] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
+
+
+@attrs.frozen
+class TimerResult:
+    """What :meth:`ClientSession.on_timer` asks for: ``send`` a heartbeat, or end the
+    connection with ``error`` (close code ``close_code``)."""
+
+    send: tuple[dict[str, Any], ...] = ()
+    error: LeapConnectionError | None = None
+    close_code: int = int(CloseCode.UNKNOWN)
 
 
 class ClientSession:
     """Protocol state of one client connection.
 
-    Not thread-safe: a client serialises calls (the reader thread per batch, the
-    heartbeat thread per beat). The token is kept only to build Identify and never
-    appears in ``repr``.
+    Not thread-safe: a client serialises calls. The token is kept only to build
+    Identify and never appears in ``repr``.
     """
 
     def __init__(self, project_id: str, token: str | None, codec: Codec) -> None:
@@ -74,11 +112,20 @@ class ClientSession:
         self.heartbeat: HeartbeatTracker | None = None
         self.tagged_latency: float | None = None
         """The server-measured latency (s) of the last answered tagged request."""
+        # Requests awaiting AVAILABLE/UNAVAILABLE, per channel, in the order sent:
+        # (request number, True for SUBSCRIBE / False for UNSUBSCRIBE).
+        self._pending: dict[str, collections.deque[tuple[int, bool]]] = {}
+        self._requests = 0
 
     def __repr__(self) -> str:
         return (
             f"ClientSession(project_id={self.project_id!r}, state={self.state.value}, encoding={self.codec.encoding!r})"
         )
+
+    @property
+    def connected(self) -> bool:
+        """Whether INIT arrived."""
+        return self.state is SessionState.CONNECTED
 
     @property
     def latency(self) -> float | None:
@@ -89,11 +136,44 @@ class ClientSession:
         """Encode a frame to send: ``(payload, binary)``."""
         return self.codec.encode(frame)
 
+    # -- requests that expect an answer ----------------------------------------------
+
+    def expect_answer(self, channel_id: str, subscribe: bool) -> int:
+        """Record a SUBSCRIBE (``subscribe=True``) or UNSUBSCRIBE of ``channel_id`` about
+        to be sent, and return its request number. Call in the order the frames go
+        out: answers are matched to requests in that order, per channel."""
+        self._requests += 1
+        self._pending.setdefault(channel_id, collections.deque()).append((self._requests, subscribe))
+        return self._requests
+
+    def _match(self, channel_id: str | None, event: AvailableEvent | UnavailableEvent) -> int | None:
+        """The request ``event`` answers: the oldest pending one for the channel, if
+        the event can answer it (AVAILABLE answers only SUBSCRIBE)."""
+        if channel_id is None:
+            return None
+        queue = self._pending.get(channel_id)
+        if not queue:
+            return None
+        request, subscribe = queue[0]
+        if isinstance(event, AvailableEvent) and not subscribe:
+            return None  # not an answer to UNSUBSCRIBE: a push from the server
+        queue.popleft()
+        if not queue:
+            del self._pending[channel_id]
+        return request
+
+    def start(self, now: float) -> list[dict[str, Any]]:
+        """Frames to send as soon as the websocket is open: none (Leap Edge speaks
+        first, with Hello)."""
+        return []
+
+    # -- receiving ---------------------------------------------------------------------
+
     def receive(self, batch: Iterable[tuple[Payload, bool]], now: float) -> ReceiveResult:
         """Process websocket messages ``(payload, binary)`` received up to ``now``.
 
-        Stops at the first malformed message and reports it in ``result.error``; the
-        connection should then be closed.
+        Stops at the first malformed or out-of-order message and reports it in
+        ``result.error``; the connection should then be closed.
         """
         result = ReceiveResult()
         if self.heartbeat is not None:
@@ -104,7 +184,7 @@ class ClientSession:
         try:
             for payload, binary in batch:
                 event = parse(decode(payload, binary))
-                if event.__class__ is MessageEvent:
+                if event.__class__ is MessageEvent and self.state is not SessionState.AWAITING_HELLO:
                     add_message(event)
                 else:
                     self._handle(event, now, result)
@@ -112,7 +192,14 @@ class ClientSession:
             result.error = exc
         return result
 
+    def received_bytes(self, now: float) -> None:
+        """Bytes (not necessarily a whole message) arrived at ``now``: liveness."""
+        if self.heartbeat is not None:
+            self.heartbeat.received(now)
+
     def _handle(self, event: ServerFrame, now: float, result: ReceiveResult) -> None:
+        if self.state is SessionState.AWAITING_HELLO and not isinstance(event, (Hello, HeartbeatAck, HeartbeatRequest)):
+            raise LeapProtocolError(f"{_name(event)} before Hello")
         if isinstance(event, HeartbeatAck):
             if event.tag is None:
                 if self.heartbeat is not None:
@@ -131,6 +218,46 @@ class ClientSession:
             self.state = SessionState.AWAITING_INIT
             result.send.append(frames.identify(self.project_id, self._token))
         elif isinstance(event, InitEvent):
+            if self.init is not None:
+                raise LeapProtocolError("second INIT on one connection", op=0, event="INIT")
             self.init = event
             self.state = SessionState.CONNECTED
+        elif isinstance(event, (AvailableEvent, UnavailableEvent)):
+            channel_id = event.channel_id
+            if channel_id is None and isinstance(event, AvailableEvent):
+                channel_id = event.channel.id
+            request = self._match(channel_id, event)
+            if request is not None:
+                result.answers.append(Answer(request, event))
+                return
         result.events.append(event)
+
+    # -- the heartbeat schedule ---------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        """When :meth:`on_timer` must run next (monotonic s); ``None``: no schedule."""
+        return self.heartbeat.next_beat if self.heartbeat is not None else None
+
+    def on_timer(self, now: float) -> TimerResult:
+        """Run the heartbeat schedule at ``now``: a beat to send, or a dead connection."""
+        tracker = self.heartbeat
+        if tracker is None:
+            return TimerResult()
+        pulse = tracker.poll(now)
+        if pulse is Pulse.WAIT:
+            return TimerResult()
+        if pulse is Pulse.ZOMBIE:
+            silent = now - tracker.last_received
+            return TimerResult(
+                error=LeapConnectionError(
+                    f"heartbeat not acknowledged and nothing received for {silent:.1f} s: connection presumed dead"
+                )
+            )
+        tracker.sent(now)  # before sending: the ack must find it
+        return TimerResult(send=(frames.heartbeat(),))
+
+
+def _name(event: ServerFrame) -> str:
+    if isinstance(event, InitEvent):
+        return "INIT"
+    return type(event).__name__

@@ -1,0 +1,387 @@
+"""The connection core: what every leap-sync client does that is not its protocol.
+
+:class:`ConnectionCore` owns the client's lifecycle (``connect()``, ``close()``, the
+state and its listeners), its two threads, the event channels it feeds, and sending.
+The I/O thread's work (connection attempts, reading, timers, reconnecting) lives in
+:mod:`leap_sync.supervisor`. A protocol plugs in through a :class:`Handler` (its
+façade: ``LeapClient``, ``ElstatClient``) and a :class:`Session` (its sans-I/O state
+machine for one connection).
+
+Threads, started by :meth:`ConnectionCore.connect`, never before; daemon; joined by
+:meth:`ConnectionCore.close`:
+
+- ``leap-sync-io-<n>`` owns the socket: every connection phase, every read and write,
+  the heartbeat schedule and zombie detection, reconnecting with backoff. It never
+  runs application code and never blocks except in a DNS lookup.
+- ``leap-sync-callbacks-<n>`` runs state listeners and the logger, in order
+  (:mod:`leap_sync.callbacks`).
+
+When ``close()`` returns the state is ``CLOSED``, every event channel is ended, no
+reconnect will happen and both threads have ended, with two documented exceptions a
+thread cannot be forced out of: a DNS lookup in progress (the I/O thread ends when it
+returns, touching nothing) and a listener or logger call that does not return (the
+callbacks thread ends after it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from .backoff import Backoff
+from .callbacks import Callbacks, StateListener
+from .channels import EventChannel
+from .errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
+from .log import Logger
+from .options import ConnectOptions
+from .protocol.opcodes import CloseAction
+from .state import ConnectionState, StateInfo
+from .transport import Transport
+
+__all__ = ["ConnectionCore", "Decision", "Future", "Handler", "Live", "Session"]
+
+_numbers = itertools.count(1)  # only for naming threads
+_FIRST_ATTEMPT_GRACE = 0.1  # seconds the I/O thread gets to report its own deadline
+
+
+class Session(Protocol):
+    """A protocol's sans-I/O state for one connection (see ``ClientSession``)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self, now: float) -> Sequence[dict[str, Any]]: ...
+
+    def receive(self, batch: Sequence[tuple[bytes, bool]], now: float) -> Any: ...
+
+    def received_bytes(self, now: float) -> None: ...
+
+    def next_timer(self) -> float | None: ...
+
+    def on_timer(self, now: float) -> Any: ...
+
+    def encode(self, frame: dict[str, Any]) -> tuple[str | bytes, bool]: ...
+
+
+class Decision:
+    """What to do after a connection ended: ``action`` (a :class:`CloseAction`),
+    the ``error`` to report and, for a redirect, the ``url`` to go to."""
+
+    __slots__ = ("action", "error", "url")
+
+    def __init__(self, action: CloseAction, error: LeapConnectionError, url: str | None = None) -> None:
+        self.action = action
+        self.error = error
+        self.url = url
+
+
+class Handler(Protocol):
+    """What a protocol's façade tells the core. Called on the I/O thread; must never
+    block (deliver to channels and futures only)."""
+
+    def new_session(self) -> Session: ...
+
+    def deliver(self, live: Live, result: Any) -> None: ...
+
+    def on_connected(self, live: Live) -> None: ...
+
+    def on_lost(self, error: LeapConnectionError, session: Session | None) -> None: ...
+
+    def on_finish(self, error: BaseException) -> None: ...
+
+    def decide(self, error: LeapConnectionError, session: Session | None) -> Decision: ...
+
+    def awaiting(self, session: Session) -> tuple[str, str]: ...
+
+    def scrub(self, error: LeapConnectionError) -> LeapConnectionError: ...
+
+
+class Live:
+    """The connection being served: its session, its transport, and ``lock``, held
+    while frames that expect answers are registered and queued (so the session's
+    record of requests has the wire's order) and while the session reads a batch."""
+
+    __slots__ = ("lock", "session", "transport")
+
+    def __init__(self, session: Session, transport: Transport) -> None:
+        self.session = session
+        self.transport = transport
+        self.lock = threading.Lock()
+
+
+class Future:
+    """A one-shot result handed from the I/O thread to a waiting caller."""
+
+    __slots__ = ("_done", "error", "value")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any = None) -> bool:
+        """Resolve with ``value``; ``False`` if it was already done."""
+        if self._done.is_set():
+            return False
+        self.value = value
+        self._done.set()
+        return True
+
+    def fail(self, error: BaseException) -> bool:
+        """Fail with ``error``; ``False`` if it was already done."""
+        if self._done.is_set():
+            return False
+        self.error = error
+        self._done.set()
+        return True
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class ConnectionCore:
+    """The protocol-agnostic client core (see the module docstring).
+
+    ``url`` is where connections go (a 4006-style redirect may change it for a while);
+    ``options`` are validated :class:`ConnectOptions`; ``clock`` (monotonic seconds)
+    measures how long connections lived, for the backoff reset.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        url: str,
+        options: ConnectOptions,
+        logger: Logger,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from .supervisor import Supervisor  # the I/O thread's code; imports this module
+
+        ConnectOptions.endpoint(url)  # raises ValueError now, not in a connection attempt
+        self.handler = handler
+        self.origin = url
+        self.url = url
+        self.options = options
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.clock = clock
+        self.number = next(_numbers)
+        self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
+        self.lock = threading.RLock()
+        self.closing = threading.Event()
+        self.finished = False  # channels ended: nothing will be delivered again
+        self._closed_reported = False
+        self.live: Live | None = None
+        self.run: Any = None  # the supervisor's current run
+        self._supervisor = Supervisor(self)
+        self._channels: dict[str, tuple[EventChannel[Any], ...]] = {}
+        self._state = StateInfo(ConnectionState.IDLE)
+        self._state_cond = threading.Condition()
+
+    # -- state and listeners -------------------------------------------------------------
+
+    @property
+    def state(self) -> StateInfo:
+        return self._state
+
+    def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
+        if not callable(listener):
+            raise TypeError("listener must be callable")
+        with self.lock:
+            self.log.listeners += (listener,)
+
+        def remove() -> None:
+            with self.lock:
+                self.log.listeners = tuple(f for f in self.log.listeners if f is not listener)
+
+        return remove
+
+    def set_state(
+        self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
+    ) -> None:
+        """Record a transition and queue it for the listeners (never after CLOSED)."""
+        info = StateInfo(state, error, will_reconnect)
+        with self._state_cond:
+            if self._state.connection_state is ConnectionState.CLOSED:
+                return
+            self._state = info
+            self._state_cond.notify_all()
+        if state is ConnectionState.ERRORED:
+            self.log.warn(
+                "connection errored", {"state": state.value, "will_reconnect": will_reconnect, "error": str(error)}
+            )
+        else:
+            self.log.debug("state", {"state": state.value})
+        self.log.state(info)
+
+    def settle(self, deadline: float | None = None) -> None:
+        """Let the state listeners catch up with the transitions reported so far (until
+        ``deadline``, monotonic, or at most ``close_timeout``), so a call that reports a
+        state returns after the listeners saw it. At once on the callbacks thread."""
+        limit = self.options.close_timeout
+        if deadline is not None:
+            limit = min(limit, max(0.0, deadline - time.monotonic()))
+        self.log.flush(limit)
+
+    def wait_connected(self, timeout: float | None, connected: Callable[[], Any]) -> Any:
+        """Block until ``connected()`` returns a value in state CONNECTED (see
+        ``LeapClient.wait_connected`` for what raises), then let the listeners catch
+        up (:meth:`settle`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self._wait_connected(deadline, timeout, connected)
+        finally:
+            self.settle(deadline)
+
+    def _wait_connected(self, deadline: float | None, timeout: float | None, connected: Callable[[], Any]) -> Any:
+        with self._state_cond:
+            while True:
+                info = self._state
+                state = info.connection_state
+                value = connected() if state is ConnectionState.CONNECTED else None
+                if value is not None:
+                    return value
+                if state is ConnectionState.CLOSED or self.closing.is_set():
+                    raise LeapClosedError("the client is closed")
+                if state is ConnectionState.IDLE:
+                    raise LeapError("connect() has not been called")
+                if state is ConnectionState.ERRORED and not info.will_reconnect:
+                    if isinstance(info.error, LeapError):
+                        raise info.error
+                    raise LeapConnectionError(f"the client will not reconnect: {info.error}")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise LeapTimeoutError(f"not connected within {timeout:g} s (state: {state.value})")
+                self._state_cond.wait(remaining)
+
+    # -- event channels ---------------------------------------------------------------------
+
+    def new_channel(self, kind: str, maxsize: int, overflow: str) -> EventChannel[Any]:
+        channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self._detach)
+        with self.lock:
+            if self.finished:
+                channel._finish(None)
+            else:
+                self._channels[kind] = (*self._channels.get(kind, ()), channel)
+        return channel
+
+    def channels(self, kind: str) -> tuple[EventChannel[Any], ...]:
+        """The open channels of ``kind`` (a snapshot; lock-free)."""
+        return self._channels.get(kind, ())
+
+    def _detach(self, channel: EventChannel[Any]) -> None:
+        with self.lock:
+            self._channels = {k: tuple(c for c in cs if c is not channel) for k, cs in self._channels.items()}
+
+    def finish(self, error: BaseException) -> None:
+        """Nothing more will be delivered: end every channel, fail every waiter."""
+        with self.lock:
+            self.finished = True
+            channels = [c for cs in self._channels.values() for c in cs]
+            self._channels = {}
+        for channel in channels:
+            channel._finish(None)
+        self.handler.on_finish(error)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(
+        self,
+        frame: dict[str, Any],
+        wait: bool,
+        timeout: float | None,
+        register: Callable[[Session], Any] | None = None,
+    ) -> Any:
+        """Send ``frame`` on the live connection and return once it is written.
+
+        ``register(session)``, if given, runs under the connection's lock right before
+        the frame is queued (it records a request in the session) and its result is
+        returned. Raises :class:`LeapClosedError`, :class:`LeapConnectionError` (not
+        connected; the connection ended before the frame was written; not written
+        within ``send_timeout``), or the encoding error.
+        """
+        if wait:
+            self.wait_connected(timeout, lambda: True)
+        if self.closing.is_set():
+            raise LeapClosedError("the client is closed")
+        live = self.live
+        if live is None or not live.session.connected:
+            raise LeapConnectionError(
+                f"not connected (state: {self._state.connection_state.value}); "
+                "pass wait=True to wait for the connection"
+            )
+        payload, binary = live.session.encode(frame)
+        with live.lock:
+            registered = register(live.session) if register is not None else None
+            outgoing = live.transport.send(payload, binary)
+        limit = self.options.send_timeout
+        if not outgoing.wait(limit + 1.0):
+            raise LeapConnectionError(f"cannot send: not written within {limit:g} s")
+        if outgoing.error is not None:
+            raise outgoing.error
+        return registered
+
+    # -- connecting and closing -----------------------------------------------------------
+
+    def connect(self) -> None:
+        """One connection attempt on a new I/O thread; returns once upgraded (see
+        ``LeapClient.connect``)."""
+        run = self._supervisor.start()
+        limit = self.options.connect_timeout + _FIRST_ATTEMPT_GRACE
+        if not run.first.wait(limit):
+            # Only a DNS lookup outlives the attempt's deadline: abandon it.
+            attempt = run.attempt
+            error = self.handler.scrub(
+                attempt.expired_error() if attempt is not None else LeapConnectionError("could not connect in time")
+            )
+            if self._supervisor.abandon(run, error):
+                self.settle()
+                raise error
+        if run.first.error is not None:
+            self._supervisor.join_failed(run)
+            self.settle()
+            raise run.first.error
+        self.settle()
+
+    def close(self) -> None:
+        """Close for good (idempotent, any thread; see the module docstring)."""
+        with self.lock:
+            first = not self.closing.is_set()
+            self.closing.set()
+            run = self.run
+        if first:
+            self.log.debug("closing", None)
+        if run is not None:
+            run.stop.set()
+            run.wakeup.notify()
+        with self._state_cond:
+            self._state_cond.notify_all()
+        timeout = self.options.close_timeout
+        if run is not None and run.thread is not threading.current_thread():
+            run.thread.join(timeout + 1.0)  # about a second to exchange close frames, then it cuts
+            if run.thread.is_alive():
+                self.log.warn(
+                    "the I/O thread did not stop in time", {"phase": run.attempt.phase if run.attempt else None}
+                )
+        self.report_closed()
+        self.log.stop()
+        if not self.log.join(timeout):
+            pass  # a listener or logger that does not return: its thread ends after it
+
+    def report_closed(self) -> None:
+        """End everything and report CLOSED, once (close(), or the I/O thread when it
+        ends after close())."""
+        with self.lock:
+            if self._closed_reported:
+                return
+            self._closed_reported = True
+        self.finish(LeapClosedError("the client was closed"))
+        self.set_state(ConnectionState.CLOSED)

@@ -1,0 +1,398 @@
+"""One connection attempt, phase by phase: DNS, TCP, proxy, TLS, websocket upgrade.
+
+:func:`open_socket` runs the phases on the calling thread (the client's I/O thread)
+under one deadline for the whole attempt, and every wait is a ``poll()`` on the socket
+*and* the client's :class:`~leap_sync.wakeup.Wakeup`, so ``close()`` interrupts any
+phase at once. Each failure is a :class:`LeapConnectionError` whose ``phase`` and
+message name the step and its cause (host and port, the resolver's error, the HTTP
+status and ``Location`` of a refused upgrade).
+
+What cannot be interrupted, and how it is bounded:
+
+- The DNS lookup is a blocking ``getaddrinfo()`` (the operating system offers no way to
+  cancel it). The attempt still fails at its deadline: whoever waits for the attempt
+  stops waiting then (``connect()`` raises, ``close()`` returns), and the I/O thread,
+  once the lookup returns (after the system resolver's own timeout at worst), sees the
+  attempt is over and ends without opening anything.
+- Through a SOCKS proxy, the proxy's DNS, TCP and SOCKS exchange are ``python-socks``'
+  blocking calls, bounded by what remains of ``connect_timeout``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from .errors import LeapConnectionError
+from .protocol.handshake import HandshakeError, ResponseHead, check_upgrade, connect_request, new_key, retry_after
+from .protocol.handshake import upgrade_request as build_upgrade_request
+from .proxy import Proxy, choose_proxy
+from .wakeup import Wakeup
+
+__all__ = ["PHASES", "Attempt", "Endpoint", "open_socket"]
+
+PHASES = ("dns", "tcp", "proxy", "tls", "upgrade")
+_READ_SIZE = 16 * 1024
+_MAX_ADDRESSES = 16
+_HAS_POLL = hasattr(select, "poll")
+_IN_PROGRESS = {
+    errno.EINPROGRESS,
+    errno.EWOULDBLOCK,
+    errno.EAGAIN,
+    errno.EALREADY,
+    getattr(errno, "WSAEWOULDBLOCK", -1),
+}
+
+
+@attrs.frozen
+class Endpoint:
+    """Where a ``ws://`` or ``wss://`` URL points: ``resource`` is path and query."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """Raises ``ValueError`` for a URL that is not ``ws(s)://host[:port]/...`` (a
+        port out of range included)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if any(c in resource for c in " \r\n\0"):
+            raise ValueError(f"URL path holds a space or control character: {url!r}")
+        return cls(secure, parts.hostname, port, resource)
+
+    @property
+    def hostport(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Attempt:
+    """The budget of one connection attempt: a monotonic ``deadline`` for every phase
+    together, the ``stop`` event that abandons it, and the ``wakeup`` that interrupts a
+    wait. :attr:`phase` is the phase running now (read by other threads for error
+    messages)."""
+
+    def __init__(self, timeout: float, stop: threading.Event, wakeup: Wakeup) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.stop = stop
+        self.wakeup = wakeup
+        self.phase = "dns"
+        self.host = ""
+
+    def expired_error(self) -> LeapConnectionError:
+        """The error for an attempt past its deadline, naming the phase it was in."""
+        message = _TIMEOUTS[self.phase].format(host=self.host, t=self.timeout)
+        return LeapConnectionError(f"could not connect: {message}", phase=self.phase)
+
+
+_TIMEOUTS = {
+    "dns": "DNS lookup of {host!r} did not finish within {t:g} s",
+    "tcp": "TCP connect to {host} did not complete within {t:g} s",
+    "proxy": "proxy did not open a tunnel to {host} within {t:g} s",
+    "tls": "TLS handshake with {host} did not complete within {t:g} s",
+    "upgrade": "no websocket upgrade within {t:g} s from {host}",
+}
+
+
+class _Stop(Exception):
+    """Internal: the attempt was abandoned (close())."""
+
+
+def _error(attempt: Attempt, message: str, **extra: Any) -> LeapConnectionError:
+    return LeapConnectionError(f"could not connect: {message}", phase=attempt.phase, **extra)
+
+
+def _wait(sock: socket.socket, write: bool, attempt: Attempt) -> None:
+    """Wait until ``sock`` is readable (or writable), the deadline passes (raise the
+    phase's timeout) or the attempt is abandoned (raise :class:`_Stop`)."""
+    while True:
+        if attempt.stop.is_set():
+            raise _Stop
+        remaining = attempt.deadline - time.monotonic()
+        if remaining <= 0:
+            raise attempt.expired_error()
+        flag_sock = select.POLLOUT if write else select.POLLIN
+        if _HAS_POLL:
+            poller = select.poll()
+            poller.register(sock, flag_sock)
+            poller.register(attempt.wakeup.fd, select.POLLIN)
+            events = poller.poll(int(remaining * 1000) + 1)
+            fds = {fd for fd, _ in events}
+        else:  # pragma: no cover - Windows
+            r, w, _ = select.select(
+                [attempt.wakeup.fd] + ([] if write else [sock]), [sock] if write else [], [], remaining
+            )
+            fds = {getattr(s, "fileno", lambda s=s: s)() for s in r + w}
+        if attempt.wakeup.fd in fds:
+            attempt.wakeup.clear()
+            continue  # re-check stop and the deadline
+        if fds:
+            return
+
+
+def _send_all(sock: socket.socket, data: bytes, attempt: Attempt) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            _wait(sock, True, attempt)
+        except ssl.SSLWantReadError:
+            _wait(sock, False, attempt)
+
+
+def _recv_some(sock: socket.socket, attempt: Attempt) -> bytes:
+    while True:
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            _wait(sock, False, attempt)
+            continue
+        except ssl.SSLWantWriteError:
+            _wait(sock, True, attempt)
+            continue
+        if not data:
+            raise ConnectionResetError("the peer closed the connection")
+        return data
+
+
+def _resolve(host: str, port: int, attempt: Attempt) -> list[tuple[Any, ...]]:
+    attempt.phase, attempt.host = "dns", host
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    except (OSError, UnicodeError, ValueError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _error(attempt, f"DNS lookup of {host!r} failed: {cause}") from None
+    if attempt.stop.is_set():
+        raise _Stop
+    if time.monotonic() >= attempt.deadline:
+        raise attempt.expired_error()  # the answer came, but too late
+    if not infos:
+        raise _error(attempt, f"DNS lookup of {host!r} found no address")
+    return infos[:_MAX_ADDRESSES]
+
+
+def _connect_tcp(infos: Sequence[tuple[Any, ...]], host: str, port: int, attempt: Attempt) -> socket.socket:
+    attempt.phase = "tcp"
+    attempt.host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    failures: list[tuple[str, str]] = []
+    for family, kind, proto, _name, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            if code in _IN_PROGRESS:
+                _wait(sock, True, attempt)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code == 0:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            failures.append((str(address[0]), os.strerror(code)))
+        except BaseException:
+            sock.close()
+            raise
+        sock.close()
+    if len(failures) == 1:
+        address, cause = failures[0]
+        where = attempt.host if address == host else f"{attempt.host} ({address})"
+        raise _error(attempt, f"TCP connect to {where} failed: {cause}")
+    causes = "; ".join(f"{address}: {cause}" for address, cause in failures)
+    raise _error(attempt, f"TCP connect to {attempt.host} failed at every address ({causes})")
+
+
+def _tunnel(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> bytes:
+    """HTTP CONNECT through ``proxy``; returns bytes that followed the proxy's answer."""
+    attempt.phase, attempt.host = "proxy", endpoint.hostport
+    _send_all(sock, connect_request(endpoint.host, endpoint.port, proxy.auth), attempt)
+    head = ResponseHead()
+    while True:
+        try:
+            response = head.feed(_recv_some(sock, attempt))
+        except HandshakeError as exc:
+            raise _error(attempt, f"{proxy.describe()} answered CONNECT badly: {exc}") from None
+        if response is not None:
+            break
+    if not 200 <= response.status < 300:
+        raise _error(
+            attempt,
+            f"{proxy.describe()} refused CONNECT to {endpoint.hostport}: {response.describe()}",
+            status_code=response.status,
+        )
+    return head.rest
+
+
+def _socks(proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> socket.socket:
+    attempt.phase, attempt.host = "proxy", endpoint.hostport
+    try:
+        from python_socks import ProxyType
+        from python_socks.sync import Proxy as SocksProxy
+    except ImportError:
+        raise _error(attempt, f"a {proxy.type} proxy needs python-socks (pip install python-socks)") from None
+    kind = ProxyType.SOCKS4 if proxy.type.startswith("socks4") else ProxyType.SOCKS5
+    client = SocksProxy(
+        kind,
+        proxy.host,
+        proxy.port,
+        username=proxy.auth[0] if proxy.auth else None,
+        password=proxy.auth[1] if proxy.auth else None,
+        rdns=proxy.type in ("socks4a", "socks5h"),
+    )
+    remaining = attempt.deadline - time.monotonic()
+    if remaining <= 0:
+        raise attempt.expired_error()
+    try:
+        sock = client.connect(endpoint.host, endpoint.port, timeout=remaining)
+    except Exception as exc:  # python-socks' ProxyError, ProxyTimeoutError, OSError...
+        if time.monotonic() >= attempt.deadline:
+            raise attempt.expired_error() from None
+        raise _error(attempt, f"{proxy.describe()} could not connect to {endpoint.hostport}: {exc}") from None
+    if attempt.stop.is_set():
+        sock.close()
+        raise _Stop
+    sock.setblocking(False)
+    return sock
+
+
+def _start_tls(sock: socket.socket, context: ssl.SSLContext, server_name: str, attempt: Attempt) -> ssl.SSLSocket:
+    attempt.phase = "tls"
+    tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+    while True:
+        try:
+            tls.do_handshake()
+            return tls
+        except ssl.SSLWantReadError:
+            _wait(tls, False, attempt)
+        except ssl.SSLWantWriteError:
+            _wait(tls, True, attempt)
+        except ssl.SSLCertVerificationError as exc:
+            raise _error(attempt, f"TLS handshake with {attempt.host} failed: {exc.verify_message or exc}") from None
+
+
+def _upgrade(sock: socket.socket, endpoint: Endpoint, headers: Sequence[str], early: bytes, attempt: Attempt) -> bytes:
+    """Send the upgrade request and check the answer; returns the bytes that followed
+    it (the first websocket frames)."""
+    attempt.phase, attempt.host = "upgrade", endpoint.hostport
+    key = new_key()
+    _send_all(
+        sock,
+        build_upgrade_request(endpoint.resource, endpoint.host, endpoint.port, endpoint.secure, key, headers),
+        attempt,
+    )
+    head = ResponseHead()
+    data = early
+    while True:
+        try:
+            response = head.feed(data) if data else None
+        except HandshakeError as exc:
+            raise _error(attempt, f"bad websocket upgrade answer from {endpoint.hostport}: {exc}") from None
+        if response is not None:
+            break
+        data = _recv_some(sock, attempt)
+    try:
+        check_upgrade(response, key)
+    except HandshakeError as exc:
+        raise _error(
+            attempt,
+            f"{exc} from {endpoint.hostport}",
+            status_code=response.status if response.status != 101 else None,
+            retry_after=retry_after(response, time.time()),
+        ) from None
+    return head.rest
+
+
+def open_socket(
+    endpoint: Endpoint,
+    attempt: Attempt,
+    *,
+    headers: Sequence[str] = (),
+    proxy: Proxy | None = None,
+    no_proxy: Sequence[str] | None = None,
+    trust_env: bool = True,
+    tls_context: Callable[[], ssl.SSLContext] | None = None,
+    server_name: str | None = None,
+) -> tuple[socket.socket, bytes]:
+    """Run every phase of one attempt; return the upgraded, non-blocking socket and the
+    bytes already received after the upgrade answer.
+
+    Raises :class:`LeapConnectionError` (``phase`` set) for any failure, the attempt's
+    deadline and ``close()`` (``stop`` set) included.
+    """
+    sock: socket.socket | None = None
+    try:
+        try:
+            chosen = choose_proxy(
+                endpoint.host, endpoint.port, endpoint.secure, explicit=proxy, no_proxy=no_proxy, trust_env=trust_env
+            )
+        except ValueError as exc:
+            attempt.phase = "proxy"
+            raise _error(attempt, f"bad proxy setting in the environment: {exc}") from None
+        early = b""
+        if chosen is not None and chosen.type != "http":
+            sock = _socks(chosen, endpoint, attempt)
+        else:
+            target = chosen or Proxy("direct", endpoint.host, endpoint.port)
+            infos = _resolve(target.host, target.port, attempt)
+            sock = _connect_tcp(infos, target.host, target.port, attempt)
+            if chosen is not None:
+                early = _tunnel(sock, chosen, endpoint, attempt)
+        if endpoint.secure:
+            if early:
+                attempt.phase = "proxy"
+                raise _error(attempt, "the proxy sent data before the TLS handshake")
+            attempt.host = endpoint.hostport
+            if tls_context is None:
+                raise _error(attempt, "no TLS context for a wss:// URL")
+            try:
+                context = tls_context()
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                attempt.phase = "tls"
+                raise _error(attempt, f"TLS settings are unusable: {exc}") from None
+            sock = _start_tls(sock, context, server_name or endpoint.host, attempt)
+        rest = _upgrade(sock, endpoint, headers, early, attempt)
+        return sock, rest
+    except _Stop:
+        _close_quietly(sock)
+        raise LeapConnectionError("connection attempt abandoned: the client was closed", phase=attempt.phase) from None
+    except LeapConnectionError:
+        _close_quietly(sock)
+        raise
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        _close_quietly(sock)
+        cause = (
+            exc.strerror
+            if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError)
+            else str(exc)
+        )
+        what = {"tls": "TLS handshake with", "upgrade": "websocket upgrade with", "proxy": "proxy tunnel to"}.get(
+            attempt.phase, "connection to"
+        )
+        raise _error(attempt, f"{what} {attempt.host} failed: {cause or type(exc).__name__}") from None
+    except BaseException:
+        _close_quietly(sock)
+        raise
+
+
+def _close_quietly(sock: socket.socket | None) -> None:
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,89 @@
+"""How a client opens connections: the options every client takes, validated once at
+construction so a bad value is a clear ``ValueError``/``TypeError`` there, never a
+failure deep inside a connection attempt."""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .opening import Endpoint
+from .protocol.codec import DEFAULT_MAX_SIZE
+from .protocol.handshake import validate_headers
+from .proxy import PROXY_TYPES, Proxy
+from .tls import check_sslopt, tls_context
+
+__all__ = ["ConnectOptions"]
+
+
+def _seconds(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive, finite number of seconds")
+    return float(value)
+
+
+class ConnectOptions:
+    """Connection options shared by every client (see ``LeapClient`` for their
+    meaning). The TLS context is built on first use and kept."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        send_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        max_message_size: int = DEFAULT_MAX_SIZE,
+        sslopt: Mapping[str, Any] | None = None,
+        header: Mapping[str, str] | Iterable[str] | None = None,
+        http_proxy_host: str | None = None,
+        http_proxy_port: int | None = None,
+        http_proxy_auth: tuple[str, str] | None = None,
+        http_no_proxy: Iterable[str] | None = None,
+        proxy_type: str = "http",
+        trust_env: bool = True,
+    ) -> None:
+        self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
+        self.send_timeout = _seconds(send_timeout, "send_timeout")
+        self.close_timeout = _seconds(close_timeout, "close_timeout")
+        if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size <= 0:
+            raise ValueError("max_message_size must be a positive number of bytes")
+        self.max_message_size = max_message_size
+        self.sslopt = dict(sslopt or {})
+        check_sslopt(self.sslopt)
+        self.server_name: str | None = self.sslopt.get("server_hostname")
+        self.headers = validate_headers(header)
+        self.proxy: Proxy | None = None
+        if http_proxy_host is not None:
+            if proxy_type not in PROXY_TYPES:
+                raise ValueError(f"proxy_type must be one of {PROXY_TYPES}, not {proxy_type!r}")
+            if not isinstance(http_proxy_host, str) or not http_proxy_host:
+                raise ValueError("http_proxy_host must be a non-empty string")
+            port = http_proxy_port if http_proxy_port is not None else (8080 if proxy_type == "http" else 1080)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ValueError("http_proxy_port must be a port number (1-65535)")
+            if http_proxy_auth is not None and (not isinstance(http_proxy_auth, tuple) or len(http_proxy_auth) != 2):
+                raise ValueError("http_proxy_auth must be a (user, password) tuple")
+            self.proxy = Proxy(proxy_type, http_proxy_host, port, http_proxy_auth)
+        elif http_proxy_port is not None or http_proxy_auth is not None:
+            raise ValueError("http_proxy_port and http_proxy_auth need http_proxy_host")
+        if isinstance(http_no_proxy, str):
+            http_no_proxy = http_no_proxy.split(",")
+        self.no_proxy = [str(entry) for entry in http_no_proxy] if http_no_proxy is not None else None
+        self.trust_env = bool(trust_env)
+        self._tls: ssl.SSLContext | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context (built once; raises ``OSError``/``ValueError`` for unusable
+        settings)."""
+        if self._tls is None:
+            self._tls = tls_context(self.sslopt)
+        return self._tls
+
+    @staticmethod
+    def endpoint(url: str) -> Endpoint:
+        """Where ``url`` points; raises ``ValueError`` for a URL that is not ws(s)."""
+        return Endpoint.parse(url)
