@@ -21,6 +21,7 @@ from leap_sync.protocol.wsframes import (
     FrameReader,
     WebSocketProtocolError,
     parse_close_payload,
+    unmasked_frame,
 )
 
 
@@ -519,3 +520,24 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes, cut: int, max_s
         assert isinstance(payload, bytes)
         assert len(payload) <= max_size
         assert isinstance(binary, bool)
+
+
+def test_endless_empty_continuation_frames_are_bounded() -> None:
+    from leap_sync.protocol.wsframes import MAX_FRAGMENTS
+
+    reader = FrameReader(max_size=1024)
+    assert reader.feed(unmasked_frame(OP_TEXT, b"{", fin=False)) == []
+    empty = unmasked_frame(OP_CONTINUATION, b"", fin=False)
+    with pytest.raises(WebSocketProtocolError, match=f"more than {MAX_FRAGMENTS} frames") as refused:
+        for _ in range(MAX_FRAGMENTS + 10):
+            reader.feed(empty * 64)
+    assert refused.value.close_code == 1009
+    assert reader._fragments is None or len(reader._fragments) == 1  # empty fragments are not kept
+
+
+def test_a_message_of_many_small_fragments_is_delivered() -> None:
+    reader = FrameReader()
+    stream = unmasked_frame(OP_TEXT, b"[", fin=False)
+    stream += b"".join(unmasked_frame(OP_CONTINUATION, b"1,", fin=False) for _ in range(5000))
+    stream += unmasked_frame(OP_CONTINUATION, b"1]")
+    assert reader.feed(stream) == [(b"[" + b"1," * 5000 + b"1]", False)]

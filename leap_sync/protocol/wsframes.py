@@ -21,6 +21,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "MAX_FRAGMENTS",
     "FrameReader",
     "WebSocketProtocolError",
     "parse_close_payload",
@@ -37,6 +38,9 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
+MAX_FRAGMENTS = 65_536
+"""Most frames one fragmented message may span: fragments are bounded in count as well
+as in bytes, so a stream of empty continuation frames cannot run forever."""
 
 
 class WebSocketProtocolError(LeapProtocolError):
@@ -86,9 +90,9 @@ class FrameReader:
     they completed, as ``(payload, binary)`` pairs in order. Control frames go
     elsewhere: pings to :attr:`pings` (the transport answers each with a pong), and a
     close frame sets :attr:`close` (``(code, reason)``), after which nothing more is
-    parsed. ``max_size`` bounds one message (all fragments together); a longer one
-    raises :class:`WebSocketProtocolError` with close code 1009 before its payload is
-    read. A framing error is raised, but not at the expense of the messages completed
+    parsed. ``max_size`` bounds one message (all fragments together) and
+    :data:`MAX_FRAGMENTS` the frames it spans; a longer one raises
+    :class:`WebSocketProtocolError` with close code 1009 before its payload is read. A framing error is raised, but not at the expense of the messages completed
     before it in the same :meth:`feed`: those are returned, the error is kept in
     :attr:`error` and raised by the next call. Only complete frames are ever copied, and a partial frame waits without
     re-scanning, so a large message costs linear time however it is split.
@@ -98,6 +102,7 @@ class FrameReader:
         "_buffered",
         "_chunks",
         "_fragment_binary",
+        "_fragment_count",
         "_fragment_size",
         "_fragments",
         "_need",
@@ -117,6 +122,7 @@ class FrameReader:
         self._need = 2  # bytes needed before parsing can make progress
         self._fragments: list[bytes] | None = None
         self._fragment_size = 0
+        self._fragment_count = 0
         self._fragment_binary = False
 
     @property
@@ -202,6 +208,10 @@ class FrameReader:
                     raise WebSocketProtocolError(
                         f"fragmented message exceeds the {max_size}-byte limit", close_code=1009
                     )
+                if self._fragment_count >= MAX_FRAGMENTS:
+                    raise WebSocketProtocolError(
+                        f"fragmented message spans more than {MAX_FRAGMENTS} frames", close_code=1009
+                    )
             elif opcode in _CONTROL_OPCODES:
                 if not fin or length > 125:
                     raise WebSocketProtocolError("control frames must be final and at most 125 bytes")
@@ -223,16 +233,20 @@ class FrameReader:
                 else:
                     self._fragments = [payload]
                     self._fragment_size = length
+                    self._fragment_count = 1
                     self._fragment_binary = opcode == OP_BINARY
             elif opcode == OP_CONTINUATION:
                 fragments = self._fragments
                 assert fragments is not None  # checked with the header
                 self._fragment_size += length
-                fragments.append(payload)
+                self._fragment_count += 1
+                if length:
+                    fragments.append(payload)
                 if fin:
                     out.append((b"".join(fragments), self._fragment_binary))
                     self._fragments = None
                     self._fragment_size = 0
+                    self._fragment_count = 0
             else:
                 if opcode == OP_PING:
                     self.pings.append(payload)
