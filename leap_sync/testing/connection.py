@@ -337,10 +337,9 @@ class Connection:
                     poller.modify(self._sock, wanted)
                     interest = wanted
                 ready = poller.select(0 if more_to_read else self._timeout(now))
-                self._woken = False
-                for key, _mask in ready:
-                    if key.fileobj is self._wake_r:
-                        self._drain_wake()
+                if any(key.fileobj is self._wake_r for key, _ in ready):
+                    self._drain_wake()
+                    self._woken = False  # after draining: a wake since then sent a byte
                 readable = more_to_read or any(
                     key.fileobj is self._sock and mask & selectors.EVENT_READ for key, mask in ready
                 )
