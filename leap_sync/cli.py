@@ -67,6 +67,9 @@ def _serve(args: argparse.Namespace) -> int:
             stop.wait()
     except KeyboardInterrupt:
         pass  # Ctrl-C, however early: the with-blocks closed both servers
+    except OSError as exc:  # the address does not resolve or cannot be bound
+        print(f"leap-sync serve: cannot listen on {args.host}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -322,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.set_defaults(func=_listen)
 
     serve = commands.add_parser("serve", help="run the embedded Leap Edge server until Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind, IPv4 or IPv6 (default 127.0.0.1; ::1 for IPv6 loopback, :: for dual-stack)",
+    )
     serve.add_argument("--port", type=int, default=0, help="websocket port (default: a free one)")
     serve.add_argument("--control-port", type=int, default=0, help="HTTP control port (default: a free one)")
     serve.add_argument(

@@ -120,7 +120,12 @@ class ConnectionHost(Protocol):
 
     def connection_changed(self) -> None: ...
 
-    def connection_closed(self, conn: Connection) -> None: ...
+    def connection_left(self, conn: Connection) -> None:
+        """``conn`` is no longer open: closing, dropped, or gone (called once, from
+        any thread)."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """``conn``'s thread ends."""
 
 
 class Connection:
@@ -143,8 +148,12 @@ class Connection:
         self.session: Session | None = None
         self.silent = False
         self.open = False
-        """True from the end of the opening handshake until the thread ends."""
+        """True from the end of the opening handshake until it starts closing (or is
+        dropped): an open connection is served, a closing one only finishes."""
         self.close_code: int | None = None
+        """The close code sent (or, for a close the client started, received); 1006
+        for a connection that ended without a closing handshake."""
+        self._left = False
         self.frames_in = 0
         self.frames_out = 0
         self.heartbeats = 0
@@ -161,6 +170,7 @@ class Connection:
         self._wake_w.setblocking(False)
         self._woken = False
         self._close_request: tuple[int, str, bool] | None = None
+        self._drop_requested = False
         self._closing_since: float | None = None
         self._shut_wr = False
         self._final_queued = False
@@ -195,6 +205,10 @@ class Connection:
             self._post_close(SLOW_CONSUMER_CLOSE_CODE, f"slow consumer: over {limit} bytes queued", discard=True)
             return False
         if result is Put.QUEUED:
+            with self.lock:  # counted when queued, so a snapshot taken after is exact
+                self.frames_out += count
+                if seqs and channel is not None:
+                    self.sequences.setdefault(channel, []).extend(seqs)
             self.wake()
         return result is Put.QUEUED
 
@@ -203,9 +217,17 @@ class Connection:
         returns at once. The first request wins."""
         self._post_close(code, reason, discard=False)
 
+    def request_drop(self) -> None:
+        """Cut the TCP connection without a close frame, once the frames queued before
+        are handed to the socket, or at once when the socket takes no more (a client
+        that stopped reading: what is still queued is lost). Returns at once."""
+        self._drop_requested = True
+        self._leave(1006)
+        self.wake()
+
     def cut(self) -> None:
-        """Cut the TCP connection without a close frame; returns at once."""
-        self.open = False
+        """Cut the TCP connection now, from any thread (what is queued is lost)."""
+        self._leave(1006)
         cut(self._raw)
 
     def start(self) -> None:
@@ -213,9 +235,24 @@ class Connection:
 
     def _post_close(self, code: int, reason: str, *, discard: bool) -> None:
         with self.lock:
-            if self._close_request is None:
+            first = self._close_request is None and not self._left
+            if first:
                 self._close_request = (code, reason, discard)
+        if first:
+            self._leave(code)
         self.wake()
+
+    def _leave(self, code: int) -> None:
+        """Stop being open (once): record ``code`` unless one is recorded, and tell
+        the server, which stops serving this connection."""
+        with self.lock:
+            if self._left:
+                return
+            self._left = True
+            self.open = False
+            if self.close_code is None:
+                self.close_code = code
+        self.host.connection_left(self)
 
     def wake(self) -> None:
         """Make the connection's thread re-read its flags and deadlines."""
@@ -233,7 +270,10 @@ class Connection:
             events = self._handshake()
             if events is None:
                 return
-            self.open = True
+            with self.lock:
+                if self._left:
+                    return  # cut while handshaking
+                self.open = True
             self.host.connection_opened(self)
             self._loop(events)
         except OSError:
@@ -263,6 +303,7 @@ class Connection:
                 self._sock = self.settings.ssl_context.wrap_socket(
                     self._raw, server_side=True, do_handshake_on_connect=False
                 )
+                self._raw = self._sock  # wrap_socket detached the plain socket
                 self._sock.do_handshake()
             events: list[Any] = []
             while not events or not isinstance(events[0], Request):
@@ -323,8 +364,8 @@ class Connection:
             more_to_read = False
             while True:
                 self._take_request()
-                if not self._flush():
-                    return
+                if not self._flush() or self._drop_requested:
+                    return  # the socket failed, or it is dropped (cut in _teardown)
                 if self._ws.eof_sent and self._partial is None and not self.outbox.queued:
                     self._shutdown_write()
                 now = time.monotonic()
@@ -448,10 +489,9 @@ class Connection:
         self._closing_since = time.monotonic()
         self.outbox.close()
         if self._ws.state is State.OPEN:
-            self.close_code = code
             self._ws.send_close(code, _fit_reason(reason))
+        self._leave(code)
         self._queue_protocol_output(discard=discard)
-        self.host.connection_changed()
 
     def _queue_protocol_output(self, *, discard: bool) -> None:
         """Queue what websockets' protocol has to send: pongs, and the close frame,
@@ -461,7 +501,9 @@ class Connection:
             self._final_queued = True
             if self._closing_since is None:
                 self._closing_since = time.monotonic()  # the client started the closing handshake
-            self.outbox.put_final(data, discard=discard)
+                rcvd = self._ws.close_rcvd
+                self._leave(rcvd.code if rcvd is not None else 1006)
+            self._unrecord(self.outbox.put_final(data, discard=discard))
         elif data:
             self.outbox.put(data, count=0)  # a pong: dropped with the rest if the queue is full
 
@@ -485,14 +527,22 @@ class Connection:
                 self._written(self._batch)
 
     def _written(self, batch: Batch | None) -> None:
-        if batch is None or (not batch.frames and not batch.sequences):
+        if batch is not None and batch.frames and self.host.waiting:
+            self.host.connection_changed()  # ``queued`` changed
+
+    def _unrecord(self, unwritten: list[Batch]) -> None:
+        """Uncount frames counted when queued but never written (and their sequence
+        numbers, the last recorded for their channel)."""
+        if not unwritten:
             return
         with self.lock:
-            self.frames_out += batch.frames
-            for channel, seqs in batch.sequences:
-                self.sequences.setdefault(channel, []).extend(seqs)
-        if self.host.waiting:
-            self.host.connection_changed()
+            for batch in unwritten:
+                self.frames_out -= batch.frames
+                for channel, seqs in batch.sequences:
+                    recorded = self.sequences.get(channel)
+                    if recorded:
+                        del recorded[-len(seqs) :]
+        self.host.connection_changed()
 
     def _shutdown_write(self) -> None:
         if not self._shut_wr:
@@ -505,7 +555,7 @@ class Connection:
     def _abort(self) -> None:
         """Best effort: a 1011 close frame, written without waiting."""
         if self._ws.state is State.OPEN and self._partial is None:
-            self.close_code = 1011
+            self._leave(1011)
             self._ws.send_close(1011, "internal error")
             try:
                 self._sock.send(b"".join(self._ws.data_to_send()))
@@ -513,11 +563,12 @@ class Connection:
                 pass
 
     def _teardown(self) -> None:
-        self.open = False
-        self.outbox.close()
-        if self.close_code is None:
-            rcvd = self._ws.close_rcvd
-            self.close_code = rcvd.code if rcvd is not None else 1006
+        rcvd = self._ws.close_rcvd
+        self._leave(rcvd.code if rcvd is not None else 1006)
+        unwritten = self.outbox.discard()
+        if self._partial is not None and self._batch is not None:
+            unwritten.insert(0, self._batch)
+        self._unrecord(unwritten)
         cut(self._raw)
         for sock in (self._sock, self._raw, self._wake_r, self._wake_w):
             sock.close()

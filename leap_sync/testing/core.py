@@ -3,8 +3,8 @@ one way frames reach connections.
 
 :class:`ServerCore` is the base of the server's parts (model control, events, faults,
 introspection, client-frame handling): it holds the model and the connection registry
-under one lock (``_lock``, with ``_changed`` notified at every change a test may wait
-for) and :meth:`ServerCore._deliver`, which encodes a frame once per codec in use and
+under one lock (``_lock``; every change a test may wait for bumps a version under a
+separate condition, so waiting never holds the model lock) and :meth:`ServerCore._deliver`, which encodes a frame once per codec in use and
 queues it on each connection. Queuing never blocks, so the lock is never held across
 socket I/O.
 
@@ -20,7 +20,8 @@ nobody.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import LeapEncodeError
@@ -56,7 +57,8 @@ class ServerCore:
     def __init__(self, project_id: str, session_ttl: float) -> None:
         self.project_id = project_id
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._changes = threading.Condition(threading.Lock())
+        self._version = 0
         self._model = Model(project_id, session_ttl)
         self._conns: dict[str, Connection] = {}
         """Open connections (past the opening handshake), by cid, oldest first."""
@@ -77,9 +79,32 @@ class ServerCore:
         return self._enforce_heartbeats
 
     def connection_changed(self) -> None:
-        """Wake :meth:`wait_for` callers (any thread)."""
-        with self._changed:
-            self._changed.notify_all()
+        """Wake :meth:`wait_for` callers (any thread; the model lock may be held)."""
+        with self._changes:
+            self._version += 1
+            self._changes.notify_all()
+
+    def _wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Re-check ``ready()`` (called without any lock held by this method) at every
+        change until it holds (``True``) or ``timeout`` seconds pass (``False``)."""
+        deadline = time.monotonic() + timeout
+        with self._changes:
+            self._waiters += 1
+        try:
+            while True:
+                with self._changes:
+                    seen = self._version
+                if ready():
+                    return True
+                with self._changes:
+                    while self._version == seen:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._changes.wait(remaining)
+        finally:
+            with self._changes:
+                self._waiters -= 1
 
     def _targets(self, cid: str | None, identified_only: bool = True) -> list[Connection]:
         """Open connections: the one with ``cid`` (``KeyError`` if none), or all

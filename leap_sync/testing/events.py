@@ -51,9 +51,12 @@ class Events(ServerCore):
         with self._lock:
             channel = self._model.channels[channel_id]
             conns = self._subscribers(channel_id)
-            ok = dict.fromkeys(conns, True)
-            iterator = iter(datas)
-            while items := list(itertools.islice(iterator, chunk)):
+        ok = dict.fromkeys(conns, True)
+        iterator = iter(datas)
+        while items := list(itertools.islice(iterator, chunk)):
+            # The lock is held per chunk (encoding included, so chunks of concurrent
+            # publishers keep their sequence order), never for the whole burst.
+            with self._lock:
                 first = channel.seq + 1
                 built = [
                     frames.message_dispatch(
@@ -83,7 +86,7 @@ class Events(ServerCore):
                     elif ok[conn]:
                         sent = conn.send_wire(wire, count=len(items), channel=channel_id if seqs else None, seqs=seqs)
                         ok[conn] = sent
-            return sum(ok.values())
+        return sum(ok.values())
 
     def set_channel_state(self, channel_id: str, state: dict[str, Any]) -> int:
         """Replace a channel's state; subscribers get STATE_UPDATE. A state that cannot

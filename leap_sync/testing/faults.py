@@ -35,11 +35,12 @@ class Faults(ServerCore):
     def drop(self, *, cid: str | None = None) -> int:
         """Cut every TCP connection (or one) without a close frame, identified or not.
 
-        The socket is shut down from the calling thread, so a connection whose client
-        stopped reading is cut too (its queued frames are lost)."""
+        Each is cut as soon as the frames queued before are handed to its socket, or
+        at once when its socket takes no more: a client that stopped reading is cut
+        too (what is still queued for it is lost, as in a real drop)."""
         conns = self._targets(cid, identified_only=False)
         for conn in conns:
-            conn.cut()
+            conn.request_drop()
         return len(conns)
 
     def pause_acks(self, paused: bool = True) -> None:

@@ -67,10 +67,12 @@ class ClientFrames(Events):
         return None
 
     def connection_opened(self, conn: Connection) -> None:
-        with self._changed:
+        with self._lock:
+            if not conn.open:
+                return  # it left already (the server is closing)
             self._conns[conn.cid] = conn
             self._history.append(conn)
-            self._changed.notify_all()
+        self.connection_changed()
         assert conn.rules is not None
         conn.send(conn.rules.hello_frame())
 
@@ -83,24 +85,28 @@ class ClientFrames(Events):
         if isinstance(frame, ClientHeartbeat):
             self.connection_changed()
             return
-        with self._changed:
-            try:
+        try:
+            with self._lock:
                 self._dispatch(conn, frame)
-            except LeapEncodeError as exc:
-                # Decoded, but not relayable: nothing was sent to anyone.
-                raise ServerClose(CloseCode.INVALID_PAYLOAD, f"payload cannot be relayed: {exc}") from None
-            finally:
-                self._changed.notify_all()
+        except LeapEncodeError as exc:
+            # Decoded, but not relayable: nothing was sent to anyone.
+            raise ServerClose(CloseCode.INVALID_PAYLOAD, f"payload cannot be relayed: {exc}") from None
+        finally:
+            self.connection_changed()
 
-    def connection_closed(self, conn: Connection) -> None:
-        with self._changed:
-            self._conns.pop(conn.cid, None)
+    def connection_left(self, conn: Connection) -> None:
+        with self._lock:
+            if self._conns.get(conn.cid) is conn:
+                del self._conns[conn.cid]
             session = conn.session
-            if session is not None:
+            if session is not None and conn in session.connections:
                 session.connections.discard(conn)
                 if not session.connections:
                     session.empty_since = time.monotonic()
-            self._changed.notify_all()
+        self.connection_changed()
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connection_changed()  # its last counters and close code are final
 
     # -- business logic (under ``_lock``) ------------------------------------------------
 
@@ -125,6 +131,8 @@ class ClientFrames(Events):
             raise ServerClose(CloseCode.INVALID_PAYLOAD, f"unknown event {frame.event_name[:50]}")
 
     def _identify(self, conn: Connection, ident: Identify) -> None:
+        if not conn.open:
+            return  # it is closing: joining a session now would outlive it
         session, scope, metadata = self._model.session_for(ident, time.monotonic())
         session.connections.add(conn)
         session.empty_since = None

@@ -5,7 +5,6 @@ only to copy, never waits on a client, and so returns promptly.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,10 +20,14 @@ __all__ = ["ConnectionInfo", "Introspection"]
 class ConnectionInfo:
     """A snapshot of one connection, for tests.
 
-    ``sequences`` maps each sequenced channel to the sequence numbers written to this
-    connection, in order. ``last_heartbeat`` is the server's monotonic time of the last
-    plain heartbeat (``None`` before one). ``frames_out`` counts messages written to
-    the socket (not those still queued); ``queued`` is the bytes still queued.
+    ``sequences`` maps each sequenced channel to the sequence numbers sent on this
+    connection, in order: recorded when queued, and forgotten again if the connection
+    ends before writing them (a drop of a client that stopped reading, a shed slow
+    consumer), so once it is closed they are exactly those handed to its socket.
+    ``last_heartbeat`` is the server's monotonic time of the last plain heartbeat
+    (``None`` before one). ``frames_out`` counts messages sent the same way as
+    ``sequences`` (counted when queued, uncounted if never written); ``queued`` is the
+    bytes still queued.
     """
 
     cid: str
@@ -104,36 +107,25 @@ class Introspection(ServerCore):
     ) -> list[ConnectionInfo]:
         """Block until at least ``count`` open connections (identified ones by default)
         exist; return them. ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            self._waiters += 1
-            try:
-                while True:
-                    conns = [c for c in self._conns.values() if c.identify is not None or not identified]
-                    if len(conns) >= count:
-                        return [connection_info(c) for c in conns]
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"{len(conns)} of {count} connections after {timeout:g} s")
-                    self._changed.wait(remaining)
-            finally:
-                self._waiters -= 1
+        found: list[ConnectionInfo] = []
+
+        def ready() -> bool:
+            with self._lock:
+                conns = [c for c in self._conns.values() if c.identify is not None or not identified]
+                found[:] = [connection_info(c) for c in conns]
+            return len(found) >= count
+
+        if not self._wait_until(ready, timeout):
+            raise TimeoutError(f"{len(found)} of {count} connections after {timeout:g} s")
+        return found
 
     def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 10.0) -> None:
         """Block until ``predicate(server)`` holds, re-checked at every change a test
         may wait for (connect, identify, subscribe, close, heartbeat, frames written
-        or received). ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            self._waiters += 1
-            try:
-                while not predicate(self):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"condition not met within {timeout:g} s")
-                    self._changed.wait(remaining)
-            finally:
-                self._waiters -= 1
+        or received), on the calling thread with no server lock held. ``TimeoutError``
+        after ``timeout`` seconds."""
+        if not self._wait_until(lambda: predicate(self), timeout):
+            raise TimeoutError(f"condition not met within {timeout:g} s")
 
     def subscribers(self, channel_id: str) -> list[str]:
         """The cids of the open connections subscribed to a channel."""

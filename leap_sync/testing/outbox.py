@@ -77,17 +77,32 @@ class Outbox:
             self._bytes += len(data)
             return Put.QUEUED
 
-    def put_final(self, data: bytes, *, discard: bool) -> None:
+    def put_final(self, data: bytes, *, discard: bool) -> list[Batch]:
         """Close the outbox to data frames and queue ``data`` (the close frame) after
-        what is queued, or, with ``discard``, instead of it. Not bound by the limit."""
+        what is queued, or, with ``discard``, instead of it. Not bound by the limit.
+        Returns what was discarded."""
         with self._lock:
             self._closed = True
-            if discard:
-                self._items.clear()
-                self._bytes = 0
+            dropped = self._clear() if discard else []
             if data:
                 self._items.append(_Item(data, 0, None, ()))
                 self._bytes += len(data)
+        return dropped
+
+    def discard(self) -> list[Batch]:
+        """Close the outbox and drop everything queued; returns what was dropped."""
+        with self._lock:
+            self._closed = True
+            return self._clear()
+
+    def _clear(self) -> list[Batch]:
+        dropped = [
+            Batch(b"", item.count, () if item.channel is None else ((item.channel, item.seqs),))
+            for item in self._items
+        ]
+        self._items.clear()
+        self._bytes = 0
+        return dropped
 
     def close(self) -> None:
         """Take no more data frames (what is queued stays)."""

@@ -84,7 +84,7 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
         project_id: str = "project_x",
         ssl_context: Any = None,
         max_message_size: int = 1024 * 1024,
-        send_queue_limit: int = 8 * 1024 * 1024,
+        send_queue_limit: int = 16 * 1024 * 1024,
         open_timeout: float = 10.0,
         close_timeout: float = 2.0,
         on_frame: Callable[[str, ClientFrame], None] | None = None,
