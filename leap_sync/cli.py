@@ -53,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.port,
         heartbeat_interval=args.heartbeat_interval,
         identify_timeout=args.identify_timeout,
+        heartbeat_ack_delay=args.heartbeat_ack_delay,
         project_id=args.project,
     )
     if args.token:
@@ -336,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-interval", type=float, default=30.0, help="seconds between client heartbeats (default 30)"
     )
     serve.add_argument("--identify-timeout", type=float, default=10.0, help="seconds to wait for Identify (10)")
+    serve.add_argument(
+        "--heartbeat-ack-delay",
+        type=float,
+        default=0.005,
+        help="seconds each heartbeat ack is held back, like a network round trip (default 0.005: "
+        "the official JS client takes an ack within the millisecond of its beat for a missing one)",
+    )
     serve.add_argument("--project", default="project_x", help="project id (default project_x)")
     serve.add_argument("--token", help="register this Leap token, granted every channel of the project")
     serve.add_argument("--channel", action="append", help="create this private channel at start (repeatable)")

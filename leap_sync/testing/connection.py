@@ -176,6 +176,7 @@ class Connection:
         self._final_queued = False
         self._partial: memoryview | None = None
         self._batch: Batch | None = None
+        self._later: list[tuple[float, bytes]] = []  # (due, frame): delayed acks, in order
         self._fragments: list[bytes] = []
         self._fragment_binary = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -216,6 +217,10 @@ class Connection:
         """Start the closing handshake with ``code`` (after the frames queued before);
         returns at once. The first request wins."""
         self._post_close(code, reason, discard=False)
+
+    def send_later(self, frame: dict[str, Any], delay: float) -> None:
+        """Queue ``frame`` ``delay`` seconds from now (connection's thread only)."""
+        self._later.append((time.monotonic() + delay, self.encode(frame)))
 
     def request_drop(self) -> None:
         """Cut the TCP connection without a close frame, once the frames queued before
@@ -364,6 +369,7 @@ class Connection:
             more_to_read = False
             while True:
                 self._take_request()
+                self._release_later(time.monotonic())
                 if not self._flush() or self._drop_requested:
                     return  # the socket failed, or it is dropped (cut in _teardown)
                 if self._ws.eof_sent and self._partial is None and not self.outbox.queued:
@@ -387,17 +393,20 @@ class Connection:
                 more_to_read = readable and self._read()
                 self._check_time()
 
+    def _release_later(self, now: float) -> None:
+        while self._later and self._later[0][0] <= now:
+            self.send_wire(self._later.pop(0)[1])
+
     def _timeout(self, now: float) -> float | None:
-        deadlines = []
+        deadlines = [self._later[0][0]] if self._later else []
         if self._closing_since is not None:
             deadlines.append(self._closing_since + self.settings.close_timeout)
         elif not self.silent and self.rules is not None:
             with self.lock:
                 self.rules.check_heartbeats = self.host.enforcing_heartbeats
                 deadlines.append(self.rules.deadline)
-        if not deadlines or deadlines[0] == float("inf"):
-            return None
-        return max(min(deadlines) - now, 0.0)
+        earliest = min(deadlines, default=float("inf"))
+        return None if earliest == float("inf") else max(earliest - now, 0.0)
 
     def _drain_wake(self) -> None:
         try:

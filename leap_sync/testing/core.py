@@ -33,6 +33,8 @@ from .model import Model
 
 __all__ = ["BINARY_IN_JSON_REASON", "ServerCore", "holds_binary"]
 
+RECHECK = 0.05
+"""Seconds between re-checks of a wait's condition when nothing changed."""
 BINARY_IN_JSON_REASON = "a binary that is not UTF-8 cannot be sent as JSON (connect with encoding=etf)"
 
 
@@ -86,7 +88,9 @@ class ServerCore:
 
     def _wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
         """Re-check ``ready()`` (called without any lock held by this method) at every
-        change until it holds (``True``) or ``timeout`` seconds pass (``False``)."""
+        change, and at least every :data:`RECHECK` seconds for conditions on state the
+        server cannot see (a client's), until it holds (``True``) or ``timeout`` seconds
+        pass (``False``)."""
         deadline = time.monotonic() + timeout
         with self._changes:
             self._waiters += 1
@@ -101,7 +105,8 @@ class ServerCore:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             return False
-                        self._changes.wait(remaining)
+                        if not self._changes.wait(min(remaining, RECHECK)):
+                            break  # re-check what no change announces
         finally:
             with self._changes:
                 self._waiters -= 1

@@ -51,6 +51,7 @@ class ClientFrames(Events):
     """The connection hooks and the business logic of client frames."""
 
     _on_frame: Callable[[str, ClientFrame], None] | None = None
+    _ack_delay = 0.0
 
     # -- connection hooks (on the connection's thread) ---------------------------------
 
@@ -81,7 +82,10 @@ class ClientFrames(Events):
             self._on_frame(conn.cid, frame)
         if not self._acks_paused:
             for reply in replies:
-                conn.send(reply)
+                if self._ack_delay > 0:
+                    conn.send_later(reply, self._ack_delay)
+                else:
+                    conn.send(reply)
         if isinstance(frame, ClientHeartbeat):
             self.connection_changed()
             return

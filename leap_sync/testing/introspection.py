@@ -122,8 +122,9 @@ class Introspection(ServerCore):
     def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 10.0) -> None:
         """Block until ``predicate(server)`` holds, re-checked at every change a test
         may wait for (connect, identify, subscribe, close, heartbeat, frames written
-        or received), on the calling thread with no server lock held. ``TimeoutError``
-        after ``timeout`` seconds."""
+        or received) and at least every 50 ms (for conditions on a client's state), on
+        the calling thread with no server lock held. ``TimeoutError`` after ``timeout``
+        seconds."""
         if not self._wait_until(lambda: predicate(self), timeout):
             raise TimeoutError(f"condition not met within {timeout:g} s")
 

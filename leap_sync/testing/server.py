@@ -67,7 +67,11 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
     client frame (on the connection's thread). ``open_timeout`` bounds the TLS and
     HTTP opening handshake, ``close_timeout`` the closing handshake (after which the
     TCP connection is cut), ``send_queue_limit`` the bytes queued for one client.
-    Nothing starts until :meth:`start`.
+    ``heartbeat_ack_delay`` holds back each heartbeat acknowledgement, like a network
+    round trip: the official JavaScript client (``@onehop/leap-edge-js`` 1.0.11) takes
+    an ack that arrives in the same millisecond as its beat for a missing one
+    (``diff && ...``) and reconnects, so serve it with 2 ms or more (``leap-sync
+    serve`` defaults to 5 ms). Nothing starts until :meth:`start`.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
         heartbeat_tolerance: float | None = None,
         heartbeat_request_timeout: float | None = None,
         strict_heartbeats: bool = False,
+        heartbeat_ack_delay: float = 0.0,
         session_ttl: float = 30.0,
         project_id: str = "project_x",
         ssl_context: Any = None,
@@ -104,6 +109,7 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
         self._ssl_context = ssl_context
         self._close_timeout = close_timeout
         self._on_frame = on_frame
+        self._ack_delay = heartbeat_ack_delay
         self._settings = Settings(
             interval=heartbeat_interval,
             identify_timeout=identify_timeout,
