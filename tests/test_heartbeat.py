@@ -183,4 +183,3 @@ def test_no_zombie_before_the_next_beat_is_due() -> None:
 def test_first_beat_is_never_a_zombie() -> None:
     tracker = HeartbeatTracker(10.0, now=0.0)
     assert tracker.poll(1000.0) is Pulse.BEAT
-

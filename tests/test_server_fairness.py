@@ -107,7 +107,9 @@ def test_a_stalled_reader_is_shed_and_delays_nobody(clients: list[LeapClient]) -
             assert received == list(range(400))
             # The stalled client was shed with the documented code, and cut.
             server.wait_for(
-                lambda s: any(c.cid == stalled_cid and c.close_code == SLOW_CONSUMER_CLOSE_CODE for c in s.all_connections),
+                lambda s: any(
+                    c.cid == stalled_cid and c.close_code == SLOW_CONSUMER_CLOSE_CODE for c in s.all_connections
+                ),
                 timeout=5,
             )
             server.wait_for(lambda s: stalled_cid not in {c.cid for c in s.connections}, timeout=5)

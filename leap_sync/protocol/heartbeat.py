@@ -89,4 +89,3 @@ class HeartbeatTracker:
             # The division can round down when ``now`` sits on a grid point.
             while self.next_beat <= now:
                 self.next_beat += self.interval
-

@@ -18,10 +18,10 @@ from typing import Any
 from ..errors import LeapProtocolError
 from . import frames
 from .codec import Codec, Payload
-from .server_heartbeat import DriftMonitor
 from .models import ClientFrame, ClientHeartbeat, Identify
 from .opcodes import CloseCode
 from .parse import parse_client_frame
+from .server_heartbeat import DriftMonitor
 
 __all__ = ["ServerClose", "ServerSession", "ServerSessionState", "default_tolerance"]
 

@@ -26,106 +26,35 @@ import socket
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import attrs
-from websockets.frames import Close, Frame, Opcode
-from websockets.http11 import Request
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..protocol.codec import Codec
-from ..protocol.models import ClientFrame, ClientHeartbeat, Identify
+from ..protocol.models import ClientHeartbeat, Identify
 from ..protocol.opcodes import CloseCode
 from ..protocol.server_session import ServerClose, ServerSession
 from ..protocol.wsframes import unmasked_message
 from .outbox import Batch, Outbox, Put
+from .sockets import ConnectionHost, Settings, cut, fit_reason, open_websocket
 
 if TYPE_CHECKING:
     from .model import Session
 
-__all__ = ["SLOW_CONSUMER_CLOSE_CODE", "Connection", "ConnectionHost", "Settings", "check_close", "cut"]
+__all__ = ["SLOW_CONSUMER_CLOSE_CODE", "Connection"]
 
 SLOW_CONSUMER_CLOSE_CODE = CloseCode.UNKNOWN
 """The close code of a client shed for not reading (its outbound queue overflowed):
 4000, Leap Edge's "unknown error, try reconnecting", which every Leap client answers
 by reconnecting; the reason says ``slow consumer``."""
 
-SERVER_HEADER = "leap-sync-embedded-leap-edge"
 _log = logging.getLogger("leap_sync.testing")
 _RECV_SIZE = 65536
 _WRITE_CHUNK = 256 * 1024
 _READS_PER_WAKE = 16  # fairness between reading and writing in one loop turn
 _POLLER: type[selectors.BaseSelector] = getattr(selectors, "PollSelector", selectors.SelectSelector)
-
-
-def cut(sock: socket.socket) -> None:
-    """Shut a TCP connection down both ways (no close frame); errors ignored. Safe
-    from any thread: called as ``socket.socket.shutdown`` so that a TLS socket is cut
-    at the TCP level, under the thread using its SSL object."""
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def check_close(code: int, reason: str) -> None:
-    """Raise ``ValueError`` unless a close frame can carry ``code`` and ``reason``."""
-    try:
-        payload = Close(code, reason).serialize()
-    except Exception as exc:  # websockets raises ProtocolError for a reserved code
-        raise ValueError(f"invalid close code {code}: {exc}") from None
-    if len(payload) > 125:
-        raise ValueError("a close reason holds at most 123 bytes of UTF-8")
-
-
-def _fit_reason(reason: str) -> str:
-    """``reason`` cut to the 123 UTF-8 bytes a close frame holds."""
-    return reason.encode("utf-8")[:123].decode("utf-8", "ignore")
-
-
-@attrs.frozen
-class Settings:
-    """What every connection of one server shares (times in seconds, sizes in bytes)."""
-
-    interval: float
-    identify_timeout: float
-    tolerance: float | None
-    request_timeout: float | None
-    strict_heartbeats: bool
-    max_message_size: int
-    send_queue_limit: int
-    open_timeout: float
-    close_timeout: float
-    ssl_context: ssl.SSLContext | None
-
-
-class ConnectionHost(Protocol):
-    """What a connection needs from its server (called on the connection's thread)."""
-
-    @property
-    def enforcing_heartbeats(self) -> bool: ...
-
-    @property
-    def waiting(self) -> bool:
-        """Whether a test waits for a change (frames written are then announced)."""
-
-    def http_refusal(self, path: str) -> tuple[int, str] | None:
-        """``(status, text)`` to refuse an upgrade request for ``path``, or ``None``."""
-
-    def connection_opened(self, conn: Connection) -> None: ...
-
-    def connection_frame(self, conn: Connection, frame: ClientFrame, replies: list[dict[str, Any]]) -> None:
-        """Act on one client frame; may raise :class:`ServerClose`."""
-
-    def connection_changed(self) -> None: ...
-
-    def connection_left(self, conn: Connection) -> None:
-        """``conn`` is no longer open: closing, dropped, or gone (called once, from
-        any thread)."""
-
-    def connection_closed(self, conn: Connection) -> None:
-        """``conn``'s thread ends."""
 
 
 class Connection:
@@ -294,47 +223,16 @@ class Connection:
     def _handshake(self) -> list[Any] | None:
         """TLS, then the HTTP upgrade; the frames that came with the request, or
         ``None`` when the connection ends here."""
-        deadline = time.monotonic() + self.settings.open_timeout
-
-        def remaining() -> float:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("opening handshake timed out")
-            return left
-
-        try:
-            if self.settings.ssl_context is not None:
-                self._raw.settimeout(remaining())
-                self._sock = self.settings.ssl_context.wrap_socket(
-                    self._raw, server_side=True, do_handshake_on_connect=False
-                )
-                self._raw = self._sock  # wrap_socket detached the plain socket
-                self._sock.do_handshake()
-            events: list[Any] = []
-            while not events or not isinstance(events[0], Request):
-                self._sock.settimeout(remaining())
-                data = self._sock.recv(_RECV_SIZE)
-                if not data:
-                    return None
-                self._ws.receive_data(data)
-                events += self._ws.events_received()
-                if self._ws.handshake_exc is not None:
-                    self._send_now()
-                    return None
-            request = events.pop(0)
-            refusal = self.host.http_refusal(request.path)
-            response = self._ws.reject(*refusal) if refusal else self._ws.accept(request)
-            response.headers["Server"] = SERVER_HEADER
-            self._ws.send_response(response)
-            self._sock.settimeout(remaining())
-            self._send_now()
-        except (OSError, ssl.SSLError, TimeoutError):
+        opened = open_websocket(self._raw, self._ws, self.settings, self.host.http_refusal, self._wrapped)
+        if opened is None:
             return None
-        if self._ws.state is not State.OPEN:
-            return None
-        self._setup(request.path)
+        path, events = opened
+        self._setup(path)
         self._sock.setblocking(False)
         return events
+
+    def _wrapped(self, sock: socket.socket) -> None:
+        self._raw = self._sock = sock  # wrap_socket detached the plain socket
 
     def _setup(self, path: str) -> None:
         import urllib.parse
@@ -353,12 +251,6 @@ class Connection:
             compression=self.compression == "zlib",
             strict=s.strict_heartbeats,
         )
-
-    def _send_now(self) -> None:
-        """Blocking write of the protocol's output (the handshake response only)."""
-        data = b"".join(self._ws.data_to_send())
-        if data:
-            self._sock.sendall(data)
 
     def _loop(self, events: list[Any]) -> None:
         self._receive(events)
@@ -437,10 +329,10 @@ class Connection:
             if not isinstance(frame, Frame):
                 continue
             if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-                self._fragments = [frame.data]
+                self._fragments = [bytes(frame.data)]
                 self._fragment_binary = frame.opcode is Opcode.BINARY
             elif frame.opcode is Opcode.CONT:
-                self._fragments.append(frame.data)
+                self._fragments.append(bytes(frame.data))
             else:
                 continue  # ping (answered by the protocol), pong, close
             if frame.fin:
@@ -498,7 +390,7 @@ class Connection:
         self._closing_since = time.monotonic()
         self.outbox.close()
         if self._ws.state is State.OPEN:
-            self._ws.send_close(code, _fit_reason(reason))
+            self._ws.send_close(code, fit_reason(reason))
         self._leave(code)
         self._queue_protocol_output(discard=discard)
 

@@ -4,9 +4,9 @@ one way frames reach connections.
 :class:`ServerCore` is the base of the server's parts (model control, events, faults,
 introspection, client-frame handling): it holds the model and the connection registry
 under one lock (``_lock``; every change a test may wait for bumps a version under a
-separate condition, so waiting never holds the model lock) and :meth:`ServerCore._deliver`, which encodes a frame once per codec in use and
-queues it on each connection. Queuing never blocks, so the lock is never held across
-socket I/O.
+separate condition, so waiting never holds the model lock) and
+:meth:`ServerCore._deliver`, which encodes a frame once per codec in use and queues it
+on each connection. Queuing never blocks, so the lock is never held across socket I/O.
 
 Binaries: with ``encoding=etf`` a ``bytes`` value travels as an ETF binary and arrives
 unchanged. A JSON connection cannot carry a binary that is not UTF-8 (Leap Edge's JSON

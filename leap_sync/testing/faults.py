@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..protocol.codec import Payload
 from ..protocol.wsframes import unmasked_message
-from .connection import check_close
 from .core import ServerCore
+from .sockets import check_close
 
 __all__ = ["Faults"]
 

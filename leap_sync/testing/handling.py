@@ -151,7 +151,9 @@ class ClientFrames(Events):
                 "connection_count": len(session.connections),
                 "metadata": metadata,
                 "scope": scope,
-                "channels": [frames.channel_object(channels[c].model()) for c in session.subscriptions if c in channels],
+                "channels": [
+                    frames.channel_object(channels[c].model()) for c in session.subscriptions if c in channels
+                ],
             },
         )
         conn.send(init)

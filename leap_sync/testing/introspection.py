@@ -132,7 +132,5 @@ class Introspection(ServerCore):
         """The cids of the open connections subscribed to a channel."""
         with self._lock:
             return [
-                c.cid
-                for c in self._conns.values()
-                if c.session is not None and channel_id in c.session.subscriptions
+                c.cid for c in self._conns.values() if c.session is not None and channel_id in c.session.subscriptions
             ]

@@ -97,8 +97,7 @@ class Outbox:
 
     def _clear(self) -> list[Batch]:
         dropped = [
-            Batch(b"", item.count, () if item.channel is None else ((item.channel, item.seqs),))
-            for item in self._items
+            Batch(b"", item.count, () if item.channel is None else ((item.channel, item.seqs),)) for item in self._items
         ]
         self._items.clear()
         self._bytes = 0

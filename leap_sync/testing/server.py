@@ -44,12 +44,13 @@ from typing import Any
 
 from ..errors import LeapError
 from ..protocol.models import ClientFrame
-from .connection import Connection, Settings
+from .connection import Connection
 from .faults import Faults
 from .handling import ClientFrames
 from .introspection import ConnectionInfo, Introspection
 from .listener import Listener, bind
 from .registry import Registry
+from .sockets import Settings
 
 __all__ = ["ConnectionInfo", "LeapEdgeServer"]
 
