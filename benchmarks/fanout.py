@@ -149,7 +149,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200, help="approximate bytes per MESSAGE frame")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"fan-out: {args.clients} subscribers, {args.messages} messages of ~{args.size} B each, median of {args.repeat}")
+    sizes = f"{args.messages} messages of ~{args.size} B each"
+    print(f"fan-out: {args.clients} subscribers, {sizes}, median of {args.repeat}")
     for stalled in (False, True):
         rates, publish_times, notes = [], [], []
         for _ in range(args.repeat):
