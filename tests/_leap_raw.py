@@ -257,8 +257,9 @@ def open_client(
 
 @pytest.fixture(autouse=True)
 def _no_server_errors() -> Iterator[None]:
-    """Fail a test during which the websockets server logged an error (an exception
-    in a connection handler is logged there, not raised)."""
+    """Fail a test during which the server logged an error (an exception in a
+    connection's thread is logged to ``leap_sync.testing``, not raised; websockets
+    logs its own protocol errors)."""
     records: list[logging.LogRecord] = []
 
     class _Collect(logging.Handler):
@@ -266,12 +267,14 @@ def _no_server_errors() -> Iterator[None]:
             records.append(record)
 
     handler = _Collect(logging.ERROR)
-    logger = logging.getLogger("websockets")
-    logger.addHandler(handler)
+    loggers = [logging.getLogger("websockets"), logging.getLogger("leap_sync.testing")]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
     assert not records, "server logged errors: " + "; ".join(
         f"{r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else r.getMessage() for r in records
     )

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leap_sync.protocol.heartbeat import DriftMonitor, HeartbeatTracker, Pulse
+from leap_sync.protocol.heartbeat import HeartbeatTracker, Pulse
 
 
 def test_initial_state() -> None:
@@ -183,55 +183,3 @@ def test_no_zombie_before_the_next_beat_is_due() -> None:
 def test_first_beat_is_never_a_zombie() -> None:
     tracker = HeartbeatTracker(10.0, now=0.0)
     assert tracker.poll(1000.0) is Pulse.BEAT
-
-
-# -- drift monitor (server side) -----------------------------------------------------------
-
-
-def test_drift_monitor_on_schedule() -> None:
-    monitor = DriftMonitor(10.0, 1.0, start=100.0)
-    assert monitor.deadline == 111.0
-    for k in range(1, 6):
-        assert monitor.beat(100.0 + 10.0 * k + 0.5) is True
-        assert monitor.last_drift == pytest.approx(0.5)
-        assert monitor.deadline == 100.0 + 10.0 * (k + 1) + 1.0
-    assert monitor.beats == 5
-    assert monitor.last_beat == 150.5
-
-
-def test_drift_monitor_tolerance_is_inclusive() -> None:
-    assert DriftMonitor(10.0, 1.0, start=0.0).beat(11.0) is True
-    assert DriftMonitor(10.0, 1.0, start=0.0).beat(9.0) is True
-    assert DriftMonitor(10.0, 1.0, start=0.0).beat(11.01) is False
-    assert DriftMonitor(10.0, 1.0, start=0.0).beat(8.99) is False
-
-
-def test_drift_monitor_catches_early_and_late_beats() -> None:
-    monitor = DriftMonitor(10.0, 1.0, start=0.0)
-    assert monitor.beat(5.0) is False
-    assert monitor.last_drift == -5.0
-    monitor = DriftMonitor(10.0, 1.0, start=0.0)
-    assert monitor.beat(12.5) is False
-    assert monitor.last_drift == 2.5
-
-
-def test_drift_monitor_catches_accumulating_sleep_drift() -> None:
-    # A client sleeping `interval` in a loop with 30 ms of overhead drifts out.
-    monitor = DriftMonitor(1.0, 0.2, start=0.0)
-    now = 0.0
-    results = []
-    for _ in range(10):
-        now += 1.03
-        results.append(monitor.beat(now))
-    assert results == [True] * 6 + [False] * 4
-
-
-def test_tracker_schedule_satisfies_the_drift_monitor() -> None:
-    tracker = HeartbeatTracker(1.0, now=0.0)
-    monitor = DriftMonitor(1.0, 0.05, start=0.0)
-    for _ in range(500):
-        now = tracker.next_beat + 0.003  # each wake-up a little late
-        assert tracker.poll(now) is Pulse.BEAT
-        tracker.sent(now)
-        tracker.acked(now)
-        assert monitor.beat(now) is True

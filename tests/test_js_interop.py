@@ -1,6 +1,7 @@
 """The official JavaScript client, ``@onehop/leap-edge-js`` 1.0.11, against
 ``leap-sync serve``: it reaches ``connected``, subscribes, and receives a message
-published through the HTTP control endpoint.
+published through the HTTP control endpoint; and against an embedded server whose
+acks are paused for one beat, it survives on its optimistic extra beat.
 
 The client lives in ``tests/js`` (``package.json`` pins it, ``interop.cjs`` drives it
 and reports what it sees as JSON lines). It is installed with npm into a temporary
@@ -16,12 +17,16 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _leap_raw import PROJECT, TOKEN, _no_server_errors, serve_process
+
+from leap_sync.protocol.models import ClientHeartbeat
+from leap_sync.testing import LeapEdgeServer
 
 __all__ = ["_no_server_errors"]
 
@@ -62,11 +67,13 @@ def leap_edge_js(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class NodeClient:
     """``node interop.cjs ...`` with its JSON-line reports in a queue."""
 
-    def __init__(self, workdir: Path, socket_url: str, token: str | None, channel: str) -> None:
+    def __init__(
+        self, workdir: Path, socket_url: str, token: str | None, channel: str, timeout_ms: int = 20000
+    ) -> None:
         node = shutil.which("node")
         assert node is not None
         self.proc = subprocess.Popen(
-            [node, "interop.cjs", socket_url, PROJECT, token or "", channel, "20000"],
+            [node, "interop.cjs", socket_url, PROJECT, token or "", channel, str(timeout_ms)],
             cwd=workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -123,8 +130,8 @@ class NodeClient:
 def node_client(leap_edge_js: Path) -> Iterator[Any]:
     started: list[NodeClient] = []
 
-    def start(socket_url: str, token: str | None, channel: str) -> NodeClient:
-        client = NodeClient(leap_edge_js, socket_url, token, channel)
+    def start(socket_url: str, token: str | None, channel: str, timeout_ms: int = 20000) -> NodeClient:
+        client = NodeClient(leap_edge_js, socket_url, token, channel, timeout_ms)
         started.append(client)
         return client
 
@@ -212,3 +219,41 @@ def test_official_js_client_tokenless_is_not_granted_a_private_channel(node_clie
                 "data": {"graceful": False, "error_code": "NOT_GRANTED"},
             },
         ]
+
+
+def test_official_js_client_survives_a_late_ack_with_its_optimistic_extra_beat(node_client: Any) -> None:
+    """The JS client beats every interval (6 s here) and checks each ack 5 s later; a
+    missing ack makes it send one extra, off-schedule beat and reconnect unless that
+    one is acked within 750 ms. Acks paused for its first beat and resumed before the
+    extra one: the server acks the extra beat, the client stays connected (no 4007,
+    no reconnect) and still receives a message afterwards."""
+    beats: list[float] = []
+
+    def on_frame(cid: str, frame: Any) -> None:
+        if isinstance(frame, ClientHeartbeat) and frame.tag is None:
+            beats.append(time.monotonic())
+
+    with LeapEdgeServer(heartbeat_interval=6.0, heartbeat_ack_delay=0.005, on_frame=on_frame) as server:
+        server.add_token(TOKEN, project_id=PROJECT)
+        server.create_channel("room", project_id=PROJECT)
+        server.pause_acks(True)
+        js = node_client(server.url, TOKEN, "room", timeout_ms=40000)
+        _until_subscription_answer(js)
+        server.wait_for(lambda s: bool(s.connections) and s.connections[0].heartbeats >= 1, timeout=15)
+        server.pause_acks(False)  # the first beat went unacknowledged; the extra one will not
+        # The extra beat ~5 s after the first, then the scheduled one ~1 s later.
+        server.wait_for(lambda s: not s.connections or s.connections[0].heartbeats >= 3, timeout=15)
+        assert [(c.open, c.close_code) for c in server.all_connections] == [(True, None)], js.seen
+        assert 4.0 < beats[1] - beats[0] < 6.0, beats
+        assert 0.2 < beats[2] - beats[1] < 2.0, beats
+        (info,) = server.connections
+        assert info.open and info.close_code is None
+        assert len(server.all_connections) == 1  # never reconnected
+        assert server.publish("room", "chat", {"after": "extra beat"}) == 1
+        received = js.until(lambda r: r["type"] == "event" and r["eventType"] == "MESSAGE")
+        assert received["data"] == {"e": "chat", "d": {"after": "extra beat"}}
+        assert js.next() == {"type": "done"}
+        assert js.proc.wait(10) == 0
+        states = [r["state"] for r in js.seen if r["type"] == "state"]
+        assert states == ["connecting", "authenticating", "connected"]
+        assert len(server.all_connections) == 1

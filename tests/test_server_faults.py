@@ -150,33 +150,37 @@ def test_drop_cuts_tcp_without_a_close_frame(
     assert pending.expect_close() == (None, "")
 
 
-def test_drop_cuts_a_connection_whose_reader_stalled(edge: Callable[..., LeapEdgeServer]) -> None:
-    """A client that stops reading blocks the server's write to it; drop() still cuts
-    it and the blocked publish returns."""
-    server = edge()
+def _stalled_reader(server: LeapEdgeServer) -> tuple[websocket.WebSocket, str]:
+    """A client subscribed to ``room`` that never reads again (a 4 KiB receive buffer)."""
     ws = websocket.create_connection(
         server.url + "?encoding=json&compression=none",
         timeout=5,
         sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
     )
+    ws.recv()  # Hello
+    ws.send(encode_frame({"op": 2, "d": {"project_id": PROJECT, "token": TOKEN}}, "json"))
+    cid = decode_frame(ws.recv(), "json", "none")["d"]["d"]["cid"]
+    ws.send(encode_frame(sub("room"), "json"))
+    assert decode_frame(ws.recv(), "json", "none") == available("room")
+    return ws, cid
+
+
+def test_drop_cuts_a_connection_whose_writes_are_blocked(edge: Callable[..., LeapEdgeServer]) -> None:
+    """A client that stops reading blocks the server's writes to it: the burst is
+    queued (publish returns at once) and drop() still cuts it."""
+    server = edge(send_queue_limit=256 * 1024 * 1024)
+    ws, cid = _stalled_reader(server)
     try:
-        ws.recv()  # Hello
-        ws.send(encode_frame({"op": 2, "d": {"project_id": PROJECT, "token": TOKEN}}, "json"))
-        cid = decode_frame(ws.recv(), "json", "none")["d"]["d"]["cid"]
-        ws.send(encode_frame(sub("room"), "json"))
-        assert decode_frame(ws.recv(), "json", "none") == available("room")
-        results: list[int] = []
-        publisher = threading.Thread(
-            target=lambda: results.append(server.publish_many("room", "blob", ["x" * 16384] * 4096)),
-            name="test-publisher",
-        )
-        publisher.start()
-        publisher.join(0.5)
-        assert publisher.is_alive(), "the burst should be blocked on the stalled reader"
+        started = time.monotonic()
+        assert server.publish_many("room", "blob", ["x" * 16384] * 2048) == 1
+        assert time.monotonic() - started < 2.0
+        # The socket takes no more: most of the 32 MiB stays queued.
+        server.wait_for(lambda s: s.connections[0].queued > 16 * 1024 * 1024, timeout=5)
+        started = time.monotonic()
         assert server.drop(cid=cid) == 1
-        publisher.join(5)
-        assert not publisher.is_alive()
-        assert results == [0]
+        assert time.monotonic() - started < 0.5
+        server.wait_for(lambda s: not s.all_connections[0].open and s.all_connections[0].close_code == 1006)
+        assert server.connections == []
     finally:
         ws.close(timeout=0.1)
 
@@ -420,29 +424,17 @@ def test_close_with_clients_in_every_state_leaves_no_thread_behind() -> None:
 
 def test_close_while_a_write_is_blocked_on_a_stalled_reader() -> None:
     before = set(threading.enumerate())
-    server = LeapEdgeServer(close_timeout=0.3).start()
+    server = LeapEdgeServer(close_timeout=0.3, send_queue_limit=256 * 1024 * 1024).start()
     server.add_token(TOKEN)
     server.create_channel("room")
-    ws = websocket.create_connection(
-        server.url + "?encoding=json&compression=none",
-        timeout=5,
-        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
-    )
+    ws, _cid = _stalled_reader(server)
     try:
-        _identify_ws(ws, ("json", "none"))
-        ws.send(encode_frame(sub("room"), "json"))
-        assert decode_frame(ws.recv(), "json", "none") == available("room")
-        publisher = threading.Thread(
-            target=lambda: server.publish_many("room", "blob", ["x" * 16384] * 4096), name="test-publisher"
-        )
-        publisher.start()
-        publisher.join(0.5)
-        assert publisher.is_alive(), "the burst should be blocked on the stalled reader"
+        assert server.publish_many("room", "blob", ["x" * 16384] * 2048) == 1
+        server.wait_for(lambda s: s.connections[0].queued > 16 * 1024 * 1024, timeout=5)
         started = time.monotonic()
         server.close()
-        assert time.monotonic() - started < 3.0
-        publisher.join(5)
-        assert not publisher.is_alive()
+        assert time.monotonic() - started < 1.5  # close_timeout, then the cut
+        assert server.all_connections[0].close_code == 1001
     finally:
         server.close()
         ws.close(timeout=0.1)

@@ -391,11 +391,12 @@ def test_a_client_that_accumulates_sleeps_drifts_and_is_closed_4007(
 
 @pytest.mark.parametrize("combo", COMBOS)
 @pytest.mark.parametrize(("tolerance", "closed"), [(0.03, True), (0.15, False)])
-def test_an_early_beat_is_judged_against_the_configured_tolerance(
+def test_strict_mode_judges_an_early_beat_against_the_configured_tolerance(
     edge: Callable[..., LeapEdgeServer], clients: Callable[..., RawClient], combo: Combo, tolerance: float, closed: bool
 ) -> None:
-    """A beat 80 ms early: closed 4007 at once with a 30 ms tolerance, acked with 150 ms."""
-    server = edge(heartbeat_interval=0.2, heartbeat_tolerance=tolerance)
+    """Strict mode: a beat 80 ms early is closed 4007 at once with a 30 ms tolerance,
+    acked with 150 ms."""
+    server = edge(heartbeat_interval=0.2, heartbeat_tolerance=tolerance, strict_heartbeats=True)
     client = clients(server.url, *combo)
     client.expect_hello(200)
     start = time.monotonic()
@@ -410,10 +411,10 @@ def test_an_early_beat_is_judged_against_the_configured_tolerance(
 
 
 @pytest.mark.parametrize("combo", COMBOS)
-def test_beating_twice_per_interval_is_closed_4007(
+def test_strict_mode_closes_a_client_beating_twice_per_interval_4007(
     edge: Callable[..., LeapEdgeServer], clients: Callable[..., RawClient], combo: Combo
 ) -> None:
-    server = edge(heartbeat_interval=0.2)
+    server = edge(heartbeat_interval=0.2, strict_heartbeats=True)
     client = clients(server.url, *combo)
     client.expect_hello(200)
     start = time.monotonic()
@@ -421,6 +422,94 @@ def test_beating_twice_per_interval_is_closed_4007(
     wait_until(start + 0.1)
     client.beat()
     assert client.expect_close(timeout=1.0)[0] == 4007
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_strict_mode_catches_a_client_that_sleeps_the_interval_in_a_loop(
+    edge: Callable[..., LeapEdgeServer], clients: Callable[..., RawClient], combo: Combo
+) -> None:
+    """``sleep(interval)`` plus 40 ms of loop overhead drifts 40 ms later every beat
+    (beat k at ``k * 0.24`` s, scheduled on the monotonic clock so that jitter does not
+    add up): with a 100 ms tolerance beats 1 and 2 are acked, beat 3 (+120 ms) is not."""
+    server = edge(heartbeat_interval=0.2, heartbeat_tolerance=0.1, strict_heartbeats=True)
+    client = clients(server.url, *combo)
+    client.expect_hello(200)
+    start = time.monotonic()
+    client.identify()
+    acks = []
+    try:
+        for k in range(1, 6):
+            wait_until(start + k * 0.24)
+            client.beat()
+            acks.append(client.recv(timeout=1.0))
+    except ConnectionClosed:
+        pass
+    code, reason, rest = client.close_after()
+    assert code == 4007
+    assert acks + rest == [{"op": 4}, {"op": 4}]
+    assert reason == "heartbeat missed" or reason.endswith(" ms off schedule")
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_an_extra_beat_is_acked_and_harmless(
+    edge: Callable[..., LeapEdgeServer], clients: Callable[..., RawClient], combo: Combo
+) -> None:
+    """One beat right after INIT (to see an ack), one between grid points (as the
+    official JS client's optimistic beat), and beats on the grid: all acked, the
+    connection stays."""
+    server = edge(heartbeat_interval=0.2, heartbeat_tolerance=0.05)
+    client = clients(server.url, *combo)
+    client.expect_hello(200)
+    start = time.monotonic()
+    client.identify()
+    client.beat()
+    assert client.recv(timeout=0.15) == {"op": 4}
+    for k in range(1, 5):
+        wait_until(start + k * 0.2)
+        client.beat()
+        assert client.recv(timeout=0.15) == {"op": 4}
+        if k == 2:
+            wait_until(start + 0.5)  # halfway to the next grid point
+            client.beat()
+            assert client.recv(timeout=0.15) == {"op": 4}
+    (info,) = server.connections
+    assert info.open and info.close_code is None
+    assert info.heartbeats == 6
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_an_extra_beat_does_not_excuse_a_missed_one(
+    edge: Callable[..., LeapEdgeServer], clients: Callable[..., RawClient], combo: Combo
+) -> None:
+    """An extra beat 70 ms before the window of beat 1 opens is acked, but beat 1 is
+    still due: 4007 at interval + tolerance after Hello."""
+    server = edge(heartbeat_interval=0.2, heartbeat_tolerance=0.05)
+    client = clients(server.url, *combo)
+    client.expect_hello(200)
+    start = time.monotonic()
+    client.identify()
+    wait_until(start + 0.08)
+    client.beat()
+    code, reason, frames = client.close_after(timeout=2.0)
+    elapsed = time.monotonic() - start
+    assert frames == [{"op": 4}]
+    assert (code, reason) == (4007, "heartbeat missed")
+    assert 0.24 <= elapsed < 0.75
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_a_client_that_never_identifies_is_closed_4002_not_4007(
+    edge: Callable[..., LeapEdgeServer], clients: Callable[..., RawClient], combo: Combo
+) -> None:
+    """Before Identify only the identify timeout applies, though two beat deadlines
+    pass first."""
+    server = edge(heartbeat_interval=0.2, identify_timeout=0.5)
+    client = clients(server.url, *combo)
+    client.expect_hello(200)
+    start = time.monotonic()
+    code, reason = client.expect_close(timeout=3.0)
+    assert (code, reason) == (4002, "identify timeout")
+    assert 0.45 <= time.monotonic() - start < 1.5
 
 
 @pytest.mark.parametrize("combo", COMBOS)

@@ -33,6 +33,7 @@ def server(
     request_timeout: float | None = None,
     encoding: str = "json",
     compression: bool = False,
+    strict: bool = False,
 ) -> ServerSession:
     return ServerSession(
         Codec(encoding),
@@ -42,6 +43,7 @@ def server(
         tolerance=tolerance,
         request_timeout=request_timeout,
         compression=compression,
+        strict=strict,
     )
 
 
@@ -231,8 +233,8 @@ def test_beats_on_schedule_are_acked() -> None:
         assert s.deadline == 10.0 * (k + 1) + 1.0
 
 
-def test_early_beat_closes_4007() -> None:
-    s = identified(interval=10.0, tolerance=1.0)
+def test_early_beat_closes_4007_in_strict_mode() -> None:
+    s = identified(interval=10.0, tolerance=1.0, strict=True)
     payload, binary = Codec().encode(frames.heartbeat())
     close = close_of(s, payload, binary, 8.5)
     assert close.code == 4007
@@ -248,12 +250,52 @@ def test_late_beat_closes_4007() -> None:
     assert close.reason == "heartbeat missed"
 
 
-def test_second_beat_early_relative_to_the_grid_closes_4007() -> None:
-    s = identified(interval=10.0, tolerance=1.0)
+def test_second_beat_early_relative_to_the_grid_closes_4007_in_strict_mode() -> None:
+    s = identified(interval=10.0, tolerance=1.0, strict=True)
     send(s, frames.heartbeat(), 10.9)
     payload, binary = Codec().encode(frames.heartbeat())
     # 18.5 is 7.6 s after the last beat, but what counts is the grid point 20.
     assert close_of(s, payload, binary, 18.5).reason == "heartbeat -1500 ms off schedule"
+
+
+def test_early_and_extra_beats_are_acked_by_default() -> None:
+    s = identified(interval=10.0, tolerance=1.0)
+    for now in (1.5, 8.5, 10.0, 10.2, 15.0):  # early, on the grid, twice, halfway
+        assert send(s, frames.heartbeat(), now) == (ClientHeartbeat(None), [{"op": 4}])
+    assert s.deadline == 21.0  # only the next grid point is due
+    s.check(21.0)
+
+
+def test_an_extra_beat_before_the_window_does_not_excuse_the_beat() -> None:
+    s = identified(interval=10.0, tolerance=1.0)
+    send(s, frames.heartbeat(), 8.5)  # acked, but the window of beat 1 opens at 9
+    assert s.deadline == 11.0
+    with pytest.raises(ServerClose) as info:
+        s.check(11.01)
+    assert (info.value.code, info.value.reason) == (4007, "heartbeat missed")
+
+
+def test_no_beat_is_due_before_identify() -> None:
+    s = server(interval=1.0, identify_timeout=5.0, tolerance=0.2)
+    assert s.deadline == 5.0
+    s.check(4.9)  # four beat deadlines passed: only the identify timeout applies
+    with pytest.raises(ServerClose) as info:
+        s.check(5.01)
+    assert info.value.code == 4002
+
+
+def test_windows_that_opened_before_identify_are_not_enforced() -> None:
+    s = server(interval=10.0, identify_timeout=50.0, tolerance=1.0)
+    send(s, IDENTIFY, 29.5)  # inside the window of beat 3
+    assert s.deadline == 41.0
+    s.check(40.9)
+
+
+def test_a_beat_before_identify_counts_for_its_window() -> None:
+    s = server(interval=10.0, identify_timeout=50.0, tolerance=1.0)
+    send(s, frames.heartbeat(), 10.0)
+    send(s, IDENTIFY, 10.5)
+    assert s.deadline == 21.0
 
 
 def test_missed_beat_closes_4007_via_check() -> None:

@@ -4,8 +4,7 @@
 fixed deadlines ``hello + k * interval``, so sleeping late never accumulates drift),
 acknowledgement tracking, round-trip latency and zombie detection.
 
-:class:`DriftMonitor` is the server's side: it closes a client whose beats stray from
-the schedule the Hello set (Leap Edge's 4007).
+:class:`~leap_sync.protocol.server_heartbeat.DriftMonitor` is the server's side.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import collections
 import enum
 import math
 
-__all__ = ["DriftMonitor", "HeartbeatTracker", "Pulse"]
+__all__ = ["HeartbeatTracker", "Pulse"]
 
 
 class Pulse(enum.Enum):
@@ -90,34 +89,3 @@ class HeartbeatTracker:
             # The division can round down when ``now`` sits on a grid point.
             while self.next_beat <= now:
                 self.next_beat += self.interval
-
-
-class DriftMonitor:
-    """The server's check that a client beats on schedule.
-
-    The ``k``-th beat is expected at ``start + k * interval``; a beat further than
-    ``tolerance`` from that instant, early or late, is out of sync, and so is reaching
-    ``start + (k + 1) * interval + tolerance`` without the next beat. A client that
-    schedules on a monotonic clock stays within a few milliseconds; one that sleeps
-    ``interval`` in a loop drifts by its loop overhead every beat and is caught.
-    """
-
-    def __init__(self, interval: float, tolerance: float, start: float) -> None:
-        self.interval = interval
-        self.tolerance = tolerance
-        self.start = start
-        self.beats = 0
-        self.last_drift = 0.0
-        self.last_beat: float | None = None
-
-    def beat(self, now: float) -> bool:
-        """Record a beat at ``now``; ``False`` when it is out of sync."""
-        self.beats += 1
-        self.last_beat = now
-        self.last_drift = now - (self.start + self.beats * self.interval)
-        return abs(self.last_drift) <= self.tolerance
-
-    @property
-    def deadline(self) -> float:
-        """The instant by which the next beat must have arrived."""
-        return self.start + (self.beats + 1) * self.interval + self.tolerance

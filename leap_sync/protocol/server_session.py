@@ -3,7 +3,9 @@
 :class:`ServerSession` enforces the connection rules a Leap Edge server applies before
 any business logic: Hello first, Identify within the identify timeout (else 4002), no
 service payload before Identify (4003), known opcodes only (4004), well-formed payloads
-(4005), heartbeats on schedule and tagged requests answered in time (4007). It returns
+(4005), heartbeats on the Hello grid and tagged requests answered in time (4007; the
+heartbeat rule, tolerant of extra beats by default, is documented in
+:mod:`~leap_sync.protocol.server_heartbeat`). It returns
 the parsed client frames the server's business logic acts on, and raises
 :class:`ServerClose` when the connection must close. Time comes in as an argument.
 """
@@ -16,10 +18,10 @@ from typing import Any
 from ..errors import LeapProtocolError
 from . import frames
 from .codec import Codec, Payload
-from .heartbeat import DriftMonitor
 from .models import ClientFrame, ClientHeartbeat, Identify
 from .opcodes import CloseCode
 from .parse import parse_client_frame
+from .server_heartbeat import DriftMonitor
 
 __all__ = ["ServerClose", "ServerSession", "ServerSessionState", "default_tolerance"]
 
@@ -48,8 +50,10 @@ class ServerSession:
     """Connection rules for one client, from the server's side.
 
     ``interval``, ``identify_timeout``, ``tolerance`` and ``request_timeout`` are in
-    seconds; ``now`` is the instant Hello is sent. ``compression`` makes
-    :meth:`encode` produce standalone zlib streams in binary frames.
+    seconds; ``now`` is the instant Hello is sent. ``strict`` selects the strict
+    heartbeat check (extra beats close 4007 too). ``compression`` makes :meth:`encode`
+    produce standalone zlib streams in binary frames. Not thread-safe: the caller
+    serialises calls.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class ServerSession:
         tolerance: float | None = None,
         request_timeout: float | None = None,
         compression: bool = False,
+        strict: bool = False,
     ) -> None:
         self.codec = codec
         self.compression = compression
@@ -70,7 +75,7 @@ class ServerSession:
         self.identify: Identify | None = None
         self.identify_deadline = now + identify_timeout
         tolerance = default_tolerance(interval) if tolerance is None else tolerance
-        self.drift = DriftMonitor(interval, tolerance, now)
+        self.drift = DriftMonitor(interval, tolerance, now, strict=strict)
         self.request_timeout = max(tolerance, 1.0) if request_timeout is None else request_timeout
         self.check_heartbeats = True
         """Set to False to stop enforcing the beat schedule (tagged requests still are)."""
@@ -119,6 +124,7 @@ class ServerSession:
                 raise ServerClose(CloseCode.INVALID_PAYLOAD, "already identified")
             self.identify = frame
             self.state = ServerSessionState.IDENTIFIED
+            self.drift.identified(now)
             return frame, replies
         if self.state is ServerSessionState.AWAITING_IDENTIFY:
             raise ServerClose(CloseCode.NOT_AUTHENTICATED, "not authenticated")

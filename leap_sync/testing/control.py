@@ -16,8 +16,10 @@ clients' encodings cannot carry), ``404`` for any other path.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,12 +150,21 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], leap: LeapEdgeServer) -> None:
         self.leap = leap
         self.create_lock = threading.Lock()
+        host, port = address
+        # IPv4 or IPv6, whichever the host is ("::" listens dual-stack where it can).
+        self.address_family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            with contextlib.suppress(OSError, AttributeError):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 class ControlServer:
     """The HTTP control endpoint of one :class:`LeapEdgeServer`, in a thread named
-    ``leap-sync-control-<n>``."""
+    ``leap-sync-control-<n>``, on ``host`` (IPv4 or IPv6; ``"::"`` dual-stack)."""
 
     def __init__(self, leap: LeapEdgeServer, host: str = "127.0.0.1", port: int = 0) -> None:
         self._httpd = _HTTPServer((host, port), leap)
