@@ -284,8 +284,9 @@ class LeapClient:
         return channel
 
     def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
-        """Send UNSUBSCRIBE and forget the subscription (the server's answer, an
-        UNAVAILABLE, is consumed, not delivered)."""
+        """Send UNSUBSCRIBE and forget the subscription. The server's answer (a graceful
+        UNAVAILABLE) arrives on channel-event channels; it never answers a later
+        :meth:`subscribe` of the same channel."""
         _check_id(channel_id, "channel_id")
         with self._lock:
             self._subscriptions.pop(channel_id, None)

@@ -346,7 +346,8 @@ class ConnectionCore:
                 self.settle()
                 raise error
         if run.first.error is not None:
-            self._supervisor.join_failed(run)
+            if not self.closing.is_set():
+                self._supervisor.join_failed(run)  # so that connect() may be called again at once
             self.settle()
             raise run.first.error
         self.settle()
@@ -362,15 +363,17 @@ class ConnectionCore:
         if run is not None:
             run.stop.set()
             run.wakeup.notify()
+            run.first.fail(LeapClosedError("the client was closed while connecting"))
         with self._state_cond:
             self._state_cond.notify_all()
         timeout = self.options.close_timeout
         if run is not None and run.thread is not threading.current_thread():
-            run.thread.join(timeout + 1.0)  # about a second to exchange close frames, then it cuts
+            attempt = run.attempt
+            if self.live is None and attempt is not None and attempt.phase == "dns":
+                timeout = 0.0  # a lookup cannot be interrupted: do not wait for it (the thread ends after it)
+            run.thread.join(timeout)  # the thread waits at most a second for the close frame's answer
             if run.thread.is_alive():
-                self.log.warn(
-                    "the I/O thread did not stop in time", {"phase": run.attempt.phase if run.attempt else None}
-                )
+                self.log.warn("the I/O thread did not stop in time", {"phase": attempt.phase if attempt else None})
         self.report_closed()
         self.log.stop()
         if not self.log.join(timeout):

@@ -217,7 +217,9 @@ class HostileServer:
                 script = self._scripts[min(number, len(self._scripts)) - 1]
                 self._socks.append(sock)
                 peer = Peer(sock, number, self.stop)
-                thread = threading.Thread(target=self._serve, args=(script, peer), name=f"hostile-{number}", daemon=True)
+                thread = threading.Thread(
+                    target=self._serve, args=(script, peer), name=f"hostile-{number}", daemon=True
+                )
                 self._threads.append(thread)
             self.peers.put(peer)
             thread.start()

@@ -172,7 +172,7 @@ def test_init_before_hello_never_reaches_connected(clients: Callable[..., LeapCl
         peer.init()
         peer.drain(5)
 
-    client, infos, server, _ = recover_after(bad, clients)
+    _, infos, server, _ = recover_after(bad, clients)
     with server:
         states = [i.connection_state for i in infos]
         assert states == [
@@ -216,7 +216,7 @@ def test_endless_empty_continuation_frames_end_in_a_protocol_error(clients: Call
 
     tracemalloc.start()
     try:
-        client, infos, server, _ = recover_after(bad, clients, max_message_size=1024)
+        _, infos, server, _ = recover_after(bad, clients, max_message_size=1024)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -269,7 +269,7 @@ def test_bytes_are_refused_before_sending_in_json(clients: Callable[..., LeapCli
     with HostileServer(server_script) as server:
         client = clients(server.url)
         client.connect(wait=True, timeout=10)
-        with pytest.raises(LeapEncodeError, match="bytes cannot travel in JSON .*encoding='etf'"):
+        with pytest.raises(LeapEncodeError, match=r"bytes cannot travel in JSON .*encoding='etf'"):
             client.send_message("room", "blob", {"raw": b"\xff"})
         assert client.state.connection_state is CONNECTED
 

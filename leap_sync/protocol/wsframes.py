@@ -15,13 +15,13 @@ from ..errors import LeapProtocolError
 from .codec import DEFAULT_MAX_SIZE
 
 __all__ = [
+    "MAX_FRAGMENTS",
     "OP_BINARY",
     "OP_CLOSE",
     "OP_CONTINUATION",
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
-    "MAX_FRAGMENTS",
     "FrameReader",
     "WebSocketProtocolError",
     "parse_close_payload",
@@ -92,10 +92,12 @@ class FrameReader:
     close frame sets :attr:`close` (``(code, reason)``), after which nothing more is
     parsed. ``max_size`` bounds one message (all fragments together) and
     :data:`MAX_FRAGMENTS` the frames it spans; a longer one raises
-    :class:`WebSocketProtocolError` with close code 1009 before its payload is read. A framing error is raised, but not at the expense of the messages completed
-    before it in the same :meth:`feed`: those are returned, the error is kept in
-    :attr:`error` and raised by the next call. Only complete frames are ever copied, and a partial frame waits without
-    re-scanning, so a large message costs linear time however it is split.
+    :class:`WebSocketProtocolError` with close code 1009 before its payload is read.
+    A framing error is raised, but not at the expense of the messages completed before
+    it in the same :meth:`feed`: those are returned, the error is kept in
+    :attr:`error` and raised by the next call. Only complete frames are ever copied,
+    and a partial frame waits without re-scanning, so a large message costs linear
+    time however it is split.
     """
 
     __slots__ = (
