@@ -40,7 +40,6 @@ from leap_sync import (
     LeapClient,
     LeapClosedError,
     LeapConnectionError,
-    LeapError,
     LeapTimeoutError,
     MessageEvent,
 )
