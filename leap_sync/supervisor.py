@@ -205,12 +205,17 @@ class Supervisor:
                 transport.close()
                 return _Outcome(LeapConnectionError("the client was closed"), session)
             core.live = live
-        core.set_state(ConnectionState.AUTHENTICATING)
         connected_at: float | None = None
         closing_by: float | None = None
         try:
             for frame in session.start(clock()):
                 transport.send(*session.encode(frame), urgent=True)
+            if session.connected:  # a protocol without a handshake of its own (Elstat)
+                connected_at = core.clock()
+                core.handler.on_connected(live)
+                core.set_state(ConnectionState.CONNECTED)
+            else:
+                core.set_state(ConnectionState.AUTHENTICATING)
             while True:
                 now = clock()
                 if closing_by is None and run.stop.is_set():
@@ -228,11 +233,13 @@ class Supervisor:
                     session.received_bytes(transport.last_received)
                     result = session.on_timer(now)
                     if result.error is not None:
-                        core.log.warn("zombie connection", {"error": str(result.error)})
+                        core.log.warn("connection presumed dead", {"error": str(result.error)})
                         transport.fail(result.close_code, result.error)
                         return self._lost(result.error, session, connected_at)
                     for frame in result.send:
                         transport.send(*session.encode(frame), urgent=True)
+                    if result.ping:
+                        transport.send_ping()
                     timer = session.next_timer()
                 wait = _earliest(
                     timer if closing_by is None else None,

@@ -45,6 +45,7 @@ _OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 _OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
 _OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
 _OPCODE_PONG = websocket.ABNF.OPCODE_PONG
+_OPCODE_PING = websocket.ABNF.OPCODE_PING
 _create_frame = websocket.ABNF.create_frame
 MAX_URGENT = 1024
 """Most urgent frames (heartbeats, pongs, answers to tagged requests) queued at once;
@@ -137,6 +138,11 @@ class Transport:
         """
         frame = _create_frame(payload, _OPCODE_BINARY if binary else _OPCODE_TEXT).format()
         return self._queue(frame, urgent)
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a websocket ping (urgent; the peer's pong, like anything it sends,
+        counts in :attr:`last_received`)."""
+        self._queue(_create_frame(payload[:125], _OPCODE_PING).format(), True)
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close frame once (later calls do nothing); the owner sends it ahead

@@ -32,7 +32,7 @@ import attrs
 from ..errors import LeapConnectionError, LeapProtocolError
 from . import frames
 from .codec import Codec, Payload
-from .heartbeat import HeartbeatTracker, Pulse
+from .heartbeat import HeartbeatTracker, Pulse, TimerResult
 from .models import (
     AvailableEvent,
     HeartbeatAck,
@@ -43,7 +43,6 @@ from .models import (
     ServerFrame,
     UnavailableEvent,
 )
-from .opcodes import CloseCode
 from .parse import parse_server_frame
 
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
@@ -83,16 +82,6 @@ class ReceiveResult:
     send: list[dict[str, Any]] = attrs.field(factory=list)
     answers: list[Answer] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
-
-
-@attrs.frozen
-class TimerResult:
-    """What :meth:`ClientSession.on_timer` asks for: ``send`` a heartbeat, or end the
-    connection with ``error`` (close code ``close_code``)."""
-
-    send: tuple[dict[str, Any], ...] = ()
-    error: LeapConnectionError | None = None
-    close_code: int = int(CloseCode.UNKNOWN)
 
 
 class ClientSession:
