@@ -247,10 +247,13 @@ def _data(frame: dict[str, Any]) -> DataEvent:
     kind = channel_type(channel)
     if kind == "status" and not isinstance(value, bool):
         raise LeapProtocolError(f"DATA on {channel[:60]!r} must carry a boolean", op=3)
-    if kind == "latency" and value is not None:
-        if not isinstance(value, int) or isinstance(value, bool) or not LATENCY_RANGE[0] <= value <= LATENCY_RANGE[1]:
-            raise LeapProtocolError(f"DATA on {channel[:60]!r} must carry a latency in milliseconds", op=3)
+    if kind == "latency" and value is not None and not _latency(value):
+        raise LeapProtocolError(f"DATA on {channel[:60]!r} must carry a latency in milliseconds", op=3)
     return DataEvent(channel, _when(ms), ms, value, tuple(d))
+
+
+def _latency(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and LATENCY_RANGE[0] <= value <= LATENCY_RANGE[1]
 
 
 def _optional(obj: dict[str, Any], key: str, kind: type) -> Any:
