@@ -26,8 +26,9 @@ OVERFLOW_POLICIES = ("drop_oldest", "error")
 class EventChannel(Generic[T]):
     """A queue of events fed by a client, in the order the server sent them.
 
-    - ``get(timeout=None)`` blocks for the next event; raises :class:`queue.Empty`
-      after ``timeout`` seconds, and :class:`ChannelClosed` once the channel is closed
+    - The consumer API is :class:`queue.Queue`'s: ``get(block=True, timeout=None)``,
+      ``get_nowait()``, ``qsize()``, ``empty()``. ``get`` raises :class:`queue.Empty`
+      when nothing came in time, and :class:`ChannelClosed` once the channel is closed
       and drained.
     - Iterating yields events until the channel is closed and drained.
     - ``maxsize=0`` (default) is unbounded. With ``maxsize=N`` the ``overflow`` policy
@@ -69,16 +70,23 @@ class EventChannel(Generic[T]):
 
     # -- consumer side -----------------------------------------------------------------
 
-    def get(self, timeout: float | None = None) -> T:
-        """The next event, waiting up to ``timeout`` seconds (``None``: forever).
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """The next event, as :meth:`queue.Queue.get`: with ``block`` true, wait up to
+        ``timeout`` seconds (``None``: as long as it takes); with ``block`` false, take
+        one only if it is there (``timeout`` is ignored).
 
-        Raises :class:`queue.Empty` on timeout and :class:`ChannelClosed` (or
-        :class:`ChannelOverflowError`) when closed and drained.
+        Raises :class:`queue.Empty` when nothing came in time, :class:`ChannelClosed`
+        (or :class:`ChannelOverflowError`) once the channel is closed and drained, and
+        ``ValueError`` for a negative ``timeout``.
         """
         try:
             return self._items.popleft()
         except IndexError:
             pass
+        if not block:
+            timeout = 0.0
+        elif timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
@@ -98,8 +106,8 @@ class EventChannel(Generic[T]):
 
     def get_nowait(self) -> T:
         """The next event if one is waiting; else :class:`queue.Empty` (or
-        :class:`ChannelClosed` when closed and drained)."""
-        return self.get(timeout=0)
+        :class:`ChannelClosed` when closed and drained). Same as ``get(False)``."""
+        return self.get(False)
 
     def __iter__(self) -> Iterator[T]:
         """Yield events until the channel is closed and drained (re-raising
@@ -115,6 +123,10 @@ class EventChannel(Generic[T]):
     def qsize(self) -> int:
         """Events waiting."""
         return len(self._items)
+
+    def empty(self) -> bool:
+        """Whether no event is waiting (as :meth:`queue.Queue.empty`, a snapshot)."""
+        return not self._items
 
     def __len__(self) -> int:
         return len(self._items)

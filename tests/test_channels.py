@@ -78,8 +78,35 @@ def test_get_nowait() -> None:
     assert channel.get_nowait() == 7
     with pytest.raises(queue.Empty):
         channel.get(timeout=0)
-    with pytest.raises(queue.Empty):
+    # as queue.Queue: a negative timeout is a ValueError; block=False ignores the timeout
+    with pytest.raises(ValueError, match="non-negative"):
         channel.get(timeout=-1)
+    with pytest.raises(queue.Empty):
+        channel.get(False, -1)
+
+
+def test_the_consumer_api_is_queue_queues() -> None:
+    import inspect
+
+    channel: EventChannel[int] = EventChannel()
+    reference: queue.Queue[int] = queue.Queue()
+    for name in ("get", "get_nowait", "qsize", "empty"):
+        ours = inspect.signature(getattr(channel, name)).parameters
+        theirs = inspect.signature(getattr(reference, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in ours.values()] == [
+            (p.name, p.kind, p.default) for p in theirs.values()
+        ]
+    assert channel.empty() and reference.empty()
+    channel._put_many([1, 2])
+    reference.put(1)
+    reference.put(2)
+    assert (channel.qsize(), channel.empty()) == (reference.qsize(), reference.empty()) == (2, False)
+    assert channel.get(True, 1.0) == reference.get(True, 1.0) == 1
+    assert channel.get(False) == reference.get(False) == 2
+    with pytest.raises(queue.Empty):
+        channel.get(block=False)
+    with pytest.raises(queue.Empty):
+        channel.get(block=True, timeout=0.01)
 
 
 def test_closed_channel_drains_then_raises() -> None:
