@@ -11,6 +11,7 @@ client sent something Elstat refuses, which reconnecting would only repeat).
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -170,7 +171,9 @@ class ElstatClient:
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    def subscribe(self, channels: str | Iterable[str], timeout: float | None = 10.0, *, wait: bool = False) -> list[str]:
+    def subscribe(
+        self, channels: str | Iterable[str], timeout: float | None = 10.0, *, wait: bool = False
+    ) -> list[str]:
         """Subscribe to ``<type>:<name>`` channels; return those the server confirmed
         (unknown ones are left out), in the order asked.
 
@@ -209,7 +212,7 @@ class ElstatClient:
                     {"op": int(op), "channels": group},
                     wait,
                     remaining,
-                    lambda session, group=group, future=future: self._expect(session, op, group, future, keys),
+                    functools.partial(self._expect, op=op, group=group, future=future, keys=keys),
                 )
                 wait = False  # connected now; later groups go on the same connection
             self._core.log.debug("subscribe" if op is Op.SUBSCRIBE else "unsubscribe", {"channels": len(names)})
