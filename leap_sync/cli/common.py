@@ -1,0 +1,37 @@
+"""What every ``leap-sync`` command shares: exit statuses and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["EXIT_ERROR", "EXIT_FATAL", "EXIT_OK", "Emitter", "to_json"]
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_FATAL = 3
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON; values JSON has no type for are shown as ``str()``."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Emitter:
+    """Prints records: ``HH:MM:SS kind text`` lines when ``human``, else one JSON
+    object per line (``{"type": kind, ...record}``); one line at a time."""
+
+    def __init__(self, human: bool) -> None:
+        self.human = human
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, human_text: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            if self.human:
+                sys.stdout.write(f"{time.strftime('%H:%M:%S')} {kind:<8} {human_text}\n")
+            else:
+                sys.stdout.write(to_json({"type": kind, **record}) + "\n")
+            sys.stdout.flush()

@@ -1,0 +1,105 @@
+"""``leap-sync elstat``: tail an Elstat status page's Streaming API.
+
+Human lines on a terminal (``status:api up``, ``latency:api 42 ms``, incidents), one
+JSON object per line when piped: ``{"type": "data", "channel", "timestamp",
+"timestamp_ms", "value"}``, ``{"type": "incident", "kind", "incident"}`` and
+``{"type": "state", ...}``. Ctrl-C exits 0; Elstat closing with 4200 or 4420 exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import Any
+
+from ..errors import LeapError
+from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter
+from .common import to_json as _json
+
+__all__ = ["add_parser", "run"]
+
+
+def _shown(kind: str, value: Any) -> str:
+    if kind == "status" and isinstance(value, bool):
+        return "up" if value else "down"
+    if kind == "latency" and isinstance(value, int):
+        return f"{value} ms"
+    return _json(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import FmtLogger, StateInfo
+    from ..elstat import ElstatClient
+
+    emit = Emitter(sys.stdout.isatty() if args.format == "auto" else args.format == "text")
+
+    def on_state(info: StateInfo) -> None:
+        state = info.connection_state.value
+        record: dict[str, Any] = {"state": state}
+        text = state
+        if info.error is not None:
+            record["error"] = str(info.error)
+            record["will_reconnect"] = info.will_reconnect
+            text += f" ({info.error}; will_reconnect={info.will_reconnect})"
+        emit("state", text, record)
+
+    try:
+        client = ElstatClient(args.url, FmtLogger(args.log_level) if args.log_level else None)
+    except (ValueError, LeapError) as exc:
+        print(f"leap-sync elstat: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    client.add_state_update_listener(on_state)
+    data = client.data_channel()
+    incidents = client.incident_channel()
+
+    def print_incidents() -> None:
+        for event in incidents:
+            incident = event.incident
+            text = f"{event.kind} #{incident.id} {incident.title or ''}".rstrip()
+            emit("incident", text, {"kind": event.kind, "incident": incident.raw})
+
+    printer = threading.Thread(target=print_incidents, name="leap-sync-cli-incidents", daemon=True)
+    try:
+        try:
+            client.connect()
+            printer.start()
+            if args.channel:
+                confirmed = client.subscribe(args.channel, timeout=args.timeout)
+                missing = [c for c in args.channel if c not in confirmed]
+                emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
+        except (ValueError, LeapError) as exc:
+            print(f"leap-sync elstat: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        for event in data:
+            record = {
+                "channel": event.channel,
+                "timestamp": event.timestamp.isoformat(),
+                "timestamp_ms": event.timestamp_ms,
+                "value": event.value,
+            }
+            when = event.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            emit("data", f"{event.channel} {_shown(event.kind, event.value)} at {when}", record)
+        print(f"leap-sync elstat: stopped: {client.state.error}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        client.close()
+        if printer.is_alive():
+            printer.join(5)
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``elstat`` command to the ``leap-sync`` parser."""
+    elstat = commands.add_parser("elstat", help="tail an Elstat status page's Streaming API")
+    elstat.add_argument("--url", required=True, help="the status page (http(s)://...) or its streaming endpoint")
+    elstat.add_argument("--channel", action="append", help="subscribe to this <type>:<name> channel (repeatable)")
+    elstat.add_argument(
+        "--format", choices=("auto", "text", "json"), default="auto", help="auto: text on a terminal, else JSON"
+    )
+    elstat.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the subscription")
+    elstat.add_argument(
+        "--log-level", choices=("debug", "info", "warn", "error"), help="log the connection's story to stderr"
+    )
+    elstat.set_defaults(func=run)

@@ -1,0 +1,73 @@
+"""``leap-sync serve``: the embedded Leap Edge server, standalone, with its HTTP
+control endpoint. Before serving it prints ``leap edge: ws://HOST:PORT/ws`` and
+``control: http://HOST:PORT2`` on their own lines; Ctrl-C stops it (exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import Any
+
+from .common import EXIT_ERROR, EXIT_OK
+
+__all__ = ["add_parser", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from ..testing import ControlServer, LeapEdgeServer
+    except ImportError as exc:
+        print(f"leap-sync serve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    server = LeapEdgeServer(
+        args.host,
+        args.port,
+        heartbeat_interval=args.heartbeat_interval,
+        identify_timeout=args.identify_timeout,
+        heartbeat_ack_delay=args.heartbeat_ack_delay,
+        project_id=args.project,
+    )
+    if args.token:
+        server.add_token(args.token, project_id=args.project)
+    for channel in args.channel or ():
+        server.create_channel(channel, project_id=args.project)
+    stop = threading.Event()
+    try:
+        with server, ControlServer(server, args.host, args.control_port) as control:
+            print(f"leap edge: {server.url}", flush=True)
+            print(f"control: {control.url}", flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, however early: the with-blocks closed both servers
+    except OSError as exc:  # the address does not resolve or cannot be bound
+        print(f"leap-sync serve: cannot listen on {args.host}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``serve`` command to the ``leap-sync`` parser."""
+    serve = commands.add_parser("serve", help="run the embedded Leap Edge server until Ctrl-C")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind, IPv4 or IPv6 (default 127.0.0.1; ::1 for IPv6 loopback, :: for dual-stack)",
+    )
+    serve.add_argument("--port", type=int, default=0, help="websocket port (default: a free one)")
+    serve.add_argument("--control-port", type=int, default=0, help="HTTP control port (default: a free one)")
+    serve.add_argument(
+        "--heartbeat-interval", type=float, default=30.0, help="seconds between client heartbeats (default 30)"
+    )
+    serve.add_argument("--identify-timeout", type=float, default=10.0, help="seconds to wait for Identify (10)")
+    serve.add_argument(
+        "--heartbeat-ack-delay",
+        type=float,
+        default=0.005,
+        help="seconds each heartbeat ack is held back, like a network round trip (default 0.005: "
+        "the official JS client takes an ack within the millisecond of its beat for a missing one)",
+    )
+    serve.add_argument("--project", default="project_x", help="project id (default project_x)")
+    serve.add_argument("--token", help="register this Leap token, granted every channel of the project")
+    serve.add_argument("--channel", action="append", help="create this private channel at start (repeatable)")
+    serve.set_defaults(func=run)
