@@ -35,3 +35,14 @@ class Emitter:
             else:
                 sys.stdout.write(to_json({"type": kind, **record}) + "\n")
             sys.stdout.flush()
+
+    def state(self, info: Any) -> None:
+        """A state listener that prints each transition (and its error)."""
+        state = info.connection_state.value
+        record: dict[str, Any] = {"state": state}
+        text = state
+        if info.error is not None:
+            record["error"] = str(info.error)
+            record["will_reconnect"] = info.will_reconnect
+            text += f" ({info.error}; will_reconnect={info.will_reconnect})"
+        self("state", text, record)

@@ -29,27 +29,17 @@ def _shown(kind: str, value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import FmtLogger, StateInfo
+    from .. import FmtLogger
     from ..elstat import ElstatClient
 
     emit = Emitter(sys.stdout.isatty() if args.format == "auto" else args.format == "text")
-
-    def on_state(info: StateInfo) -> None:
-        state = info.connection_state.value
-        record: dict[str, Any] = {"state": state}
-        text = state
-        if info.error is not None:
-            record["error"] = str(info.error)
-            record["will_reconnect"] = info.will_reconnect
-            text += f" ({info.error}; will_reconnect={info.will_reconnect})"
-        emit("state", text, record)
 
     try:
         client = ElstatClient(args.url, FmtLogger(args.log_level) if args.log_level else None)
     except (ValueError, LeapError) as exc:
         print(f"leap-sync elstat: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    client.add_state_update_listener(on_state)
+    client.add_state_update_listener(emit.state)
     data = client.data_channel()
     incidents = client.incident_channel()
 

@@ -33,21 +33,11 @@ def _read_token(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import FmtLogger, LeapClient, StateInfo
+    from .. import FmtLogger, LeapClient
 
     token = _read_token(args)
     human = sys.stdout.isatty() if args.format == "auto" else args.format == "text"
     emit = Emitter(human)
-
-    def on_state(info: StateInfo) -> None:
-        state = info.connection_state.value
-        record: dict[str, Any] = {"state": state}
-        text = state
-        if info.error is not None:
-            record["error"] = str(info.error)
-            record["will_reconnect"] = info.will_reconnect
-            text += f" ({info.error}; will_reconnect={info.will_reconnect})"
-        emit("state", text, record)
 
     try:
         client = LeapClient(
@@ -61,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, LeapError) as exc:
         print(f"leap-sync listen: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    client.add_state_update_listener(on_state)
+    client.add_state_update_listener(emit.state)
     messages = client.message_event_channel()
     events = client.channel_event_channel()
 
