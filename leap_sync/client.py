@@ -1,57 +1,36 @@
 """``LeapClient``: the thread-based, synchronous Leap Edge client.
 
 A façade over :class:`~leap_sync.core.ConnectionCore` (threads, connection attempts,
-reconnects, state, ``close()``; see :mod:`leap_sync.core` for the thread contract) and
-:class:`~leap_sync.protocol.session.ClientSession` (the Leap Edge protocol). What is
-Leap's lives here: subscriptions and the calls waiting for their answers, the close
-code policy (4001 fatal, 4006 redirect), and token hygiene.
+reconnects, state, ``close()``; see :mod:`leap_sync.core` for the thread contract),
+:class:`~leap_sync.protocol.session.ClientSession` (the Leap Edge protocol) and
+:class:`~leap_sync.leap.LeapHandler` (where events go, which call an answer belongs
+to, what a close code means, token hygiene).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from .backoff import Backoff
 from .channels import EventChannel
-from .core import ConnectionCore, Decision, Future, Live
-from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError, LeapTimeoutError
+from .core import ConnectionCore, Future
+from .errors import LeapTimeoutError
+from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
 from .log import Logger, StdlibLogger
 from .options import ConnectOptions
 from .protocol import frames
 from .protocol.codec import COMPRESSIONS, DEFAULT_MAX_SIZE, Codec
-from .protocol.models import AvailableEvent, Channel, ChannelEvent, Hello, InitEvent, MessageEvent, UnavailableEvent
-from .protocol.opcodes import CloseAction, CloseCode, close_action
-from .protocol.session import ClientSession, ReceiveResult
+from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
 from .state import StateInfo
 
 __all__ = ["DEFAULT_URL", "LeapClient", "with_query"]
 
 DEFAULT_URL = "wss://leap.hop.io/ws"
-_REDACTED = "<redacted>"
-_MESSAGES = "messages"
-_CHANNEL_EVENTS = "channel_events"
 
 StateListener = Callable[[StateInfo], None]
-
-
-def with_query(url: str, encoding: str, compression: str) -> str:
-    """``url`` with its ``encoding`` and ``compression`` query parameters set (other
-    parameters kept). Raises ``ValueError`` for a URL that is not ``ws://`` or
-    ``wss://`` with a host."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {url!r}")
-    parts.port  # noqa: B018 - raises ValueError for a port out of range
-    query = [
-        (k, v)
-        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if k not in ("encoding", "compression")
-    ]
-    query += [("encoding", encoding), ("compression", compression)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query), path=parts.path or "/"))
 
 
 class LeapClient:
@@ -135,21 +114,16 @@ class LeapClient:
             proxy_type=proxy_type,
             trust_env=trust_env,
         )
+        url = with_query(url, encoding, compression)
+        lock = threading.RLock()
+        self._handler = LeapHandler(project_id, token, self._codec, encoding, compression, lock)
         self._core = ConnectionCore(
-            self,
-            url=with_query(url, encoding, compression),
-            options=options,
-            logger=self.logger,
-            backoff=backoff,
-            clock=clock,
+            self._handler, url=url, options=options, logger=self.logger, backoff=backoff, clock=clock, lock=lock
         )
+        self._handler.core = self._core
         self._number = self._core.number
-        self._lock = self._core.lock
-        self._waiters: dict[tuple[int, int], tuple[str, Future]] = {}
-        self._subscriptions: dict[str, None] = {}  # ordered set of channel ids
-        self.init_event: InitEvent | None = None
-        """The INIT of the current (or last) connection; ``None`` before the first."""
-        self._latency: float | None = None
+        self._lock = lock
+        self._waiters = self._handler.waiters
 
     # -- introspection -----------------------------------------------------------------
 
@@ -172,19 +146,24 @@ class LeapClient:
         return self._core.url
 
     @property
+    def init_event(self) -> InitEvent | None:
+        """The INIT of the current (or last) connection; ``None`` before the first."""
+        return self._handler.init_event
+
+    @property
     def latency(self) -> float | None:
         """Round trip, in seconds, of the last acknowledged heartbeat; ``None`` before
         one."""
         live = self._core.live
-        latency = _leap(live.session).latency if live is not None else None
-        return latency if latency is not None else self._latency  # else the last connection's
+        latency = leap_session(live.session).latency if live is not None else None
+        return latency if latency is not None else self._handler.latency  # else the last connection's
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
         """The channel ids this client is (or will be, after reconnecting) subscribed
         to, as the server's answers left them."""
         with self._lock:
-            return tuple(self._subscriptions)
+            return tuple(self._handler.subscriptions)
 
     # -- listeners and channels --------------------------------------------------------
 
@@ -198,14 +177,14 @@ class LeapClient:
         """A new channel of :class:`MessageEvent` (channel and direct messages), in
         wire order. See :class:`~leap_sync.channels.EventChannel` for ``maxsize`` and
         ``overflow``. Ends when the client closes or will not reconnect."""
-        return self._core.new_channel(_MESSAGES, maxsize, overflow)
+        return self._core.new_channel(MESSAGES, maxsize, overflow)
 
     def channel_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[ChannelEvent]:
         """A new channel of channel events (``AvailableEvent``, ``UnavailableEvent``,
         ``StateUpdateEvent``, ``TokenStateUpdateEvent``, pipe room events,
         ``UnknownEvent``), in wire order. An AVAILABLE or UNAVAILABLE that answers a
         :meth:`subscribe` call goes to that call instead."""
-        return self._core.new_channel(_CHANNEL_EVENTS, maxsize, overflow)
+        return self._core.new_channel(CHANNEL_EVENTS, maxsize, overflow)
 
     # -- connecting --------------------------------------------------------------------
 
@@ -239,7 +218,7 @@ class LeapClient:
         (:class:`LeapAuthorizationError`, :class:`LeapConnectionError`) if it will not
         reconnect.
         """
-        init: InitEvent = self._core.wait_connected(timeout, lambda: self.init_event)
+        init: InitEvent = self._core.wait_connected(timeout, lambda: self._handler.init_event)
         return init
 
     # -- sending -----------------------------------------------------------------------
@@ -263,7 +242,7 @@ class LeapClient:
         keys: list[tuple[int, int]] = []
 
         def register(session: Any) -> None:
-            key = (id(session), _leap(session).expect_answer(channel_id, True))
+            key = (id(session), leap_session(session).expect_answer(channel_id, True))
             keys.append(key)
             with self._lock:
                 self._waiters[key] = (channel_id, waiter)
@@ -289,12 +268,12 @@ class LeapClient:
         :meth:`subscribe` of the same channel."""
         _check_id(channel_id, "channel_id")
         with self._lock:
-            self._subscriptions.pop(channel_id, None)
+            self._handler.subscriptions.pop(channel_id, None)
         self._core.send(
             frames.unsubscribe(channel_id),
             wait,
             timeout,
-            lambda session: _leap(session).expect_answer(channel_id, False),
+            lambda session: leap_session(session).expect_answer(channel_id, False),
         )
 
     def set_channel_state(
@@ -354,141 +333,6 @@ class LeapClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    # -- what the core asks (the I/O thread; never blocks) ------------------------------
-
-    def new_session(self) -> ClientSession:
-        return ClientSession(self.project_id, self._token, self._codec)
-
-    def deliver(self, live: Live, result: ReceiveResult) -> None:
-        core = self._core
-        if result.messages:
-            for channel in core.channels(_MESSAGES):
-                channel._put_many(result.messages)
-        events: list[Any] = []
-        for event in result.events:
-            if isinstance(event, Hello):
-                core.log.debug("hello", {"heartbeat_interval": event.heartbeat_interval})
-                core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
-            elif isinstance(event, InitEvent):
-                pass  # on_connected
-            else:
-                self._track(event)
-                events.append(event)
-        session_id = id(live.session)
-        for answer in result.answers:
-            event = answer.event
-            self._track(event)
-            with self._lock:
-                entry = self._waiters.pop((session_id, answer.request), None)
-            if entry is None:
-                events.append(event)  # nobody waits (a timed-out call, a resubscription)
-            elif isinstance(event, AvailableEvent):
-                entry[1].set(event.channel)
-            else:
-                entry[1].fail(ChannelUnavailableError(entry[0], event.error_code, graceful=event.graceful))
-        if events:
-            for channel in core.channels(_CHANNEL_EVENTS):
-                channel._put_many(events)
-
-    def _track(self, event: Any) -> None:
-        """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them."""
-        if isinstance(event, AvailableEvent):
-            with self._lock:
-                self._subscriptions[event.channel_id or event.channel.id] = None
-        elif isinstance(event, UnavailableEvent) and event.channel_id is not None:
-            with self._lock:
-                self._subscriptions.pop(event.channel_id, None)
-
-    def on_connected(self, live: Live) -> None:
-        session = _leap(live.session)
-        init = session.init
-        assert init is not None
-        self.init_event = init
-        kept = {channel.id for channel in init.channels}
-        with self._lock:
-            missing = [c for c in self._subscriptions if c not in kept]
-            for channel_id in kept:
-                self._subscriptions[channel_id] = None
-        self._core.log.debug(
-            "init", {"cid": init.cid, "scope": init.scope, "channels": len(kept), "resubscribing": len(missing)}
-        )
-        with live.lock:
-            for channel_id in missing:
-                session.expect_answer(channel_id, True)
-                live.transport.send(*session.encode(frames.subscribe(channel_id)))
-
-    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
-        if session is not None and _leap(session).latency is not None:
-            self._latency = _leap(session).latency
-        self._fail_waiters(LeapConnectionError(f"connection lost: {error}"))
-
-    def on_finish(self, error: BaseException) -> None:
-        self._fail_waiters(error)
-
-    def _fail_waiters(self, error: BaseException) -> None:
-        with self._lock:
-            waiters = list(self._waiters.values())
-            self._waiters.clear()
-        for _channel_id, waiter in waiters:
-            waiter.fail(error)
-
-    def awaiting(self, session: Any) -> tuple[str, str]:
-        return ("hello", "Hello") if session.hello is None else ("init", "INIT")
-
-    def decide(self, error: LeapConnectionError, session: Any) -> Decision:
-        code = error.close_code
-        action = close_action(code)
-        if action is CloseAction.FATAL:
-            if session is not None and session.hello is not None:  # we identified: a verdict on the token
-                return Decision(
-                    CloseAction.FATAL,
-                    LeapAuthorizationError(
-                        f"Leap Edge rejected the credentials (close code {code}: "
-                        f"{error.close_reason or CloseCode.INVALID_AUTH.description})",
-                        close_code=code,
-                        close_reason=error.close_reason,
-                    ),
-                )
-            self._core.log.warn("ignoring 4001 before Identify was sent", {"reason": (error.close_reason or "")[:200]})
-        elif action is CloseAction.REDIRECT:
-            target = self._redirect_target(error.close_reason or "")
-            if target is not None:
-                return Decision(CloseAction.REDIRECT, error, target)
-        return Decision(CloseAction.RECONNECT, error)
-
-    def _redirect_target(self, reason: str) -> str | None:
-        """The URL a 4006 close reason names, with our query; ``None`` if unusable."""
-        try:
-            target = with_query(reason.strip(), self.encoding, self.compression)
-            ConnectOptions.endpoint(target)
-        except ValueError:
-            self._core.log.warn("ignoring 4006 with an unusable endpoint", {"reason": reason[:200]})
-            return None
-        if self.url.startswith("wss:") and not target.startswith("wss:"):
-            self._core.log.warn("ignoring 4006 redirect from wss to plain ws", {"url": target})
-            return None
-        return target
-
-    # -- token hygiene -------------------------------------------------------------------
-
-    def _scrub_text(self, text: str) -> str:
-        return text.replace(self._token, _REDACTED) if self._token else text
-
-    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
-        """``error`` with the token removed from its message and close reason."""
-        token = self._token
-        reason = error.close_reason
-        if not token or (token not in str(error) and not (reason and token in reason)):
-            return error
-        scrubbed = error.with_message(self._scrub_text(str(error)))
-        scrubbed.close_reason = self._scrub_text(reason) if reason is not None else None
-        return scrubbed
-
-
-def _leap(session: Any) -> ClientSession:
-    """The core's session of a LeapClient connection is a :class:`ClientSession`."""
-    return cast(ClientSession, session)
 
 
 def _check_id(value: Any, name: str) -> None:

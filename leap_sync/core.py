@@ -151,7 +151,9 @@ class ConnectionCore:
 
     ``url`` is where connections go (a 4006-style redirect may change it for a while);
     ``options`` are validated :class:`ConnectOptions`; ``clock`` (monotonic seconds)
-    measures how long connections lived, for the backoff reset.
+    measures how long connections lived, for the backoff reset; ``lock`` (an RLock the
+    handler shares, or a new one) guards the channels, the run and the handler's
+    bookkeeping.
     """
 
     def __init__(
@@ -163,6 +165,7 @@ class ConnectionCore:
         logger: Logger,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lock: threading.RLock | None = None,
     ) -> None:
         from .supervisor import Supervisor  # the I/O thread's code; imports this module
 
@@ -175,7 +178,7 @@ class ConnectionCore:
         self.clock = clock
         self.number = next(_numbers)
         self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
-        self.lock = threading.RLock()
+        self.lock = lock if lock is not None else threading.RLock()
         self.closing = threading.Event()
         self.finished = False  # channels ended: nothing will be delivered again
         self._closed_reported = False

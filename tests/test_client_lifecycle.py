@@ -86,7 +86,7 @@ def test_close_racing_a_reconnect_closes_the_new_connection(
 ) -> None:
     # Hold the I/O thread after a reconnect's upgrade, just before its connection
     # becomes visible to close(), and close() from another thread right then.
-    import leap_sync.client as client_module
+    import leap_sync.leap as client_module  # where the client makes its sessions
 
     in_gap = threading.Event()
     release = threading.Event()

@@ -1,0 +1,201 @@
+"""Leap Edge's part of a client connection: what :class:`~leap_sync.core.ConnectionCore`
+asks of ``LeapClient`` (see :class:`~leap_sync.core.Handler`).
+
+:class:`LeapHandler` routes what a connection produced (messages and channel events to
+their event channels, AVAILABLE/UNAVAILABLE answers to the ``subscribe()`` calls
+waiting for them), keeps the subscriptions the server's answers left, re-subscribes
+after a reconnect, says what a close code means (4001 fatal once identified, 4006 a
+redirect), and keeps the token out of every error. It runs on the I/O thread and never
+blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from typing import Any, cast
+
+from .core import ConnectionCore, Decision, Future, Live
+from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
+from .options import ConnectOptions
+from .protocol import frames
+from .protocol.codec import Codec
+from .protocol.models import AvailableEvent, Hello, InitEvent, UnavailableEvent
+from .protocol.opcodes import CloseAction, CloseCode, close_action
+from .protocol.session import ClientSession, ReceiveResult
+
+__all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "leap_session", "with_query"]
+
+MESSAGES = "messages"
+CHANNEL_EVENTS = "channel_events"
+_REDACTED = "<redacted>"
+
+
+def with_query(url: str, encoding: str, compression: str) -> str:
+    """``url`` with its ``encoding`` and ``compression`` query parameters set (other
+    parameters kept). Raises ``ValueError`` for a URL that is not ``ws://`` or
+    ``wss://`` with a host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {url!r}")
+    parts.port  # noqa: B018 - raises ValueError for a port out of range
+    query = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k not in ("encoding", "compression")
+    ]
+    query += [("encoding", encoding), ("compression", compression)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query), path=parts.path or "/"))
+
+
+def leap_session(session: Any) -> ClientSession:
+    """The core's session of a Leap connection is a :class:`ClientSession`."""
+    return cast(ClientSession, session)
+
+
+class LeapHandler:
+    """The Leap side of one ``LeapClient`` (its :attr:`core` is set right after
+    construction). ``waiters`` maps ``(id(session), request)`` to the channel and the
+    :class:`~leap_sync.core.Future` of a ``subscribe()`` call; ``subscriptions`` is an
+    ordered set of channel ids; both are guarded by ``lock``."""
+
+    def __init__(
+        self, project_id: str, token: str | None, codec: Codec, encoding: str, compression: str, lock: threading.RLock
+    ) -> None:
+        self.project_id = project_id
+        self._token = token
+        self.codec = codec
+        self.encoding = encoding
+        self.compression = compression
+        self.lock = lock
+        self.core: ConnectionCore = None  # type: ignore[assignment]
+        self.waiters: dict[tuple[int, int], tuple[str, Future]] = {}
+        self.subscriptions: dict[str, None] = {}
+        self.init_event: InitEvent | None = None
+        self.latency: float | None = None  # the last connection's
+
+    def new_session(self) -> ClientSession:
+        return ClientSession(self.project_id, self._token, self.codec)
+
+    def deliver(self, live: Live, result: ReceiveResult) -> None:
+        core = self.core
+        if result.messages:
+            for channel in core.channels(MESSAGES):
+                channel._put_many(result.messages)
+        events: list[Any] = []
+        for event in result.events:
+            if isinstance(event, Hello):
+                core.log.debug("hello", {"heartbeat_interval": event.heartbeat_interval})
+                core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
+            elif isinstance(event, InitEvent):
+                pass  # on_connected
+            else:
+                self._track(event)
+                events.append(event)
+        session_id = id(live.session)
+        for answer in result.answers:
+            event = answer.event
+            self._track(event)
+            with self.lock:
+                entry = self.waiters.pop((session_id, answer.request), None)
+            if entry is None:
+                events.append(event)  # nobody waits (a timed-out call, a resubscription)
+            elif isinstance(event, AvailableEvent):
+                entry[1].set(event.channel)
+            else:
+                entry[1].fail(ChannelUnavailableError(entry[0], event.error_code, graceful=event.graceful))
+        if events:
+            for channel in core.channels(CHANNEL_EVENTS):
+                channel._put_many(events)
+
+    def _track(self, event: Any) -> None:
+        """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them."""
+        if isinstance(event, AvailableEvent):
+            with self.lock:
+                self.subscriptions[event.channel_id or event.channel.id] = None
+        elif isinstance(event, UnavailableEvent) and event.channel_id is not None:
+            with self.lock:
+                self.subscriptions.pop(event.channel_id, None)
+
+    def on_connected(self, live: Live) -> None:
+        session = leap_session(live.session)
+        init = session.init
+        assert init is not None
+        self.init_event = init
+        kept = {channel.id for channel in init.channels}
+        with self.lock:
+            missing = [c for c in self.subscriptions if c not in kept]
+            for channel_id in kept:
+                self.subscriptions[channel_id] = None
+        self.core.log.debug(
+            "init", {"cid": init.cid, "scope": init.scope, "channels": len(kept), "resubscribing": len(missing)}
+        )
+        with live.lock:
+            for channel_id in missing:
+                session.expect_answer(channel_id, True)
+                live.transport.send(*session.encode(frames.subscribe(channel_id)))
+
+    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+        if session is not None and leap_session(session).latency is not None:
+            self.latency = leap_session(session).latency
+        self._fail_waiters(LeapConnectionError(f"connection lost: {error}"))
+
+    def on_finish(self, error: BaseException) -> None:
+        self._fail_waiters(error)
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        with self.lock:
+            waiters = list(self.waiters.values())
+            self.waiters.clear()
+        for _channel_id, waiter in waiters:
+            waiter.fail(error)
+
+    def awaiting(self, session: Any) -> tuple[str, str]:
+        return ("hello", "Hello") if session.hello is None else ("init", "INIT")
+
+    def decide(self, error: LeapConnectionError, session: Any) -> Decision:
+        code = error.close_code
+        action = close_action(code)
+        if action is CloseAction.FATAL:
+            if session is not None and session.hello is not None:  # we identified: a verdict on the token
+                return Decision(
+                    CloseAction.FATAL,
+                    LeapAuthorizationError(
+                        f"Leap Edge rejected the credentials (close code {code}: "
+                        f"{error.close_reason or CloseCode.INVALID_AUTH.description})",
+                        close_code=code,
+                        close_reason=error.close_reason,
+                    ),
+                )
+            self.core.log.warn("ignoring 4001 before Identify was sent", {"reason": (error.close_reason or "")[:200]})
+        elif action is CloseAction.REDIRECT:
+            target = self._redirect_target(error.close_reason or "")
+            if target is not None:
+                return Decision(CloseAction.REDIRECT, error, target)
+        return Decision(CloseAction.RECONNECT, error)
+
+    def _redirect_target(self, reason: str) -> str | None:
+        """The URL a 4006 close reason names, with our query; ``None`` if unusable."""
+        try:
+            target = with_query(reason.strip(), self.encoding, self.compression)
+            ConnectOptions.endpoint(target)
+        except ValueError:
+            self.core.log.warn("ignoring 4006 with an unusable endpoint", {"reason": reason[:200]})
+            return None
+        if self.core.url.startswith("wss:") and not target.startswith("wss:"):
+            self.core.log.warn("ignoring 4006 redirect from wss to plain ws", {"url": target})
+            return None
+        return target
+
+    def _scrub_text(self, text: str) -> str:
+        return text.replace(self._token, _REDACTED) if self._token else text
+
+    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+        """``error`` with the token removed from its message and close reason."""
+        token = self._token
+        reason = error.close_reason
+        if not token or (token not in str(error) and not (reason and token in reason)):
+            return error
+        scrubbed = error.with_message(self._scrub_text(str(error)))
+        scrubbed.close_reason = self._scrub_text(reason) if reason is not None else None
+        return scrubbed
