@@ -2,20 +2,17 @@
 
 Thread contract (DESIGN.md section 4, first option): the *owner* (the client's I/O
 thread) makes every socket call: it reads, writes and shuts down. Other threads never
-touch the socket: :meth:`Transport.send` formats a frame, queues it and wakes the owner
-through the client's :class:`~leap_sync.wakeup.Wakeup`; :meth:`Transport.abort` asks
-the owner to end the connection. So a TLS socket never has two threads inside OpenSSL,
-the reader never waits behind a sender, and a peer that stops reading cannot block
-anything but the frames queued for it.
-
-Writes never block the owner: it writes what the socket takes and polls for room.
-Control frames and heartbeats (``urgent``) go ahead of data frames not yet started. A
-frame that waits longer than ``send_timeout`` to be written ends the connection.
+touch the socket: :meth:`Transport.send` formats a frame, queues it
+(:class:`~leap_sync.writer.FrameWriter`) and wakes the owner through the client's
+:class:`~leap_sync.wakeup.Wakeup`; :meth:`Transport.abort` asks the owner to end the
+connection. So a TLS socket never has two threads inside OpenSSL, the reader never
+waits behind a sender, and a peer that stops reading cannot block anything but the
+frames queued for it: a frame that waits longer than ``send_timeout`` to be written
+ends the connection.
 """
 
 from __future__ import annotations
 
-import collections
 import select
 import socket
 import ssl
@@ -29,6 +26,7 @@ from .errors import LeapConnectionError
 from .protocol.codec import DEFAULT_MAX_SIZE
 from .protocol.wsframes import FrameReader, WebSocketProtocolError
 from .wakeup import Wakeup
+from .writer import FrameWriter, Outgoing
 
 __all__ = ["Outgoing", "Transport"]
 
@@ -44,42 +42,9 @@ _POLLOUT = getattr(select, "POLLOUT", 4)
 _OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 _OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
 _OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
-_OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 _OPCODE_PING = websocket.ABNF.OPCODE_PING
+_OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 _create_frame = websocket.ABNF.create_frame
-MAX_URGENT = 1024
-"""Most urgent frames (heartbeats, pongs, answers to tagged requests) queued at once;
-beyond it the peer is not reading and the connection ends."""
-
-
-def _wait_writable(sock: socket.socket, timeout: float) -> None:
-    if _HAS_POLL:
-        poller = select.poll()
-        poller.register(sock, _POLLOUT)
-        poller.poll(int(timeout * 1000) + 1)
-    else:  # pragma: no cover - Windows
-        select.select([], [sock], [], timeout)
-
-
-class Outgoing:
-    """A queued frame; :meth:`wait` blocks until it is written (or failed)."""
-
-    __slots__ = ("_done", "data", "error", "queued_at")
-
-    def __init__(self, data: bytes, queued_at: float) -> None:
-        self.data = data
-        self.queued_at = queued_at
-        self.error: LeapConnectionError | None = None
-        self._done = threading.Event()
-
-    def wait(self, timeout: float | None) -> bool:
-        """Whether the frame was handled (written, or failed: see :attr:`error`)."""
-        return self._done.wait(timeout)
-
-    def finish(self, error: LeapConnectionError | None = None) -> None:
-        if not self._done.is_set():
-            self.error = error
-            self._done.set()
 
 
 class Transport:
@@ -107,18 +72,11 @@ class Transport:
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._send_timeout = send_timeout
         self._reader = FrameReader(max_message_size)
+        self._writer = FrameWriter(sock, send_timeout)
         self._early = early
-        self._lock = threading.Lock()  # guards the queues and the ending fields
-        self._urgent: collections.deque[Outgoing] = collections.deque()
-        self._data: collections.deque[Outgoing] = collections.deque()
-        self._pong: Outgoing | None = None  # the one pong due (RFC 6455 5.5.3: the latest ping)
-        self._writing: memoryview | None = None
-        self._current: Outgoing | None = None
+        self._lock = threading.Lock()  # guards the ending fields
         self._ended: LeapConnectionError | None = None
         self._abort_error: LeapConnectionError | None = None
-        self._close_queued = False
-        self.close_sent = False
-        """Whether our close frame was written."""
         self.last_received = time.monotonic()
         self._poller: Any = None
         self._want_write = False
@@ -127,6 +85,11 @@ class Transport:
             self._poller = select.poll()
             self._poller.register(sock, _POLLIN)
             self._poller.register(wakeup.fd, _POLLIN)
+
+    @property
+    def close_sent(self) -> bool:
+        """Whether our close frame was written."""
+        return self._writer.close_sent
 
     # -- any thread --------------------------------------------------------------------
 
@@ -145,32 +108,24 @@ class Transport:
         self._queue(_create_frame(payload[:125], _OPCODE_PING).format(), True)
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
-        """Queue a close frame once (later calls do nothing); the owner sends it ahead
-        of data frames not yet started."""
-        with self._lock:
-            if self._close_queued or self._ended is not None:
-                return
-            self._close_queued = True
+        """Queue a close frame once (later calls do nothing); it goes ahead of data
+        frames not yet started, and nothing follows it."""
+        if self.ended:
+            return
         frame = _create_frame(code.to_bytes(2, "big") + reason.encode("utf-8")[:123], _OPCODE_CLOSE).format()
         self._queue(frame, True, closing=True)
 
-    def _queue(self, data: bytes, urgent: bool, closing: bool = False) -> Outgoing:
-        item = Outgoing(data, time.monotonic())
+    def _queue(self, frame: bytes, urgent: bool, closing: bool = False) -> Outgoing:
         with self._lock:
-            if self._ended is not None or self._abort_error is not None:
-                raise LeapConnectionError(f"cannot send: {self._ended or self._abort_error}")
-            if self._close_queued and not closing:
-                raise LeapConnectionError("cannot send: the connection is closing")
-            if urgent:
-                if len(self._urgent) >= MAX_URGENT:
-                    self._abort_error = LeapConnectionError(
-                        f"cannot send: {MAX_URGENT} control frames wait for a peer that does not read"
-                    )
-                    item.finish(self._abort_error)
-                else:
-                    self._urgent.append(item)
-            else:
-                self._data.append(item)
+            ended = self._ended or self._abort_error
+        if ended is not None:
+            raise LeapConnectionError(f"cannot send: {ended}")
+        try:
+            item = self._writer.queue(frame, urgent, closing=closing)
+        except LeapConnectionError as exc:
+            if urgent and not closing:
+                self.abort(exc)  # control frames pile up: the peer is not reading
+            raise
         self._wakeup.notify()
         return item
 
@@ -194,11 +149,13 @@ class Transport:
 
         Returns ``[]`` when ``timeout`` (seconds) passes first, or when another thread
         woke the owner (a frame queued, ``close()``): the caller re-checks its state.
-        Answers pings on the way. Raises :class:`LeapConnectionError` once the connection has ended; data
-        messages that arrived before a close frame are returned first.
+        Answers pings on the way. Raises :class:`LeapConnectionError` once the
+        connection has ended; data messages that arrived before a close frame are
+        returned first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         reader = self._reader
+        writer = self._writer
         while True:
             if self._abort_error is not None:
                 raise self._end(self._abort_error)
@@ -210,32 +167,28 @@ class Transport:
             if self._early:
                 data, self._early = self._early, b""
             else:
-                if self._urgent or self._data or self._writing is not None or self._pong is not None:
-                    self._flush()
-                    if self.ended:
-                        continue
+                if writer.pending and not self._flush():
+                    continue
                 if not (self._tls and self._pending()):
                     now = time.monotonic()
                     remaining = None if deadline is None else deadline - now
-                    wait: float | None
-                    send_by = self._send_deadline()
+                    send_by = writer.send_deadline()
                     if send_by is not None and send_by <= now:
                         self.abort(
                             LeapConnectionError(f"cannot send: the socket stayed full for {self._send_timeout:g} s")
                         )
                         continue
-                    if send_by is not None and (remaining is None or send_by - now < remaining):
-                        wait = send_by - now
-                    else:
-                        wait = remaining
                     if remaining is not None and remaining <= 0:
                         return []
+                    wait = remaining
+                    if send_by is not None and (wait is None or send_by - now < wait):
+                        wait = send_by - now
                     readable, woken = self._poll(wait)
                     if woken and not readable:
+                        if not self.ended and writer.pending:
+                            self._flush()
                         if self.ended:
                             continue
-                        if self._urgent or self._data:
-                            self._flush()
                         return []
                     if not readable:
                         continue
@@ -250,7 +203,7 @@ class Transport:
             except WebSocketProtocolError as exc:
                 raise self._protocol_failure(exc) from None
             if reader.pings:
-                self._queue_pong(reader.pings[-1])
+                writer.pong(_create_frame(reader.pings[-1], _OPCODE_PONG).format())
                 reader.pings = []
                 self._flush()
             if reader.close is not None and self._ended is None:
@@ -258,20 +211,23 @@ class Transport:
             if messages:
                 return messages
 
+    def _flush(self) -> bool:
+        """Write what the socket takes; ``False`` (and the connection aborted) on a
+        socket error."""
+        try:
+            self._writer.flush()
+            return True
+        except LeapConnectionError as exc:
+            self.abort(exc)
+            return False
+
     def _pending(self) -> int:
         return self._sock.pending()  # type: ignore[attr-defined, no-any-return]
-
-    def _send_deadline(self) -> float | None:
-        item = self._current
-        if item is None:
-            head = self._urgent[0] if self._urgent else (self._data[0] if self._data else None)
-            item = head
-        return None if item is None else item.queued_at + self._send_timeout
 
     def _poll(self, timeout: float | None) -> tuple[bool, bool]:
         """Wait for readability, room to write (when a write is pending) or a wakeup;
         ``(readable, woken)``."""
-        want_write = self._writing is not None or bool(self._urgent or self._data or self._pong)
+        want_write = self._writer.pending
         if self._poller is not None:
             if want_write != self._want_write:
                 self._poller.modify(self._sock, _POLLIN | (_POLLOUT if want_write else 0))
@@ -321,65 +277,11 @@ class Transport:
             return data
         raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
 
-    def _queue_pong(self, payload: bytes) -> None:
-        pong = Outgoing(_create_frame(payload, _OPCODE_PONG).format(), time.monotonic())
-        self._pong = pong  # replaces a pong not yet started: the latest ping is answered
-
-    def _flush(self) -> None:
-        """Write queued frames until the socket is full (never blocks)."""
-        sock = self._sock
-        while True:
-            if self._writing is None:
-                item = self._next_item()
-                if item is None:
-                    return
-                self._current = item
-                self._writing = memoryview(item.data)
-            try:
-                sent = sock.send(self._writing)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return
-            except (OSError, ValueError) as exc:
-                self.abort(LeapConnectionError(f"cannot send: {exc}"))
-                return
-            self._writing = self._writing[sent:]
-            if not self._writing:
-                done = self._current
-                self._writing = self._current = None
-                if done is not None:
-                    if done.data[0] & 0x0F == _OPCODE_CLOSE:
-                        self.close_sent = True
-                    done.finish()
-
-    def _next_item(self) -> Outgoing | None:
-        if self._pong is not None:
-            pong, self._pong = self._pong, None
-            return pong
-        with self._lock:
-            if self._urgent:
-                return self._urgent.popleft()
-            if self._data and not self.close_sent:
-                return self._data.popleft()
-        return None
-
-    def flush_for(self, timeout: float) -> None:
-        """(Owner.) Try for at most ``timeout`` seconds to write what is queued (a
-        close frame before ending the connection)."""
-        deadline = time.monotonic() + timeout
-        while self._writing is not None or self._urgent or self._pong is not None:
-            self._flush()
-            if self._writing is None and not self._urgent and self._pong is None:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._abort_error is not None:
-                return
-            _wait_writable(self._sock, remaining)
-
     def _end_by_peer(self, code: int | None, reason: str) -> None:
         # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket. If
         # we had closed first (fail()), this is only the echo and our reason stands.
         self.send_close(1000 if code is None else code, "")
-        self.flush_for(1.0)
+        self._writer.flush_for(1.0)
         self._end(
             LeapConnectionError(
                 f"server closed the connection (code {code}{': ' + reason if reason else ''})",
@@ -399,7 +301,7 @@ class Transport:
         :meth:`receive` raises ``error`` (not the peer's echo of our close)."""
         if not self.ended:
             self.send_close(code, "")
-            self.flush_for(1.0)
+            self._writer.flush_for(1.0)
         with self._lock:
             if self._abort_error is None:
                 self._abort_error = error
@@ -412,13 +314,8 @@ class Transport:
         with self._lock:
             if self._ended is None:
                 self._ended = self._abort_error or error
-            pending = [*self._urgent, *self._data]
-            self._urgent.clear()
-            self._data.clear()
             ended = self._ended
-        current, self._current, self._writing = self._current, None, None
-        for item in [current, *pending] if current is not None else pending:
-            item.finish(LeapConnectionError(f"cannot send: {ended}"))
+        self._writer.close(ended)
         try:
             socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # not SSLSocket's: keep TLS state
         except OSError:
