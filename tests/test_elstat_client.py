@@ -1,0 +1,313 @@
+"""ElstatClient against the embedded ElstatServer (and a hostile one): subscriptions,
+data of each kind, incidents, the 256-byte limit, fatal codes, re-subscription, pings,
+and ``leap-sync elstat``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from clientkit import StateRecorder, fast_backoff
+from hostile import HostileServer, Peer
+
+from leap_sync import ChannelClosed, ConnectionState, LeapConnectionError
+from leap_sync.elstat import DataEvent, ElstatClient, IncidentEvent, Op, streaming_url
+from leap_sync.elstat.protocol import MAX_PAYLOAD, split_request
+from leap_sync.testing import ElstatServer
+
+CONNECTED = ConnectionState.CONNECTED
+ERRORED = ConnectionState.ERRORED
+UTC = datetime.timezone.utc
+CHANNELS = ("status:api", "latency:api", "status:web", "graph:api")
+
+
+@pytest.fixture
+def elstat() -> Iterator[ElstatServer]:
+    with ElstatServer(channels=CHANNELS) as server:
+        yield server
+
+
+@pytest.fixture
+def client(elstat: ElstatServer) -> Iterator[ElstatClient]:
+    client = ElstatClient(elstat.base_url, backoff=fast_backoff())
+    yield client
+    client.close()
+
+
+def test_streaming_url() -> None:
+    assert streaming_url("https://status.example.com") == "wss://status.example.com/api/streaming"
+    assert streaming_url("http://h:8080/base/") == "ws://h:8080/base/api/streaming"
+    assert streaming_url("ws://h/api/streaming") == "ws://h/api/streaming"
+    for bad in ("ftp://h", "status.example.com", "http://h:99999"):
+        with pytest.raises(ValueError):
+            streaming_url(bad)
+
+
+def test_connects_without_a_handshake_and_subscribes(elstat: ElstatServer, client: ElstatClient) -> None:
+    recorder = StateRecorder()
+    client.add_state_update_listener(recorder)
+    client.connect(wait=True, timeout=5)
+    assert recorder.states == [ConnectionState.CONNECTING, CONNECTED]  # no AUTHENTICATING: nothing to authenticate
+    assert client.subscribe(["status:api", "latency:api"], timeout=5) == ["status:api", "latency:api"]
+    assert client.subscriptions == ("status:api", "latency:api")
+    [conn] = elstat.connections
+    assert conn.subscriptions == frozenset({"status:api", "latency:api"})
+
+
+def test_unknown_channels_are_left_out(elstat: ElstatServer, client: ElstatClient) -> None:
+    client.connect()
+    assert client.subscribe(["status:nope", "status:api", "latency:gone"], timeout=5) == ["status:api"]
+    assert client.subscribe("status:nope", timeout=5) == []
+    assert client.subscriptions == ("status:api",)
+
+
+def test_unsubscribe_returns_what_was_unsubscribed(elstat: ElstatServer, client: ElstatClient) -> None:
+    client.connect()
+    client.subscribe(["status:api", "latency:api"], timeout=5)
+    assert client.unsubscribe(["latency:api", "status:web"], timeout=5) == ["latency:api"]
+    assert client.subscriptions == ("status:api",)
+    elstat.wait_for(lambda s: s.connections[0].subscriptions == frozenset({"status:api"}))
+
+
+def test_data_of_each_kind_is_typed(elstat: ElstatServer, client: ElstatClient) -> None:
+    data = client.data_channel()
+    client.connect()
+    client.subscribe(list(CHANNELS), timeout=5)
+    elstat.push_data("status:api", True, timestamp_ms=1531339962000)
+    elstat.push_data("latency:api", 42, timestamp_ms=1531339962001)
+    elstat.push_data("graph:api", {"points": [1, 2]}, timestamp_ms=1531339962002)
+    elstat.push_data("status:web", False)
+    got = [data.get(timeout=5) for _ in range(4)]
+    assert got[0] == DataEvent(
+        "status:api",
+        datetime.datetime(2018, 7, 11, 20, 12, 42, tzinfo=UTC),
+        1531339962000,
+        True,
+        (1531339962000, True),
+    )
+    assert (got[1].kind, got[1].value, got[1].timestamp.microsecond) == ("latency", 42, 1000)
+    assert (got[2].kind, got[2].value) == ("graph", {"points": [1, 2]})
+    assert got[3].value is False and got[3].timestamp.tzinfo is UTC
+    assert abs(got[3].timestamp - datetime.datetime.now(UTC)) < datetime.timedelta(seconds=30)
+
+
+def test_data_only_for_subscribed_channels(elstat: ElstatServer, client: ElstatClient) -> None:
+    data = client.data_channel()
+    client.connect()
+    client.subscribe("status:api", timeout=5)
+    assert elstat.push_data("status:web", True) == 0
+    assert elstat.push_data("status:api", True) == 1
+    assert data.get(timeout=5).channel == "status:api"
+    assert data.empty()
+
+
+@pytest.mark.parametrize(
+    ("kind", "op"), [("new", Op.INCIDENT_NEW), ("update", Op.INCIDENT_UPDATE), ("close", Op.INCIDENT_CLOSE)]
+)
+def test_incidents(elstat: ElstatServer, client: ElstatClient, kind: str, op: Op) -> None:
+    incidents = client.incident_channel()
+    client.connect()
+    incident = {
+        "id": 12,
+        "incident_type": "outage",
+        "title": "API down",
+        "content": "investigating",
+        "ongoing": kind != "close",
+        "start_date": 1531339962000,
+        "end_date": 1531343562000 if kind == "close" else None,
+        "stages": [{"title": "found", "content": "x", "created_at": 1531339962000}],
+    }
+    assert elstat.push_incident(kind, incident) == 1
+    event = incidents.get(timeout=5)
+    assert isinstance(event, IncidentEvent)
+    assert (event.op, event.kind) == (op, kind)
+    assert (event.incident.id, event.incident.title, event.incident.type) == ("12", "API down", "outage")
+    assert event.incident.ongoing is (kind != "close")
+    assert event.incident.start == datetime.datetime(2018, 7, 11, 20, 12, 42, tzinfo=UTC)
+    assert event.incident.raw == incident
+
+
+def test_a_long_channel_list_is_split_at_the_256_byte_limit(elstat: ElstatServer, client: ElstatClient) -> None:
+    names = [f"status:service-number-{i:03d}" for i in range(40)]
+    for name in names:
+        elstat.add_channel(name)
+    client.connect()
+    groups = split_request(Op.SUBSCRIBE, names)
+    assert len(groups) > 1
+    assert all(len(json.dumps({"op": 0, "channels": g}, separators=(",", ":"))) <= MAX_PAYLOAD for g in groups)
+    assert client.subscribe(names, timeout=5) == names
+    [conn] = elstat.connections
+    assert conn.frames_in == len(groups)  # each payload within the limit: no 4420
+    assert conn.subscriptions == frozenset(names)
+    assert client.unsubscribe(names, timeout=5) == names
+
+
+def test_a_name_that_cannot_fit_is_refused_before_anything_is_sent(elstat: ElstatServer, client: ElstatClient) -> None:
+    client.connect()
+    too_long = "status:" + "x" * 250
+    with pytest.raises(ValueError, match="cannot fit in one 256-byte Elstat payload"):
+        client.subscribe(["status:api", too_long], timeout=5)
+    with pytest.raises(ValueError, match="<type>:<name>"):
+        client.subscribe(["nocolon"], timeout=5)
+    assert elstat.connections[0].frames_in == 0  # nothing went out, not even status:api
+    assert client.state.connection_state is CONNECTED
+
+
+@pytest.mark.parametrize(("code", "name"), [(4200, "INVALID_PAYLOAD"), (4420, "TOO_MUCH")])
+def test_4200_and_4420_are_fatal_and_named(elstat: ElstatServer, client: ElstatClient, code: int, name: str) -> None:
+    recorder = StateRecorder()
+    client.add_state_update_listener(recorder)
+    data = client.data_channel()
+    client.connect()
+    elstat.disconnect(code, "bad payload")
+    infos = recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED)
+    assert infos[-1].will_reconnect is False
+    error = infos[-1].error
+    assert isinstance(error, LeapConnectionError) and error.close_code == code
+    assert f"{code} {name}" in str(error)
+    with pytest.raises(ChannelClosed):
+        data.get(timeout=5)
+    assert len(elstat.all_connections) == 1  # never retried
+
+
+def test_every_subscription_is_renewed_after_a_drop(elstat: ElstatServer, client: ElstatClient) -> None:
+    recorder = StateRecorder()
+    client.add_state_update_listener(recorder)
+    data = client.data_channel()
+    client.connect()
+    client.subscribe(["status:api", "latency:api", "status:unknown"], timeout=5)
+    first = elstat.connections[0].cid
+    elstat.drop()
+    recorder.wait_count(CONNECTED, 2)
+    elstat.wait_for(
+        lambda s: any(
+            c.cid != first and c.subscriptions == frozenset({"status:api", "latency:api"}) for c in s.connections
+        )
+    )
+    elstat.push_data("latency:api", 7)
+    assert data.get(timeout=5).value == 7
+    assert client.subscriptions == ("status:api", "latency:api")
+
+
+def test_other_close_codes_reconnect(elstat: ElstatServer, client: ElstatClient) -> None:
+    recorder = StateRecorder()
+    client.add_state_update_listener(recorder)
+    client.connect()
+    elstat.disconnect(1011, "restarting")
+    infos = recorder.wait_count(CONNECTED, 2)
+    [errored] = [i for i in infos if i.connection_state is ERRORED]
+    assert errored.will_reconnect is True
+
+
+def test_a_peer_that_answers_nothing_is_presumed_dead() -> None:
+    def deaf(peer: Peer) -> None:  # upgrades, then never answers a ping
+        peer.upgrade()
+        peer.wait(10)
+
+    with HostileServer(deaf) as server:
+        recorder = StateRecorder()
+        client = ElstatClient(server.url, ping_interval=0.2, ping_timeout=0.3, backoff=fast_backoff())
+        client.add_state_update_listener(recorder)
+        client.connect()
+        infos = recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED)
+        assert "no answer to a ping" in str(infos[-1].error) and infos[-1].will_reconnect
+        client.close()
+
+
+def test_pings_keep_a_quiet_connection(elstat: ElstatServer) -> None:
+    recorder = StateRecorder()
+    client = ElstatClient(elstat.base_url, ping_interval=0.05, ping_timeout=0.5)
+    client.add_state_update_listener(recorder)
+    client.connect()
+    # a dozen ping intervals, longer than ping_timeout: the pings are answered, no error
+    with pytest.raises(AssertionError, match="not met"):
+        recorder.wait_for(lambda infos: infos[-1].connection_state is not CONNECTED, timeout=0.6)
+    data = client.data_channel()
+    client.subscribe("status:api", timeout=5)
+    elstat.push_data("status:api", True)
+    assert data.get(timeout=5).value is True
+    assert recorder.states == [ConnectionState.CONNECTING, CONNECTED]
+    client.close()
+
+
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(name, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_leap_sync_elstat_prints_json_lines(elstat: ElstatServer) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leap_sync",
+            "elstat",
+            "--url",
+            elstat.base_url,
+            "--channel",
+            "status:api",
+            "--channel",
+            "status:nope",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(),
+    )
+    assert proc.stdout is not None
+    try:
+        lines = []
+        while not any(json.loads(line)["type"] == "subscribe" for line in lines):
+            lines.append(proc.stdout.readline())
+        subscribe = [json.loads(line) for line in lines if json.loads(line)["type"] == "subscribe"][0]
+        assert subscribe == {"type": "subscribe", "channels": ["status:api"], "refused": ["status:nope"]}
+        elstat.push_data("status:api", False, timestamp_ms=1531339962000)
+        record = json.loads(proc.stdout.readline())
+        assert record == {
+            "type": "data",
+            "channel": "status:api",
+            "timestamp": "2018-07-11T20:12:42+00:00",
+            "timestamp_ms": 1531339962000,
+            "value": False,
+        }
+        elstat.push_incident("new", {"id": "i1", "title": "down"})
+        assert json.loads(proc.stdout.readline()) == {
+            "type": "incident",
+            "kind": "new",
+            "incident": {"id": "i1", "title": "down"},
+        }
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+
+
+def test_leap_sync_elstat_exits_3_on_a_fatal_code(elstat: ElstatServer) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leap_sync", "elstat", "--url", elstat.url, "--channel", "status:api"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(),
+    )
+    assert proc.stdout is not None
+    try:
+        while json.loads(proc.stdout.readline())["type"] != "subscribe":
+            pass
+        elstat.disconnect(4420, "too much")
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3
+    assert "4420 TOO_MUCH" in err
