@@ -268,7 +268,7 @@ def test_leap_sync_elstat_prints_json_lines(elstat: ElstatServer) -> None:
         lines = []
         while not any(json.loads(line)["type"] == "subscribe" for line in lines):
             lines.append(proc.stdout.readline())
-        subscribe = [json.loads(line) for line in lines if json.loads(line)["type"] == "subscribe"][0]
+        subscribe = next(json.loads(line) for line in lines if json.loads(line)["type"] == "subscribe")
         assert subscribe == {"type": "subscribe", "channels": ["status:api"], "refused": ["status:nope"]}
         elstat.push_data("status:api", False, timestamp_ms=1531339962000)
         record = json.loads(proc.stdout.readline())
