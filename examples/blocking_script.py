@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def show_state(info: StateInfo) -> None:
-        # Runs on the client's I/O thread: keep it short, never block here.
+        # Runs on the client's callbacks thread, in order; it may raise or block without
+        # harming the connection (later callbacks wait).
         extra = f" ({info.error})" if info.error else ""
         print(f"state: {info.connection_state.value}{extra}", file=sys.stderr, flush=True)
 
