@@ -9,8 +9,9 @@ quickly is retried at a growing pace, never in a tight loop.
 ``max_attempts`` (``None``: unlimited) bounds consecutive *failed attempts*
 (:attr:`Backoff.failed_attempts`): an attempt fails when it does not reach the
 connected state, or when the server redirects it (Leap's 4006); an attempt that
-connects resets that count, however short-lived its connection. The random source is
-injectable for tests.
+connects resets that count, however short-lived its connection. The random source
+(``random.SystemRandom``, so forked processes draw different delays) is injectable for
+tests.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class Backoff:
         self.cap = cap
         self.reset_after = reset_after
         self.max_attempts = max_attempts
-        self._uniform = uniform if uniform is not None else _random.Random().uniform
+        # The system's randomness has no state a fork() could copy: forked workers
+        # never reconnect in lockstep.
+        self._uniform = uniform if uniform is not None else _random.SystemRandom().uniform
         self.failures = 0
         """Consecutive failures since a connection was last healthy (drives the delay)."""
         self.failed_attempts = 0

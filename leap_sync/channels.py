@@ -9,6 +9,7 @@ default, and a bounded one applies its overflow policy instead of waiting.
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 import time
@@ -63,6 +64,7 @@ class EventChannel(Generic[T]):
         self._closed = False
         self._error: ChannelClosed | None = None
         self._on_close = on_close
+        self._pid = os.getpid()  # a copy in a forked child has no producer
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -96,6 +98,8 @@ class EventChannel(Generic[T]):
                     pass
                 if self._closed:
                     raise self._error if self._error is not None else ChannelClosed("event channel is closed")
+                if os.getpid() != self._pid:
+                    raise ChannelClosed("this event channel belongs to another process: nothing feeds it after fork()")
                 if deadline is None:
                     self._cond.wait()
                 else:

@@ -26,6 +26,7 @@ callbacks thread ends after it).
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -177,6 +178,7 @@ class ConnectionCore:
         self.backoff = backoff if backoff is not None else Backoff()
         self.clock = clock
         self.number = next(_numbers)
+        self.pid: int | None = None  # the process connect() was called in
         self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
         self.lock = lock if lock is not None else threading.RLock()
         self.closing = threading.Event()
@@ -188,6 +190,21 @@ class ConnectionCore:
         self._channels: dict[str, tuple[EventChannel[Any], ...]] = {}
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def forked(self) -> bool:
+        """Whether this is a child process of the one that connected this client
+        (after ``fork()``): its threads and socket belong to the parent."""
+        return self.pid is not None and os.getpid() != self.pid
+
+    def check_process(self) -> None:
+        """Raise :class:`LeapClosedError` in a forked child of the connected process."""
+        if self.forked():
+            raise LeapClosedError(
+                f"this client was connected in process {self.pid}; threads and sockets do not survive fork(): "
+                "create (or at least connect) a client in this process"
+            )
 
     # -- state and listeners -------------------------------------------------------------
 
@@ -238,6 +255,7 @@ class ConnectionCore:
         """Block until ``connected()`` returns a value in state CONNECTED (see
         ``LeapClient.wait_connected`` for what raises), then let the listeners catch
         up (:meth:`settle`)."""
+        self.check_process()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             return self._wait_connected(deadline, timeout, connected)
@@ -311,6 +329,7 @@ class ConnectionCore:
         connected; the connection ended before the frame was written; not written
         within ``send_timeout``), or the encoding error.
         """
+        self.check_process()
         if wait:
             self.wait_connected(timeout, lambda: True)
         if self.closing.is_set():
@@ -337,6 +356,12 @@ class ConnectionCore:
     def connect(self) -> None:
         """One connection attempt on a new I/O thread; returns once upgraded (see
         ``LeapClient.connect``)."""
+        self.check_process()
+        self.pid = os.getpid()
+        with self.lock:
+            for channels in self._channels.values():
+                for channel in channels:
+                    channel._pid = self.pid  # made before a fork(), fed in this process
         run = self._supervisor.start()
         limit = self.options.connect_timeout + _FIRST_ATTEMPT_GRACE
         if not run.first.wait(limit):
@@ -356,7 +381,16 @@ class ConnectionCore:
         self.settle()
 
     def close(self) -> None:
-        """Close for good (idempotent, any thread; see the module docstring)."""
+        """Close for good (idempotent, any thread; see the module docstring). In a
+        forked child it only marks this copy closed: the socket, the wakeup, the threads
+        and the locks are the parent's, and it touches none of them (its event channels
+        raise :class:`ChannelClosed` there once drained)."""
+        if self.forked():
+            # No lock: one a parent's thread held at fork() time stays held here forever.
+            self.run = self.live = None
+            self._closed_reported = True
+            self._state = StateInfo(ConnectionState.CLOSED)
+            return
         with self.lock:
             first = not self.closing.is_set()
             self.closing.set()
