@@ -325,3 +325,33 @@ def test_a_large_message_trickling_in_is_not_a_zombie(clients: Callable[..., Lea
             CONNECTED,
         ]
         assert server.accepted == 1
+
+
+# -- payloads that do not decode ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (bytes([0x81, 4]) + b'"\xff\xfe"', "invalid JSON payload"),  # a text frame that is not UTF-8
+        (bytes([0x82, 6]) + b"\x83m\x00\x00\x00\x05", "truncated ETF term"),  # ETF cut short
+        (bytes([0x82, 3]) + b"\x78\x9c\x01", "zlib"),  # a zlib stream cut short
+        (bytes([0x81, 9]) + b'{"op":1,}', "invalid JSON payload"),
+        (bytes([0x81, 2]) + b"[]", "frame must be an object"),
+    ],
+    ids=["text-not-utf8", "truncated-etf", "truncated-zlib", "bad-json", "not-an-object"],
+)
+def test_payloads_that_do_not_decode_are_protocol_errors(
+    clients: Callable[..., LeapClient], frame: bytes, expected: str
+) -> None:
+    def bad(peer: Peer) -> None:
+        leap_session(peer)
+        peer.message("room", "before", 1)
+        peer.send(frame)
+        peer.drain(5)
+
+    client, infos, server, _ = recover_after(bad, clients)
+    with server:
+        error = only_error(infos)
+        assert str(error).startswith("protocol error: ") and expected in str(error)
+        assert client.state.connection_state is CONNECTED

@@ -319,3 +319,40 @@ def test_a_late_answer_to_a_timed_out_subscribe_updates_subscriptions() -> None:
         assert event.channel_id == "room"
         assert client.subscriptions == ("room",)
         client.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 429, 503])
+def test_a_refused_upgrade_on_first_connect_raises_with_the_status(status: int) -> None:
+    with HostileServer(lambda peer: peer.refuse(status, "No")) as server:
+        recorder = StateRecorder()
+        client = LeapClient(PROJECT, TOKEN, url=server.url)
+        client.add_state_update_listener(recorder)
+        with pytest.raises(LeapConnectionError, match=rf"websocket upgrade refused: HTTP {status} No") as failed:
+            client.connect()
+        assert (failed.value.phase, failed.value.status_code) == ("upgrade", status)
+        assert recorder.states == [CONNECTING, ERRORED]
+        assert recorder.infos[-1].will_reconnect is False  # the first attempt reports; connect() may be retried
+        client.close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_upgrade_on_reconnect_takes_backoff(status: int) -> None:
+    def script(peer: Peer) -> None:
+        if peer.number == 2:
+            peer.refuse(status, "No")
+            return
+        leap_session(peer)
+        if peer.number == 1:
+            peer.close(4000, "bye")
+        peer.drain(5)
+
+    with HostileServer(script) as server:
+        recorder = StateRecorder()
+        client = LeapClient(PROJECT, TOKEN, url=server.url, backoff=steady(0.01))
+        client.add_state_update_listener(recorder)
+        client.connect()
+        infos = recorder.wait_count(CONNECTED, 2, timeout=10)
+        client.close()
+        errors = [i for i in infos if i.connection_state is ERRORED]
+        assert [e.will_reconnect for e in errors] == [True, True]
+        assert errors[1].error.status_code == status  # type: ignore[union-attr]
