@@ -34,8 +34,9 @@ class Backoff:
         max_attempts: int | None = None,
         uniform: Callable[[float, float], float] | None = None,
     ) -> None:
-        if base < 0 or cap < 0 or reset_after < 0:
-            raise ValueError("base, cap and reset_after must not be negative")
+        for name, value in (("base", base), ("cap", cap), ("reset_after", reset_after)):
+            if not 0 <= value <= 86_400:  # NaN fails too
+                raise ValueError(f"{name} must be a number of seconds from 0 to 86400 (a day)")
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1 (or None)")
         self.base = base

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .errors import LeapError
 from .log import Logger
 from .state import StateInfo
 
@@ -39,11 +40,17 @@ def _library_thread() -> bool:
 
 class Callbacks:
     """The callbacks thread of one client, and the logger façade library code uses
-    (``debug``/``info``/``warn``/``error`` never raise and never block)."""
+    (``debug``/``info``/``warn``/``error`` never raise and never block).
+
+    ``redact`` (set by a client that holds a secret) is applied to every message,
+    metadata value and error before the logger sees it: whatever text reaches a log
+    record, a secret in it becomes ``<redacted>``.
+    """
 
     def __init__(self, name: str, logger: Logger) -> None:
         self.name = name
         self.logger = logger
+        self.redact: Callable[[str], str] | None = None
         self.listeners: tuple[StateListener, ...] = ()
         self._items: collections.deque[Any] = collections.deque()
         self._logs = 0  # log records queued
@@ -170,6 +177,8 @@ class Callbacks:
                     self._call(("error", "state listener raised", {"state": info.connection_state.value}, exc))
             return
         level, message, metadata, err = item
+        if self.redact is not None:
+            message, metadata, err = _redacted(self.redact, message, metadata, err)
         try:
             if level == "error":
                 self.logger.error(message, err, metadata)
@@ -178,3 +187,24 @@ class Callbacks:
         except BaseException as exc:  # a logger that raises is ignored
             if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
                 raise
+
+
+def _redacted(
+    redact: Callable[[str], str], message: str, metadata: Mapping[str, Any] | None, err: BaseException | None
+) -> tuple[str, Mapping[str, Any] | None, BaseException | None]:
+    """A log record with the secret removed from its text: the message, each metadata
+    value (shown as text if its ``repr`` held the secret) and the error (replaced by
+    a :class:`~leap_sync.errors.LeapError` of the redacted text if it held it)."""
+    message = redact(message)
+    if metadata:
+        cleaned: dict[str, Any] = {}
+        for key, value in metadata.items():
+            if isinstance(value, str):
+                value = redact(value)
+            elif redact(repr(value)) != repr(value):
+                value = redact(repr(value))
+            cleaned[key] = value
+        metadata = cleaned
+    if err is not None and (redact(str(err)) != str(err) or redact(repr(err)) != repr(err)):
+        err = LeapError(f"{type(err).__name__}: {redact(str(err))}")
+    return message, metadata, err

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from .errors import ChannelClosed, ChannelOverflowError
+from .timeouts import check_timeout
 
 __all__ = ["OVERFLOW_POLICIES", "EventChannel"]
 
@@ -89,6 +90,8 @@ class EventChannel(Generic[T]):
             timeout = 0.0
         elif timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
+        else:
+            timeout = check_timeout(timeout)  # NaN is refused; beyond MAX_WAIT, forever
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:

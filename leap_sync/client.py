@@ -25,6 +25,7 @@ from .protocol import frames
 from .protocol.codec import COMPRESSIONS, DEFAULT_MAX_SIZE, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
 from .state import StateInfo
+from .timeouts import check_timeout
 
 __all__ = ["DEFAULT_URL", "LeapClient", "with_query"]
 
@@ -86,10 +87,10 @@ class LeapClient:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(project_id, str) or not project_id:
-            raise ValueError("project_id must be a non-empty string")
-        if token is not None and (not isinstance(token, str) or not token):
-            raise ValueError("token must be a non-empty string or None")
+        if not _is_text(project_id):
+            raise ValueError("project_id must be a non-empty string of text")
+        if token is not None and not _is_text(token):
+            raise ValueError("token must be a non-empty string of text, or None")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
         self.project_id = project_id
@@ -121,6 +122,8 @@ class LeapClient:
             self._handler, url=url, options=options, logger=self.logger, backoff=backoff, clock=clock, lock=lock
         )
         self._handler.core = self._core
+        if token is not None:
+            self._core.log.redact = self._handler.redact  # every log record, whatever produced it
         self._number = self._core.number
         self._lock = lock
         self._waiters = self._handler.waiters
@@ -204,8 +207,9 @@ class LeapClient:
         client gave up) or :class:`LeapTimeoutError` after ``timeout`` seconds (the
         client keeps trying in the background).
         """
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._core.connect()
+        self._core.connect(deadline)
         if wait:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.wait_connected(remaining)
@@ -237,6 +241,7 @@ class LeapClient:
         after a reconnect the client subscribes again if the server did not keep it.
         """
         _check_id(channel_id, "channel_id")
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Future()
         keys: list[tuple[int, int]] = []
@@ -333,6 +338,17 @@ class LeapClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _is_text(value: Any) -> bool:
+    """A non-empty ``str`` that encodes to UTF-8 (no lone surrogate)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_id(value: Any, name: str) -> None:

@@ -40,6 +40,7 @@ from .log import Logger
 from .options import ConnectOptions
 from .protocol.opcodes import CloseAction
 from .state import ConnectionState, StateInfo
+from .timeouts import MAX_WAIT, check_timeout
 from .transport import Transport
 
 __all__ = ["ConnectionCore", "Decision", "Future", "Handler", "Live", "Session"]
@@ -112,6 +113,16 @@ class Live:
         self.transport = transport
         self.lock = threading.Lock()
 
+    def emit(self, frame: dict[str, Any], urgent: bool = False) -> None:
+        """(The I/O thread.) Queue a frame the protocol sends by itself (Identify, a
+        heartbeat, a re-subscription). If the connection is ending it is dropped
+        quietly: the reader reports why the connection ended, with its close code."""
+        payload, binary = self.session.encode(frame)
+        try:
+            self.transport.send(payload, binary, urgent=urgent)
+        except LeapConnectionError:
+            pass
+
 
 class Future:
     """A one-shot result handed from the I/O thread to a waiting caller."""
@@ -140,7 +151,7 @@ class Future:
         return True
 
     def wait(self, timeout: float | None) -> bool:
-        return self._done.wait(timeout)
+        return self._done.wait(None if timeout is None else min(timeout, MAX_WAIT))
 
     @property
     def done(self) -> bool:
@@ -256,6 +267,7 @@ class ConnectionCore:
         ``LeapClient.wait_connected`` for what raises), then let the listeners catch
         up (:meth:`settle`)."""
         self.check_process()
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             return self._wait_connected(deadline, timeout, connected)
@@ -341,21 +353,25 @@ class ConnectionCore:
                 "pass wait=True to wait for the connection"
             )
         payload, binary = live.session.encode(frame)
-        with live.lock:
-            registered = register(live.session) if register is not None else None
-            outgoing = live.transport.send(payload, binary)
-        limit = self.options.send_timeout
-        if not outgoing.wait(limit + 1.0):
-            raise LeapConnectionError(f"cannot send: not written within {limit:g} s")
-        if outgoing.error is not None:
-            raise outgoing.error
+        try:
+            with live.lock:
+                registered = register(live.session) if register is not None else None
+                outgoing = live.transport.send(payload, binary)
+            limit = self.options.send_timeout
+            if not outgoing.wait(limit + 1.0):
+                raise LeapConnectionError(f"cannot send: not written within {limit:g} s")
+            if outgoing.error is not None:
+                raise outgoing.error
+        except LeapConnectionError as exc:
+            raise self.handler.scrub(exc) from None  # its text may quote the server
         return registered
 
     # -- connecting and closing -----------------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, deadline: float | None = None) -> None:
         """One connection attempt on a new I/O thread; returns once upgraded (see
-        ``LeapClient.connect``)."""
+        ``LeapClient.connect``), after the listeners saw the state (waiting for them
+        until ``deadline``, monotonic, at most ``close_timeout``)."""
         self.check_process()
         self.pid = os.getpid()
         with self.lock:
@@ -371,14 +387,14 @@ class ConnectionCore:
                 attempt.expired_error() if attempt is not None else LeapConnectionError("could not connect in time")
             )
             if self._supervisor.abandon(run, error):
-                self.settle()
+                self.settle(deadline)
                 raise error
         if run.first.error is not None:
             if not self.closing.is_set():
                 self._supervisor.join_failed(run)  # so that connect() may be called again at once
-            self.settle()
+            self.settle(deadline)
             raise run.first.error
-        self.settle()
+        self.settle(deadline)
 
     def close(self) -> None:
         """Close for good (idempotent, any thread; see the module docstring). In a
@@ -406,7 +422,7 @@ class ConnectionCore:
         timeout = self.options.close_timeout
         if run is not None and run.thread is not threading.current_thread():
             attempt = run.attempt
-            if self.live is None and attempt is not None and attempt.phase == "dns":
+            if attempt is not None and attempt.resolving:
                 timeout = 0.0  # a lookup cannot be interrupted: do not wait for it (the thread ends after it)
             run.thread.join(timeout)  # the thread waits at most a second for the close frame's answer
             if run.thread.is_alive():

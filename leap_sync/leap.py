@@ -22,7 +22,7 @@ from .protocol import frames
 from .protocol.codec import Codec
 from .protocol.models import AvailableEvent, Hello, InitEvent, UnavailableEvent
 from .protocol.opcodes import CloseAction, CloseCode, close_action
-from .protocol.session import ClientSession, ReceiveResult
+from .protocol.session import Answer, ClientSession, ReceiveResult
 
 __all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "leap_session", "with_query"]
 
@@ -83,27 +83,26 @@ class LeapHandler:
             for channel in core.channels(MESSAGES):
                 channel._put_many(result.messages)
         events: list[Any] = []
-        for event in result.events:
-            if isinstance(event, Hello):
+        session_id = id(live.session)
+        for event in result.events:  # in wire order, answers in their place
+            if isinstance(event, Answer):
+                answer = event.event
+                self._track(answer)
+                with self.lock:
+                    entry = self.waiters.pop((session_id, event.request), None)
+                if entry is None:
+                    events.append(answer)  # nobody waits (a timed-out call, an unsubscribe, a resubscription)
+                elif isinstance(answer, AvailableEvent):
+                    entry[1].set(answer.channel)
+                else:
+                    code = self.redact(answer.error_code) if answer.error_code is not None else None
+                    entry[1].fail(ChannelUnavailableError(entry[0], code, graceful=answer.graceful))
+            elif isinstance(event, Hello):
                 core.log.debug("hello", {"heartbeat_interval": event.heartbeat_interval})
                 core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
-            elif isinstance(event, InitEvent):
-                pass  # on_connected
-            else:
+            elif not isinstance(event, InitEvent):  # INIT: on_connected
                 self._track(event)
                 events.append(event)
-        session_id = id(live.session)
-        for answer in result.answers:
-            event = answer.event
-            self._track(event)
-            with self.lock:
-                entry = self.waiters.pop((session_id, answer.request), None)
-            if entry is None:
-                events.append(event)  # nobody waits (a timed-out call, a resubscription)
-            elif isinstance(event, AvailableEvent):
-                entry[1].set(event.channel)
-            else:
-                entry[1].fail(ChannelUnavailableError(entry[0], event.error_code, graceful=event.graceful))
         if events:
             for channel in core.channels(CHANNEL_EVENTS):
                 channel._put_many(events)
@@ -133,7 +132,7 @@ class LeapHandler:
         with live.lock:
             for channel_id in missing:
                 session.expect_answer(channel_id, True)
-                live.transport.send(*session.encode(frames.subscribe(channel_id)))
+                live.emit(frames.subscribe(channel_id))
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         if session is not None and leap_session(session).latency is not None:
@@ -187,7 +186,8 @@ class LeapHandler:
             return None
         return target
 
-    def _scrub_text(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with the token replaced by ``<redacted>``."""
         return text.replace(self._token, _REDACTED) if self._token else text
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
@@ -196,6 +196,6 @@ class LeapHandler:
         reason = error.close_reason
         if not token or (token not in str(error) and not (reason and token in reason)):
             return error
-        scrubbed = error.with_message(self._scrub_text(str(error)))
-        scrubbed.close_reason = self._scrub_text(reason) if reason is not None else None
+        scrubbed = error.with_message(self.redact(str(error)))
+        scrubbed.close_reason = self.redact(reason) if reason is not None else None
         return scrubbed

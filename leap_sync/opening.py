@@ -37,6 +37,7 @@ from .errors import LeapConnectionError
 from .protocol.handshake import HandshakeError, ResponseHead, check_upgrade, connect_request, new_key, retry_after
 from .protocol.handshake import upgrade_request as build_upgrade_request
 from .proxy import Proxy, choose_proxy
+from .timeouts import poll_ms
 from .wakeup import Wakeup
 
 __all__ = ["PHASES", "Attempt", "Endpoint", "open_socket"]
@@ -96,6 +97,8 @@ class Attempt:
         self.wakeup = wakeup
         self.phase = "dns"
         self.host = ""
+        self.resolving = False
+        """Whether the thread is inside ``getaddrinfo()`` right now (uninterruptible)."""
 
     def expired_error(self) -> LeapConnectionError:
         """The error for an attempt past its deadline, naming the phase it was in."""
@@ -134,7 +137,7 @@ def _wait(sock: socket.socket, write: bool, attempt: Attempt) -> None:
             poller = select.poll()
             poller.register(sock, flag_sock)
             poller.register(attempt.wakeup.fd, select.POLLIN)
-            events = poller.poll(int(remaining * 1000) + 1)
+            events = poller.poll(poll_ms(remaining))
             fds = {fd for fd, _ in events}
         else:  # pragma: no cover - Windows
             r, w, _ = select.select(
@@ -176,11 +179,14 @@ def _recv_some(sock: socket.socket, attempt: Attempt) -> bytes:
 
 def _resolve(host: str, port: int, attempt: Attempt) -> list[tuple[Any, ...]]:
     attempt.phase, attempt.host = "dns", host
+    attempt.resolving = True
     try:
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except (OSError, UnicodeError, ValueError) as exc:
+        attempt.resolving = False
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _error(attempt, f"DNS lookup of {host!r} failed: {cause}") from None
+    attempt.resolving = False
     if attempt.stop.is_set():
         raise _Stop
     if time.monotonic() >= attempt.deadline:

@@ -4,7 +4,6 @@ failure deep inside a connection attempt."""
 
 from __future__ import annotations
 
-import math
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,11 +17,14 @@ from .tls import check_sslopt, tls_context
 __all__ = ["ConnectOptions"]
 
 
+_MAX_SECONDS = 86_400
+
+
 def _seconds(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive, finite number of seconds")
+    if not (0 < value <= _MAX_SECONDS):
+        raise ValueError(f"{name} must be a positive number of seconds, at most {_MAX_SECONDS} (a day)")
     return float(value)
 
 

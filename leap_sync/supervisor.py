@@ -29,6 +29,7 @@ from .errors import LeapClosedError, LeapConnectionError, LeapError
 from .opening import Attempt, open_socket
 from .protocol.opcodes import CloseAction, CloseCode
 from .state import ConnectionState
+from .timeouts import MAX_WAIT
 from .transport import Transport
 from .wakeup import Wakeup
 
@@ -164,7 +165,7 @@ class Supervisor:
             if run.stop.is_set():
                 return
             delay = self._after(outcome)
-            if delay is None or run.stop.wait(delay):
+            if delay is None or run.stop.wait(min(delay, MAX_WAIT)):
                 return
 
     def _open(self, attempt: Attempt) -> Transport:
@@ -209,7 +210,7 @@ class Supervisor:
         closing_by: float | None = None
         try:
             for frame in session.start(clock()):
-                transport.send(*session.encode(frame), urgent=True)
+                live.emit(frame, urgent=True)
             if session.connected:  # a protocol without a handshake of its own (Elstat)
                 connected_at = core.clock()
                 core.handler.on_connected(live)
@@ -237,8 +238,8 @@ class Supervisor:
                         transport.fail(result.close_code, result.error)
                         return self._lost(result.error, session, connected_at)
                     for frame in result.send:
-                        transport.send(*session.encode(frame), urgent=True)
-                    if result.ping:
+                        live.emit(frame, urgent=True)
+                    if result.ping and not transport.ended:
                         transport.send_ping()
                     timer = session.next_timer()
                 wait = _earliest(
@@ -252,7 +253,7 @@ class Supervisor:
                 with live.lock:
                     result = session.receive(batch, clock())
                 for frame in result.send:
-                    transport.send(*session.encode(frame), urgent=True)
+                    live.emit(frame, urgent=True)
                 core.handler.deliver(live, result)
                 if connected_at is None and session.connected:
                     connected_at = core.clock()

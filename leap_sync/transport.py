@@ -25,6 +25,7 @@ import websocket
 from .errors import LeapConnectionError
 from .protocol.codec import DEFAULT_MAX_SIZE
 from .protocol.wsframes import FrameReader, WebSocketProtocolError
+from .timeouts import MAX_WAIT, poll_ms
 from .wakeup import Wakeup
 from .writer import FrameWriter, Outgoing
 
@@ -74,6 +75,7 @@ class Transport:
         self._reader = FrameReader(max_message_size)
         self._writer = FrameWriter(sock, send_timeout)
         self._early = early
+        self._read_error: Exception | None = None
         self._lock = threading.Lock()  # guards the ending fields
         self._ended: LeapConnectionError | None = None
         self._abort_error: LeapConnectionError | None = None
@@ -119,7 +121,7 @@ class Transport:
         with self._lock:
             ended = self._ended or self._abort_error
         if ended is not None:
-            raise LeapConnectionError(f"cannot send: {ended}")
+            raise ended.with_message(f"cannot send: {ended}")  # keeps the close code
         try:
             item = self._writer.queue(frame, urgent, closing=closing)
         except LeapConnectionError as exc:
@@ -169,7 +171,7 @@ class Transport:
             else:
                 if writer.pending and not self._flush():
                     continue
-                if not (self._tls and self._pending()):
+                if self._read_error is None and not (self._tls and self._pending()):
                     now = time.monotonic()
                     remaining = None if deadline is None else deadline - now
                     send_by = writer.send_deadline()
@@ -232,10 +234,11 @@ class Transport:
             if want_write != self._want_write:
                 self._poller.modify(self._sock, _POLLIN | (_POLLOUT if want_write else 0))
                 self._want_write = want_write
-            events = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
+            events = self._poller.poll(poll_ms(timeout))
         else:  # pragma: no cover - Windows
             sock_fd = self._sock.fileno()
-            r, w, _ = select.select([sock_fd, self._wakeup.fd], [sock_fd] if want_write else [], [], timeout)
+            limit = None if timeout is None else min(timeout, MAX_WAIT)
+            r, w, _ = select.select([sock_fd, self._wakeup.fd], [sock_fd] if want_write else [], [], limit)
             events = [(fd, _POLLIN) for fd in r] + [(fd, _POLLOUT) for fd in w]
         readable = woken = False
         fd = self._wakeup.fd
@@ -249,6 +252,8 @@ class Transport:
 
     def _read(self) -> bytes | None:
         """One read; ``None`` when nothing was there after all."""
+        if self._read_error is not None:
+            raise self._end(LeapConnectionError(f"connection lost: {self._read_error}"))
         try:
             if self._tls:
                 sock = self._sock
@@ -260,6 +265,9 @@ class Transport:
                         try:
                             more = sock.recv(_TLS_READ_SIZE)
                         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                            break
+                        except (OSError, ValueError) as exc:  # a bad record after good ones
+                            self._read_error = exc  # reported by the next read, after these bytes
                             break
                         if not more:
                             break

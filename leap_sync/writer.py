@@ -74,7 +74,7 @@ class FrameWriter:
         item = Outgoing(frame, time.monotonic())
         with self._lock:
             if self._closed is not None:
-                raise LeapConnectionError(f"cannot send: {self._closed}")
+                raise self._closed.with_message(f"cannot send: {self._closed}")
             if closing:
                 if self.close_queued:
                     item.finish()
@@ -161,7 +161,7 @@ class FrameWriter:
             if _HAS_POLL:
                 poller = select.poll()
                 poller.register(self._sock, select.POLLOUT)
-                poller.poll(int(remaining * 1000) + 1)
+                poller.poll(min(2**31 - 1, int(remaining * 1000) + 1))
             else:  # pragma: no cover - Windows
                 select.select([], [self._sock], [], remaining)
 
@@ -175,4 +175,4 @@ class FrameWriter:
             self._data.clear()
         current, self._current, self._writing = self._current, None, None
         for item in [current, *pending] if current is not None else pending:
-            item.finish(LeapConnectionError(f"cannot send: {error}"))
+            item.finish(error.with_message(f"cannot send: {error}"))

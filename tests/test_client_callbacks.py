@@ -304,3 +304,19 @@ def test_close_from_every_thread_at_once(silent_server: LeapEdgeServer) -> None:
         thread.join(10)
         assert not thread.is_alive()
     assert client.state.connection_state is CLOSED
+
+
+def test_a_blocking_listener_never_stretches_a_callers_timeout(silent_server: LeapEdgeServer) -> None:
+    release = threading.Event()
+    client = make(silent_server.url, close_timeout=5)
+    client.add_state_update_listener(lambda info: release.wait(30))
+    try:
+        started = time.monotonic()
+        client.connect(wait=True, timeout=1.0)  # connected: only the listeners lag
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        client.wait_connected(timeout=0.3)
+        assert time.monotonic() - started < 0.8
+    finally:
+        release.set()
+    client.close()

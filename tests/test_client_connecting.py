@@ -17,7 +17,15 @@ from conftest import leap_threads
 from hostile import HostileServer, Peer, leap_session
 from proxyserver import ConnectProxy
 
-from leap_sync import ChannelClosed, ConnectionState, LeapClient, LeapClosedError, LeapConnectionError, LeapError
+from leap_sync import (
+    Backoff,
+    ChannelClosed,
+    ConnectionState,
+    LeapClient,
+    LeapClosedError,
+    LeapConnectionError,
+    LeapError,
+)
 from leap_sync.testing import LeapEdgeServer
 
 CONNECTED = ConnectionState.CONNECTED
@@ -416,3 +424,111 @@ def test_leap_session_helper_is_well_behaved() -> None:
         client.connect(wait=True, timeout=10)
         assert client.state.connection_state is CONNECTED
         client.close()
+
+
+def test_close_waits_for_the_thread_after_a_failed_lookup(slow_dns: threading.Event) -> None:
+    # The reconnect goes to a target whose lookup fails at once: the thread is then in a
+    # backoff wait, not in a lookup, and close() joins it.
+    def redirect_to_broken(peer: Peer) -> None:
+        leap_session(peer)
+        peer.close(4006, "ws://broken.test/ws")
+        peer.drain(5)
+
+    with HostileServer(redirect_to_broken) as server:
+        for _ in range(5):
+            recorder = StateRecorder()
+            client = client_for(server.url, backoff=Backoff(base=5, cap=5, uniform=lambda low, high: high))
+            client.add_state_update_listener(recorder)
+            client.connect()
+            recorder.wait_for(lambda infos: sum(i.connection_state is ConnectionState.ERRORED for i in infos) >= 2)
+            client.close()
+            assert io_thread_of(client) == []
+
+
+def test_a_bad_tls_record_after_a_good_one_keeps_the_good_one(ca: trustme.CA) -> None:
+    import base64
+    import hashlib
+    import json
+
+    from leap_sync.protocol.wsframes import OP_TEXT, unmasked_frame
+
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = server_context.wrap_bio(incoming, outgoing, server_side=True)
+        raw.settimeout(5)
+        buffer = b""
+
+        def pump(extra: bytes = b"") -> None:
+            raw.sendall(outgoing.read() + extra)
+
+        def read_until(predicate: Callable[[bytes], bool]) -> None:
+            nonlocal buffer
+            while not predicate(buffer):
+                try:
+                    buffer += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    incoming.write(raw.recv(65536))
+
+        def send_json(obj: Any, extra: bytes = b"") -> None:
+            tls.write(unmasked_frame(OP_TEXT, json.dumps(obj).encode()))
+            pump(extra)
+
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    pump()
+                    break
+                except ssl.SSLWantReadError:
+                    pump()
+                    incoming.write(raw.recv(65536))
+            read_until(lambda b: b"\r\n\r\n" in b)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in buffer.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key")
+            )
+            buffer = b""
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            tls.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            pump()
+            send_json({"op": 1, "d": {"heartbeat_interval": 30000}})
+            read_until(lambda b: len(b) > 10)  # Identify
+            init = {"cid": "c1", "connection_count": 1, "scope": "token", "channels": []}
+            send_json({"op": 0, "d": {"c": None, "e": "INIT", "d": init}})
+            bad_record = b"\x17\x03\x03\x00\x20" + b"\x42" * 32  # application data with a bad MAC
+            message = {"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "chat", "d": "must-arrive"}}}
+            send_json(message, extra=bad_record)  # one TCP write: a good record, then a bad one
+            done.wait(10)
+        except (OSError, ssl.SSLError, StopIteration):
+            pass
+        finally:
+            raw.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        recorder = StateRecorder()
+        url = f"wss://127.0.0.1:{listener.getsockname()[1]}/ws"
+        client = client_for(url, ssl_context=client_context, backoff=Backoff(base=30, cap=30))
+        client.add_state_update_listener(recorder)
+        messages = client.message_event_channel()
+        client.connect(wait=True, timeout=10)
+        assert messages.get(timeout=5).data == "must-arrive"
+        recorder.wait_for(lambda infos: infos[-1].connection_state is ConnectionState.ERRORED)
+        client.close()
+    finally:
+        done.set()
+        listener.close()
+        server.join(5)

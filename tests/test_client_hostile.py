@@ -355,3 +355,99 @@ def test_payloads_that_do_not_decode_are_protocol_errors(
         error = only_error(infos)
         assert str(error).startswith("protocol error: ") and expected in str(error)
         assert client.state.connection_state is CONNECTED
+
+
+# -- strings that are not text, and close codes behind a failed echo -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        ({"op": 3, "d": {"tag": "\ud800"}}, "'tag' holds a lone surrogate"),
+        (
+            {
+                "op": 0,
+                "d": {
+                    "c": "\udfff",
+                    "e": "AVAILABLE",
+                    "d": {"channel": {"id": "\udfff", "project_id": PROJECT, "state": {}, "type": "private"}},
+                },
+            },
+            "lone surrogate",
+        ),
+    ],
+    ids=["tag-to-echo", "channel-to-resubscribe"],
+)
+def test_strings_the_client_would_send_back_must_be_text(
+    clients: Callable[..., LeapClient], frame: dict[str, Any], field: str
+) -> None:
+    # JSON's \ud800 escapes decode to lone surrogates, which cannot be encoded again
+    def bad(peer: Peer) -> None:
+        leap_session(peer)
+        peer.json(frame)  # json.dumps escapes the surrogate: valid JSON text
+        peer.drain(5)
+
+    client, infos, server, _ = recover_after(bad, clients)
+    with server:
+        error = only_error(infos)
+        assert str(error).startswith("protocol error: ") and field in str(error)
+        assert "internal error" not in str(error)
+        assert client.subscriptions == ()  # nothing poisoned the re-subscriptions
+
+
+def test_text_that_is_not_text_is_refused_before_anything_is_sent(clients: Callable[..., LeapClient]) -> None:
+    def server_script(peer: Peer) -> None:
+        leap_session(peer)
+        peer.drain(10)
+
+    with HostileServer(server_script) as server:
+        client = clients(server.url)
+        client.connect(wait=True, timeout=10)
+        for call in (
+            lambda: client.send_message("room", "x", {"text": "\ud800"}),
+            lambda: client.set_channel_state("room", {"\udfff": 1}),
+            lambda: client.subscribe("\ud800room", timeout=1),
+        ):
+            with pytest.raises(LeapEncodeError, match="lone surrogate"):
+                call()
+        assert client._waiters == {}  # the refused subscribe registered nothing
+        assert client.state.connection_state is CONNECTED
+        for bad in ("\ud800", "p\udfff"):
+            with pytest.raises(ValueError, match="string of text"):
+                LeapClient(bad, TOKEN)
+            with pytest.raises(ValueError, match="string of text"):
+                LeapClient(PROJECT, bad)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(4001, "invalid auth"), (4006, "")])
+def test_a_close_code_behind_an_answer_that_cannot_go_out_is_kept(
+    clients: Callable[..., LeapClient], code: int, reason: str
+) -> None:
+    import struct
+
+    from leap_sync.protocol.wsframes import OP_CLOSE, unmasked_frame
+
+    holder: dict[str, str] = {}
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        close = unmasked_frame(OP_CLOSE, struct.pack("!H", code) + (reason or holder["url"]).encode())
+        peer.send(unmasked_frame(OP_TEXT, b'{"op":3,"d":{"tag":"t"}}') + close)  # one segment
+        peer.drain(3)
+
+    with HostileServer(script) as server:
+        holder["url"] = server.url
+        recorder = StateRecorder()
+        client = clients(server.url)
+        client.add_state_update_listener(recorder)
+        client.connect()
+        infos = recorder.wait_for(lambda infos: any(i.connection_state is ERRORED for i in infos))
+        first = next(i for i in infos if i.connection_state is ERRORED)
+        assert first.error.close_code == code  # type: ignore[union-attr]
+        if code == 4001:
+            assert first.will_reconnect is False
+            assert server.accepted == 1
+        else:
+            assert first.will_reconnect is True  # followed as a redirect, not a drop

@@ -356,3 +356,79 @@ def test_a_refused_upgrade_on_reconnect_takes_backoff(status: int) -> None:
         errors = [i for i in infos if i.connection_state is ERRORED]
         assert [e.will_reconnect for e in errors] == [True, True]
         assert errors[1].error.status_code == status  # type: ignore[union-attr]
+
+
+def test_an_unsubscribe_the_server_never_answers_does_not_capture_the_next_subscribe() -> None:
+    def never_answers_unsubscribe(peer: Peer) -> None:
+        leap_session(peer)
+        while True:
+            frame = peer.read_json(10)
+            if frame.get("op") == 0 and frame["d"]["e"] == "SUBSCRIBE":
+                channel = {"id": frame["d"]["c"], "project_id": PROJECT, "state": {}, "type": "private"}
+                peer.json({"op": 0, "d": {"c": frame["d"]["c"], "e": "AVAILABLE", "d": {"channel": channel}}})
+
+    with HostileServer(never_answers_unsubscribe) as server:
+        client = LeapClient(PROJECT, TOKEN, url=server.url)
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=10)
+        client.subscribe("room", timeout=5)
+        client.unsubscribe("room")  # no answer will ever come
+        assert client.subscribe("room", timeout=5).id == "room"  # the AVAILABLE answers this call
+        assert client.subscriptions == ("room",)
+        assert events.empty()
+        client.close()
+
+
+def test_a_graceful_unavailable_pushed_while_a_subscribe_waits_is_not_its_answer(leap: LeapEdgeServer) -> None:
+    # Two connections of one token share a session: A's unsubscribe reaches B too.
+    a = LeapClient(PROJECT, TOKEN, url=leap.url)
+    b = LeapClient(PROJECT, TOKEN, url=leap.url)
+    for client in (a, b):
+        client.connect(wait=True, timeout=10)
+    results: list[Any] = []
+    for _ in range(50):
+        a.subscribe("room", timeout=5)
+        racer = threading.Thread(target=lambda: results.append(_try(lambda: b.subscribe("room", timeout=5))))
+        racer.start()
+        a.unsubscribe("room")
+        racer.join(10)
+    assert len(results) == 50
+    failures = sum(isinstance(r, ChannelUnavailableError) for r in results)
+    assert failures == 0  # B's subscribe got its own answer every time
+    a.close()
+    b.close()
+
+
+def _try(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+def test_answers_and_pushes_in_one_batch_keep_wire_order() -> None:
+    import json
+
+    from leap_sync.protocol.wsframes import OP_TEXT, unmasked_frame
+
+    channel = {"id": "room", "project_id": PROJECT, "state": {}, "type": "private"}
+    answer = {"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True, "error_code": None}}}
+    push = {"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": channel}}}
+
+    def server_script(peer: Peer) -> None:
+        leap_session(peer, channels=["room"])
+        while True:
+            frame = peer.read_json(10)
+            if frame.get("op") == 0 and frame["d"]["e"] == "UNSUBSCRIBE":  # answer and push, one write
+                peer.send(b"".join(unmasked_frame(OP_TEXT, json.dumps(f).encode()) for f in (answer, push)))
+
+    with HostileServer(server_script) as server:
+        client = LeapClient(PROJECT, TOKEN, url=server.url)
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=10)
+        assert client.subscriptions == ("room",)
+        client.unsubscribe("room")
+        got = [type(events.get(timeout=5)).__name__ for _ in range(2)]
+        assert got == ["UnavailableEvent", "AvailableEvent"]
+        assert client.subscriptions == ("room",)  # the server's last word: subscribed
+        client.close()

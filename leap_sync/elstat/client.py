@@ -25,6 +25,7 @@ from ..log import Logger, StdlibLogger
 from ..options import ConnectOptions
 from ..protocol.opcodes import CloseAction
 from ..state import StateInfo
+from ..timeouts import check_timeout
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
 from .session import ElstatResult, ElstatSession
 
@@ -92,8 +93,8 @@ class ElstatClient:
         max_message_size: int = 1024 * 1024,
         **options: Any,
     ) -> None:
-        if not (ping_interval > 0 and ping_timeout > 0):
-            raise ValueError("ping_interval and ping_timeout must be positive")
+        if not (0 < ping_interval <= 86_400 and 0 < ping_timeout <= 86_400):
+            raise ValueError("ping_interval and ping_timeout must be positive numbers of seconds, at most a day")
         self.logger: Logger = logger if logger is not None else StdlibLogger()
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
@@ -151,9 +152,11 @@ class ElstatClient:
         """One connection attempt, bounded by ``connect_timeout``; as
         ``LeapClient.connect`` (Elstat has no authentication: the client is
         ``CONNECTED`` once the websocket is open)."""
-        self._core.connect()
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._core.connect(deadline)
         if wait:
-            self.wait_connected(timeout)
+            self.wait_connected(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until ``CONNECTED``; raises as ``LeapClient.wait_connected``."""
@@ -193,6 +196,7 @@ class ElstatClient:
 
     def _request(self, op: Op, channels: list[str], timeout: float | None, wait: bool) -> list[str]:
         groups = split_request(op, channels)  # ValueError before anything is sent
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         names = [name for group in groups for name in group]
         with self._lock:
@@ -278,7 +282,7 @@ class ElstatClient:
         with live.lock:
             for group in split_request(Op.SUBSCRIBE, wanted):
                 self._expect(session, Op.SUBSCRIBE, group, None, [])
-                live.transport.send(*session.encode({"op": int(Op.SUBSCRIBE), "channels": group}))
+                live.emit({"op": int(Op.SUBSCRIBE), "channels": group})
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         self._fail_requests(LeapConnectionError(f"connection lost: {error}"))

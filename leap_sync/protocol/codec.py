@@ -85,11 +85,21 @@ def inflate(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
 
 
 def encode_json(obj: Any) -> str:
-    """Compact JSON. Raises :class:`LeapEncodeError` for values JSON cannot carry."""
+    """Compact JSON that is valid UTF-8 once encoded. Raises :class:`LeapEncodeError`
+    for values JSON cannot carry, a string holding a lone surrogate included."""
     try:
-        return _json_encoder.encode(obj)
+        text = _json_encoder.encode(obj)
     except (TypeError, ValueError, RecursionError) as exc:
         raise LeapEncodeError(f"cannot encode value as JSON: {exc}") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LeapEncodeError(
+                f"cannot encode value as JSON: a string holds {exc.object[exc.start : exc.end]!r}, "
+                "a lone surrogate, which is not text"
+            ) from None
+    return text
 
 
 def decode_json(data: Payload) -> Any:

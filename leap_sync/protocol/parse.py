@@ -98,6 +98,19 @@ def _field(
     return value
 
 
+def _sendable(obj: dict[str, Any], name: str, *, optional: bool = False) -> Any:
+    """``obj[name]`` as a string a client may send back (a tag it echoes, a channel id
+    it re-subscribes): text, so no lone surrogate (which JSON's ``\\ud800`` escapes
+    can smuggle in)."""
+    value = _field(obj, name, str, optional=optional)
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad(f"field {name!r} holds a lone surrogate") from None
+    return value
+
+
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Bad(f"{what} must be an object")
@@ -109,7 +122,7 @@ def parse_channel(obj: Any) -> Channel:
     obj = _object(obj, "channel")
     state = obj.get("state")
     return Channel(
-        id=_field(obj, "id", str),
+        id=_sendable(obj, "id"),
         project_id=_field(obj, "project_id", str),
         state={} if state is None else state,
         type=_field(obj, "type", str),
@@ -174,6 +187,8 @@ def _direct_message(c: str | None, u: Any, data: Any) -> Event:
 
 def _available(c: str | None, u: Any, data: Any) -> Event:
     data = _object(data, "AVAILABLE data")
+    if c is not None:
+        _sendable({"c": c}, "c")  # a channel id the client may subscribe to again
     return AvailableEvent(c, parse_channel(data.get("channel")))
 
 
@@ -301,7 +316,7 @@ def _parse_server_frame_slow(op: Any, d: Any) -> ServerFrame:
         if op == 3:
             if d is None:
                 return HeartbeatRequest(None)
-            return HeartbeatRequest(_field(_object(d, "heartbeat 'd'"), "tag", str, optional=True))
+            return HeartbeatRequest(_sendable(_object(d, "heartbeat 'd'"), "tag", optional=True))
         if op == 4:
             if d is None:
                 return HeartbeatAck()

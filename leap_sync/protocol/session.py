@@ -70,17 +70,16 @@ class ReceiveResult:
     """What one batch of received messages produced.
 
     ``messages``: channel and direct messages, in wire order. ``events``: every other
-    event the application sees (``Hello``, ``InitEvent``, channel events that answer
-    no request), in wire order. ``answers``: AVAILABLE/UNAVAILABLE events matched to
-    the requests they answer. ``send``: frames the protocol requires sending now, in
-    order. ``error``: the protocol error that stopped the batch, if any; everything
+    event the application sees (``Hello``, ``InitEvent``, channel events), in wire
+    order, with each AVAILABLE/UNAVAILABLE that answers a request wrapped in an
+    :class:`Answer` in its place. ``send``: frames the protocol requires sending now,
+    in order. ``error``: the protocol error that stopped the batch, if any; everything
     before it is kept.
     """
 
     messages: list[MessageEvent] = attrs.field(factory=list)
-    events: list[ServerFrame] = attrs.field(factory=list)
+    events: list[ServerFrame | Answer] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
-    answers: list[Answer] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
 
 
@@ -136,17 +135,30 @@ class ClientSession:
         return self._requests
 
     def _match(self, channel_id: str | None, event: AvailableEvent | UnavailableEvent) -> int | None:
-        """The request ``event`` answers: the oldest pending one for the channel, if
-        the event can answer it (AVAILABLE answers only SUBSCRIBE)."""
+        """The request ``event`` answers, or ``None`` for a push from the server.
+
+        The server answers one connection's requests in order, per channel: AVAILABLE
+        (subscribed) or a non-graceful UNAVAILABLE (refused) answers the oldest pending
+        SUBSCRIBE, and any UNSUBSCRIBE sent before that SUBSCRIBE will never be
+        answered (a server may not answer them): those are forgotten. A graceful
+        UNAVAILABLE answers an UNSUBSCRIBE at the head of the queue; anything else is a
+        push (another connection of the session unsubscribed, a channel went away).
+        """
         if channel_id is None:
             return None
         queue = self._pending.get(channel_id)
         if not queue:
             return None
-        request, subscribe = queue[0]
-        if isinstance(event, AvailableEvent) and not subscribe:
-            return None  # not an answer to UNSUBSCRIBE: a push from the server
-        queue.popleft()
+        if isinstance(event, UnavailableEvent) and event.graceful:
+            if queue[0][1]:  # a SUBSCRIBE waits first: this is a push
+                return None
+        else:
+            first = next((i for i, (_, subscribe) in enumerate(queue) if subscribe), None)
+            if first is None:
+                return None
+            for _ in range(first):
+                queue.popleft()  # UNSUBSCRIBEs the server skipped
+        request = queue.popleft()[0]
         if not queue:
             del self._pending[channel_id]
         return request
@@ -217,7 +229,7 @@ class ClientSession:
                 channel_id = event.channel.id
             request = self._match(channel_id, event)
             if request is not None:
-                result.answers.append(Answer(request, event))
+                result.events.append(Answer(request, event))
                 return
         result.events.append(event)
 
