@@ -187,7 +187,8 @@ def test_gunicorn_post_fork_gives_each_worker_a_client(example_server: LeapEdgeS
             raise AssertionError(f"gunicorn did not stop on SIGTERM; its log:\n{log}") from None
     assert proc.returncode == 0, log
     example_server.wait_for(lambda s: not s.connections, timeout=10)
-    assert sorted(c.close_code for c in example_server.all_connections) == [1000, 1000]  # closed, not dropped
+    codes = sorted(c.close_code for c in example_server.all_connections)
+    assert codes == [1000, 1000], f"closed, not dropped; gunicorn's log:\n{log}"
 
 
 def test_pytest_fixture_example() -> None:
