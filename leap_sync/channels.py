@@ -162,15 +162,19 @@ class EventChannel(Generic[T]):
             maxsize = self.maxsize
             if maxsize and len(items) + len(events) > maxsize:
                 if self.overflow == "drop_oldest":
-                    items.extend(events)
-                    # Pop the excess one by one: a consumer taking events at the same
-                    # moment (without the lock) shrinks it, and is not counted as a drop.
-                    while len(items) > maxsize:
+                    # Make room first, so the channel never holds more than maxsize (a
+                    # consumer reads without the lock): drop the oldest held events, and
+                    # the oldest of the batch when the batch alone is too long.
+                    if len(events) > maxsize:
+                        self.dropped += len(events) - maxsize
+                        events = events[-maxsize:]
+                    while len(items) + len(events) > maxsize:
                         try:
                             items.popleft()
-                        except IndexError:
+                        except IndexError:  # a consumer took it meanwhile: not a drop
                             break
                         self.dropped += 1
+                    items.extend(events)
                 else:
                     items.extend(events[: max(0, maxsize - len(items))])
                     self._closed = True

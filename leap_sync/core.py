@@ -100,6 +100,8 @@ class Handler(Protocol):
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError: ...
 
+    def redact(self, text: str) -> str: ...
+
 
 class Live:
     """The connection being served: its session, its transport, and ``lock``, held

@@ -11,6 +11,7 @@ blocks.
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.parse
 from typing import Any, cast
@@ -48,6 +49,21 @@ def with_query(url: str, encoding: str, compression: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query), path=parts.path or "/"))
 
 
+def _forms(token: str) -> tuple[str, ...]:
+    """The token as it may appear in text: as is, escaped (``repr``, JSON),
+    percent-encoded (``quote``, ``quote_plus``), or its UTF-8 read as Latin-1; the
+    longest first."""
+    forms = {
+        token,
+        repr(token)[1:-1],
+        json.dumps(token)[1:-1],
+        urllib.parse.quote(token, safe=""),
+        urllib.parse.quote_plus(token),
+        token.encode("utf-8").decode("latin-1"),
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def leap_session(session: Any) -> ClientSession:
     """The core's session of a Leap connection is a :class:`ClientSession`."""
     return cast(ClientSession, session)
@@ -64,6 +80,7 @@ class LeapHandler:
     ) -> None:
         self.project_id = project_id
         self._token = token
+        self._token_forms = _forms(token) if token else ()
         self.codec = codec
         self.encoding = encoding
         self.compression = compression
@@ -184,11 +201,25 @@ class LeapHandler:
         if self.core.url.startswith("wss:") and not target.startswith("wss:"):
             self.core.log.warn("ignoring 4006 redirect from wss to plain ws", {"url": target})
             return None
+        if self.carries_token(target):  # never keep (or show) a URL holding the token
+            self.core.log.warn("ignoring 4006 redirect to an endpoint that carries the token", None)
+            return None
         return target
 
     def redact(self, text: str) -> str:
-        """``text`` with the token replaced by ``<redacted>``."""
-        return text.replace(self._token, _REDACTED) if self._token else text
+        """``text`` with the token replaced by ``<redacted>``, in every form it can take
+        on its way: as is, escaped by ``repr`` or JSON, percent-encoded, or UTF-8 read as
+        Latin-1."""
+        for form in self._token_forms:
+            if form in text:
+                text = text.replace(form, _REDACTED)
+        return text
+
+    def carries_token(self, text: str) -> bool:
+        """Whether ``text``, or its percent-decoded form, holds the token."""
+        return bool(self._token) and (
+            self.redact(text) != text or self.redact(urllib.parse.unquote_plus(text)) != urllib.parse.unquote_plus(text)
+        )
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         """``error`` with the token removed from its message and close reason."""

@@ -90,8 +90,13 @@ class Attempt:
     wait. :attr:`phase` is the phase running now (read by other threads for error
     messages)."""
 
-    def __init__(self, timeout: float, stop: threading.Event, wakeup: Wakeup) -> None:
+    def __init__(
+        self, timeout: float, stop: threading.Event, wakeup: Wakeup, redact: Callable[[str], str] = str
+    ) -> None:
         self.timeout = timeout
+        self.redact = redact
+        """Applied to the server's text (HTTP status, headers) before an error quotes
+        and shortens it."""
         self.deadline = time.monotonic() + timeout
         self.stop = stop
         self.wakeup = wakeup
@@ -228,7 +233,7 @@ def _tunnel(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Atte
     """HTTP CONNECT through ``proxy``; returns bytes that followed the proxy's answer."""
     attempt.phase, attempt.host = "proxy", endpoint.hostport
     _send_all(sock, connect_request(endpoint.host, endpoint.port, proxy.auth), attempt)
-    head = ResponseHead()
+    head = ResponseHead(redact=attempt.redact)
     while True:
         try:
             response = head.feed(_recv_some(sock, attempt))
@@ -239,7 +244,7 @@ def _tunnel(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Atte
     if not 200 <= response.status < 300:
         raise _error(
             attempt,
-            f"{proxy.describe()} refused CONNECT to {endpoint.hostport}: {response.describe()}",
+            f"{proxy.describe()} refused CONNECT to {endpoint.hostport}: {response.describe(attempt.redact)}",
             status_code=response.status,
         )
     return head.rest
@@ -302,7 +307,7 @@ def _upgrade(sock: socket.socket, endpoint: Endpoint, headers: Sequence[str], ea
         build_upgrade_request(endpoint.resource, endpoint.host, endpoint.port, endpoint.secure, key, headers),
         attempt,
     )
-    head = ResponseHead()
+    head = ResponseHead(redact=attempt.redact)
     data = early
     while True:
         try:
@@ -313,7 +318,7 @@ def _upgrade(sock: socket.socket, endpoint: Endpoint, headers: Sequence[str], ea
             break
         data = _recv_some(sock, attempt)
     try:
-        check_upgrade(response, key)
+        check_upgrade(response, key, attempt.redact)
     except HandshakeError as exc:
         raise _error(
             attempt,

@@ -140,7 +140,7 @@ class Supervisor:
         first = True
         while not run.stop.is_set():
             core.set_state(ConnectionState.CONNECTING)
-            attempt = Attempt(core.options.connect_timeout, run.stop, run.wakeup)
+            attempt = Attempt(core.options.connect_timeout, run.stop, run.wakeup, core.handler.redact)
             run.attempt = attempt
             try:
                 transport = self._open(attempt)

@@ -51,6 +51,8 @@ def check_sslopt(sslopt: Mapping[str, Any]) -> None:
     cert_reqs = sslopt.get("cert_reqs", ssl.CERT_REQUIRED)
     if cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
         raise ValueError("sslopt['cert_reqs'] must be ssl.CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED")
+    if sslopt.get("check_hostname") not in (None, True, False):
+        raise TypeError("sslopt['check_hostname'] must be True or False (None: the default, True)")
 
 
 def tls_context(sslopt: Mapping[str, Any]) -> ssl.SSLContext:
@@ -68,7 +70,8 @@ def tls_context(sslopt: Mapping[str, Any]) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_NONE
     else:
         context.verify_mode = cert_reqs
-        context.check_hostname = bool(sslopt.get("check_hostname", True))
+        check_hostname = sslopt.get("check_hostname")
+        context.check_hostname = True if check_hostname is None else check_hostname  # None: the default
     if sslopt.get("certfile"):
         context.load_cert_chain(sslopt["certfile"], sslopt.get("keyfile"), sslopt.get("password"))
     if sslopt.get("ciphers"):

@@ -315,3 +315,6 @@ class ElstatClient:
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         return error  # Elstat has no secrets
+
+    def redact(self, text: str) -> str:
+        return text

@@ -19,7 +19,7 @@ import email.utils
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ..errors import LeapError
 
@@ -57,6 +57,13 @@ class HandshakeError(LeapError):
         self.status = response.status if response is not None else None
 
 
+Redact = Callable[[str], str]
+
+
+def _same(text: str) -> str:
+    return text
+
+
 class Response:
     """A parsed response head: ``status`` (int), ``reason`` (str) and ``headers``
     (lower-case name -> list of values, in order)."""
@@ -76,12 +83,14 @@ class Response:
         values = self.headers.get(name.lower())
         return values[-1] if values else None
 
-    def describe(self) -> str:
-        """``HTTP 302 Found (Location: ...)``: what a log line or error shows."""
-        text = f"HTTP {self.status}{' ' + self.reason if self.reason else ''}"
+    def describe(self, redact: Redact = _same) -> str:
+        """``HTTP 302 Found (Location: ...)``: what a log line or error shows, with
+        ``redact`` applied to the server's text before it is shortened."""
+        reason = _printable(redact(self.reason), 200)
+        text = f"HTTP {self.status}{' ' + reason if reason else ''}"
         location = self.header("location")
         if location:
-            text += f" (Location: {_printable(location, 200)})"
+            text += f" (Location: {_printable(redact(location), 200)})"
         return text
 
 
@@ -166,10 +175,11 @@ class ResponseHead:
     a head too large or malformed.
     """
 
-    __slots__ = ("_buffer", "limit", "rest")
+    __slots__ = ("_buffer", "limit", "redact", "rest")
 
-    def __init__(self, limit: int = MAX_HEAD_SIZE) -> None:
+    def __init__(self, limit: int = MAX_HEAD_SIZE, redact: Redact = _same) -> None:
         self.limit = limit
+        self.redact = redact
         self._buffer = bytearray()
         self.rest = b""
 
@@ -191,23 +201,25 @@ class ResponseHead:
         head = bytes(self._buffer[:end])
         self.rest = bytes(self._buffer[end + 4 :])
         self._buffer = bytearray()
-        return parse_response_head(head)
+        return parse_response_head(head, self.redact)
 
 
-def parse_response_head(head: bytes) -> Response:
-    """Parse a status line and headers (without the final blank line)."""
-    lines = head.decode("latin-1").split("\r\n")
+def parse_response_head(head: bytes, redact: Redact = _same) -> Response:
+    """Parse a status line and headers (without the final blank line). Headers are
+    decoded as UTF-8 (what servers send in practice; invalid bytes become U+FFFD);
+    error messages quote the server's text through ``redact``, before shortening it."""
+    lines = head.decode("utf-8", errors="replace").split("\r\n")
     if len(lines) - 1 > MAX_HEADERS:
         raise HandshakeError(f"HTTP response with more than {MAX_HEADERS} headers")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
     if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
-        raise HandshakeError(f"not an HTTP/1.x response: {_printable(lines[0], 80)!r}")
+        raise HandshakeError(f"not an HTTP/1.x response: {_printable(redact(lines[0]), 80)!r}")
     headers: dict[str, list[str]] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
-            raise HandshakeError(f"malformed HTTP header line {_printable(line, 80)!r}")
+            raise HandshakeError(f"malformed HTTP header line {_printable(redact(line), 80)!r}")
         headers.setdefault(name.lower(), []).append(value.strip())
     return Response(int(code), reason.strip(), headers)
 
@@ -216,14 +228,14 @@ def _tokens(value: str | None) -> list[str]:
     return [part.strip().lower() for part in (value or "").split(",")]
 
 
-def check_upgrade(response: Response, key: str) -> None:
+def check_upgrade(response: Response, key: str, redact: Redact = _same) -> None:
     """Check a response accepts the websocket upgrade sent with ``key``.
 
-    Raises :class:`HandshakeError` naming the status (and ``Location``) when it is
-    not 101, or the header that is wrong.
+    Raises :class:`HandshakeError` naming the status (and ``Location``, through
+    ``redact``) when it is not 101, or the header that is wrong.
     """
     if response.status != 101:
-        raise HandshakeError(f"websocket upgrade refused: {response.describe()}", response)
+        raise HandshakeError(f"websocket upgrade refused: {response.describe(redact)}", response)
     if "websocket" not in _tokens(response.header("upgrade")):
         raise HandshakeError("websocket upgrade answered without 'Upgrade: websocket'", response)
     if "upgrade" not in _tokens(response.header("connection")):
