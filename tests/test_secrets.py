@@ -498,7 +498,7 @@ def test_an_http_refusal_echoing_a_non_ascii_token_shows_no_token(capture: Captu
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="library bug: Response.describe() cuts Location to 200 characters before the "
-                "scrub runs, so the cut token is not recognised and its first ~175 characters show (FOUND.md)",
+                "scrub runs, so the cut token is not recognised and its first ~167 characters show (FOUND.md)",
             ),
         ),
     ],
