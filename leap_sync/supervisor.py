@@ -156,12 +156,11 @@ class Supervisor:
                 core.log.info("connection attempt failed", {"phase": error.phase, "error": str(error)})
                 outcome = _Outcome(error)
             else:
-                if first:
-                    first = False
-                    if not run.first.set():  # abandoned at this very moment
-                        transport.close()
-                        return
-                outcome = self._serve(run, transport, attempt)
+                served = self._serve(run, transport, attempt, first)
+                if served is None:
+                    return  # connect() abandoned the attempt at this very moment
+                outcome = served
+                first = False
             if run.stop.is_set():
                 return
             delay = self._after(outcome)
@@ -194,7 +193,10 @@ class Supervisor:
 
     # -- serving one connection -------------------------------------------------------------
 
-    def _serve(self, run: _Run, transport: Transport, attempt: Attempt) -> _Outcome:
+    def _serve(self, run: _Run, transport: Transport, attempt: Attempt, first: bool) -> _Outcome | None:
+        """Serve one upgraded connection until it ends. For the first attempt, report
+        it to ``connect()`` once the state says upgraded; ``None`` if ``connect()`` gave
+        up on it at that very moment."""
         from .core import Live
 
         core = self.core
@@ -217,6 +219,8 @@ class Supervisor:
                 core.set_state(ConnectionState.CONNECTED)
             else:
                 core.set_state(ConnectionState.AUTHENTICATING)
+            if first and not run.first.set():  # connect() returns now, the state is current
+                return None
             while True:
                 now = clock()
                 if closing_by is None and run.stop.is_set():
