@@ -42,9 +42,10 @@ class Callbacks:
     """The callbacks thread of one client, and the logger façade library code uses
     (``debug``/``info``/``warn``/``error`` never raise and never block).
 
-    ``redact`` (set by a client that holds a secret) is applied to every message,
-    metadata value and error before the logger sees it: whatever text reaches a log
-    record, a secret in it becomes ``<redacted>``.
+    ``redact`` (set by a client that holds a secret) is applied to every metadata value
+    and error before the logger sees it (messages are the library's constant text):
+    whatever a peer's text carries into a log record, a secret in it becomes
+    ``<redacted>``.
     """
 
     def __init__(self, name: str, logger: Logger) -> None:
@@ -192,10 +193,10 @@ class Callbacks:
 def _redacted(
     redact: Callable[[str], str], message: str, metadata: Mapping[str, Any] | None, err: BaseException | None
 ) -> tuple[str, Mapping[str, Any] | None, BaseException | None]:
-    """A log record with the secret removed from its text: the message, each metadata
+    """A log record with the secret removed from what may quote a peer: each metadata
     value (shown as text if its ``repr`` held the secret) and the error (replaced by
-    a :class:`~leap_sync.errors.LeapError` of the redacted text if it held it)."""
-    message = redact(message)
+    a :class:`~leap_sync.errors.LeapError` of the redacted text if it held it). The
+    message is the library's own constant text, kept as written."""
     if metadata:
         cleaned: dict[str, Any] = {}
         for key, value in metadata.items():

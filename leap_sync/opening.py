@@ -34,7 +34,15 @@ from typing import Any
 import attrs
 
 from .errors import LeapConnectionError
-from .protocol.handshake import HandshakeError, ResponseHead, check_upgrade, connect_request, new_key, retry_after
+from .protocol.handshake import (
+    HandshakeError,
+    Response,
+    ResponseHead,
+    check_upgrade,
+    connect_request,
+    new_key,
+    retry_after,
+)
 from .protocol.handshake import upgrade_request as build_upgrade_request
 from .proxy import Proxy, choose_proxy
 from .timeouts import poll_ms
@@ -229,18 +237,29 @@ def _connect_tcp(infos: Sequence[tuple[Any, ...]], host: str, port: int, attempt
     raise _error(attempt, f"TCP connect to {attempt.host} failed at every address ({causes})")
 
 
+def _read_head(sock: socket.socket, attempt: Attempt, early: bytes = b"") -> tuple[ResponseHead, Response | str]:
+    """Read one HTTP response head: ``(reader, response)``, or ``(reader, problem)``
+    for a malformed one. Errors come back as text, not raised from here, so no
+    exception the caller raises carries the server's response in its context."""
+    head = ResponseHead(redact=attempt.redact)
+    data = early
+    while True:
+        try:
+            response = head.feed(data) if data else None
+        except HandshakeError as exc:
+            return head, str(exc)
+        if response is not None:
+            return head, response
+        data = _recv_some(sock, attempt)
+
+
 def _tunnel(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> bytes:
     """HTTP CONNECT through ``proxy``; returns bytes that followed the proxy's answer."""
     attempt.phase, attempt.host = "proxy", endpoint.hostport
     _send_all(sock, connect_request(endpoint.host, endpoint.port, proxy.auth), attempt)
-    head = ResponseHead(redact=attempt.redact)
-    while True:
-        try:
-            response = head.feed(_recv_some(sock, attempt))
-        except HandshakeError as exc:
-            raise _error(attempt, f"{proxy.describe()} answered CONNECT badly: {exc}") from None
-        if response is not None:
-            break
+    head, response = _read_head(sock, attempt)
+    if isinstance(response, str):
+        raise _error(attempt, f"{proxy.describe()} answered CONNECT badly: {response}")
     if not 200 <= response.status < 300:
         raise _error(
             attempt,
@@ -307,25 +326,21 @@ def _upgrade(sock: socket.socket, endpoint: Endpoint, headers: Sequence[str], ea
         build_upgrade_request(endpoint.resource, endpoint.host, endpoint.port, endpoint.secure, key, headers),
         attempt,
     )
-    head = ResponseHead(redact=attempt.redact)
-    data = early
-    while True:
-        try:
-            response = head.feed(data) if data else None
-        except HandshakeError as exc:
-            raise _error(attempt, f"bad websocket upgrade answer from {endpoint.hostport}: {exc}") from None
-        if response is not None:
-            break
-        data = _recv_some(sock, attempt)
+    head, response = _read_head(sock, attempt, early)
+    if isinstance(response, str):
+        raise _error(attempt, f"bad websocket upgrade answer from {endpoint.hostport}: {response}")
+    problem = None
     try:
         check_upgrade(response, key, attempt.redact)
     except HandshakeError as exc:
+        problem = str(exc)
+    if problem is not None:  # raised here, not in the except clause: no context to carry the response
         raise _error(
             attempt,
-            f"{exc} from {endpoint.hostport}",
+            f"{problem} from {endpoint.hostport}",
             status_code=response.status if response.status != 101 else None,
             retry_after=retry_after(response, time.time()),
-        ) from None
+        )
     return head.rest
 
 

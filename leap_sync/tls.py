@@ -52,7 +52,7 @@ def check_sslopt(sslopt: Mapping[str, Any]) -> None:
     if cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
         raise ValueError("sslopt['cert_reqs'] must be ssl.CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED")
     if sslopt.get("check_hostname") not in (None, True, False):
-        raise TypeError("sslopt['check_hostname'] must be True or False (None: the default, True)")
+        raise ValueError("sslopt['check_hostname'] must be True or False (None: the default, True)")
 
 
 def tls_context(sslopt: Mapping[str, Any]) -> ssl.SSLContext:

@@ -483,15 +483,7 @@ class PeakDeque(collections.deque[Any]):
 @pytest.mark.parametrize(
     "overflow",
     [
-        pytest.param(
-            "drop_oldest",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library bug: EventChannel._put_many appends the whole batch and then pops "
-                "the excess, so for a moment the channel holds maxsize + a batch, which qsize() "
-                "(lock-free) shows to other threads (FOUND.md)",
-            ),
-        ),
+        "drop_oldest",
         "error",
     ],
 )

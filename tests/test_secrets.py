@@ -443,16 +443,9 @@ def every_byte_percent_encoded(text: str) -> str:
     return "".join(f"%{byte:02X}" for byte in text.encode())
 
 
-REDIRECT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="library bug: with_query() decodes the redirect URL's query and encodes it again, "
-    "so a token the server percent-encoded is kept, logged and shown by repr(client) (FOUND.md)",
-)
-
-
 @pytest.mark.parametrize(
     "token",
-    [pytest.param(p.values[0], id=p.id, marks=REDIRECT_BUG) for p in TOKENS if p.id != "very_long"],
+    [pytest.param(p.values[0], id=p.id) for p in TOKENS if p.id != "very_long"],
 )
 def test_a_redirect_url_with_the_token_percent_encoded_shows_no_token(token: str, capture: Capture) -> None:
     """Encoded by the server, the token in a 4006 URL is what the server sent; decoded and
@@ -475,11 +468,6 @@ def test_a_redirect_url_with_the_token_percent_encoded_shows_no_token(token: str
     assert secret.leaks(texts) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: the handshake decodes the HTTP head as latin-1 and the scrub looks for "
-    "the token as it is, so a UTF-8 token echoed by the server shows as mojibake (FOUND.md)",
-)
 def test_an_http_refusal_echoing_a_non_ascii_token_shows_no_token(capture: Capture) -> None:
     """The server echoes the token in UTF-8 (how HTTP carries it); read as latin-1, it
     is the token in another costume, every byte of it there to decode."""
@@ -492,15 +480,7 @@ def test_an_http_refusal_echoing_a_non_ascii_token_shows_no_token(capture: Captu
     "location",
     [
         pytest.param(False, id="reason_phrase"),
-        pytest.param(
-            True,
-            id="location",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library bug: Response.describe() cuts Location to 200 characters before the "
-                "scrub runs, so the cut token is not recognised and its first ~167 characters show (FOUND.md)",
-            ),
-        ),
+        pytest.param(True, id="location"),
     ],
 )
 def test_an_http_refusal_echoing_a_long_token_shows_no_part_of_it(location: bool, capture: Capture) -> None:

@@ -282,14 +282,7 @@ def test_plausible_options_still_verify_the_chain(
         {"check_hostname": "false"},  # a string from a config file is not False
         {"cert_reqs": ssl.CERT_REQUIRED},
         {"cert_reqs": ssl.CERT_OPTIONAL},
-        pytest.param(
-            {"check_hostname": None},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library bug: tls_context() takes bool(None) for check_hostname, so an unset "
-                "value turns host name verification off (FOUND.md)",
-            ),
-        ),
+        {"check_hostname": None},  # unset: the default, which verifies
     ],
     ids=repr,
 )

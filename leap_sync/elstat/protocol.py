@@ -327,7 +327,7 @@ def parse_client_payload(payload: str | bytes) -> Request:
     if not isinstance(frame, dict):
         raise ElstatClose(CloseCode.INVALID_PAYLOAD, "payload must be a JSON object")
     op = frame.get("op")
-    if op not in (Op.SUBSCRIBE, Op.UNSUBSCRIBE) or isinstance(op, bool):
+    if type(op) is not int or op not in (Op.SUBSCRIBE, Op.UNSUBSCRIBE):  # not 0.0, not False
         raise ElstatClose(CloseCode.INVALID_PAYLOAD, f"unknown op {op!r}")
     channels = frame.get("channels")
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
