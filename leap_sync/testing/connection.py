@@ -1,24 +1,22 @@
 """One client connection of an embedded server, and the thread serving it, for any
-protocol over websockets (Leap Edge's rules live in
-:mod:`~leap_sync.testing.leap_connection`, Elstat's in
+protocol over websockets (the protocols' rules: :mod:`~leap_sync.testing.leap_connection`,
 :mod:`~leap_sync.testing.elstat_connection`).
 
 Every accepted TCP connection gets one daemon thread, ``leap-sync-server-...-conn``,
 which alone touches its socket and its websockets sans-I/O
 :class:`~websockets.server.ServerProtocol`: the TLS and HTTP opening handshake
 (bounded by ``open_timeout``), then a poll loop that reads frames, hands each complete
-message to the protocol's subclass (:meth:`WebSocketConnection.handle_message`), writes
-what the connection's :class:`~leap_sync.testing.outbox.Outbox` holds as the socket
-accepts it, and enforces the deadlines (the subclass's, the closing handshake).
+message to the subclass (:meth:`WebSocketConnection.handle_message`), writes what the
+connection's :class:`~leap_sync.testing.outbox.Outbox` holds as the socket accepts it,
+and enforces the deadlines (the subclass's, the closing handshake's).
 
 Other threads never write to the socket and never wait for this one: they queue frames
-(:meth:`WebSocketConnection.send_wire`) or post requests
-(:meth:`WebSocketConnection.request_close`, :meth:`WebSocketConnection.cut`) and wake
-the thread (:class:`~leap_sync.wakeup.Wakeup`). So a client that stops reading stalls nobody but
-itself: its queue grows to ``send_queue_limit`` bytes, and then it is shed (closed with
-the subclass's :attr:`WebSocketConnection.slow_consumer_code`, its queued frames
-discarded, its TCP connection cut if the close frame cannot be written within
-``close_timeout``).
+(:meth:`~WebSocketConnection.send_wire`) or post requests
+(:meth:`~WebSocketConnection.request_close`, :meth:`~WebSocketConnection.cut`) and wake
+the thread (:class:`~leap_sync.wakeup.Wakeup`). So a client that stops reading stalls
+nobody but itself: its queue grows to ``send_queue_limit`` bytes, and then it is shed
+(closed with the subclass's ``slow_consumer_code``, its queued frames discarded, its
+TCP connection cut if the close frame cannot be written within ``close_timeout``).
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from websockets.server import ServerProtocol
 
 from ..wakeup import Wakeup
 from .outbox import Batch, Outbox, Put
-from .sockets import ConnectionHost, OutboxWriter, Settings, cut, fit_reason, open_websocket
+from .sockets import ConnectionHost, OutboxWriter, Settings, cut, fit_reason, open_websocket, shutdown_write
 
 __all__ = ["WebSocketConnection"]
 
@@ -192,7 +190,7 @@ class WebSocketConnection(abc.ABC):
             self._left = True
             self.open = False
             if self.close_code is None:
-                self.close_code = code
+                self.close_code = int(code)  # a plain int, whatever enum it came as
         self.host.connection_left(self)
 
     # -- the connection's thread ---------------------------------------------------------
@@ -255,8 +253,9 @@ class WebSocketConnection(abc.ABC):
                 self._take_request()
                 if not self._flush() or self._drop_requested:
                     return  # the socket failed, or it is dropped (cut in _teardown)
-                if self._ws.eof_sent and not self._writer.pending:
-                    self._shutdown_write()
+                if self._ws.eof_sent and not self._shut_wr and not self._writer.pending:
+                    self._shut_wr = True
+                    shutdown_write(self._sock)
                 now = time.monotonic()
                 if self._ws.state is State.CLOSED or (
                     self._closing_since is not None and now > self._closing_since + self.settings.close_timeout
@@ -377,14 +376,6 @@ class WebSocketConnection(abc.ABC):
                     if recorded:
                         del recorded[-len(seqs) :]
         self.host.connection_changed()
-
-    def _shutdown_write(self) -> None:
-        if not self._shut_wr:
-            self._shut_wr = True
-            try:
-                self._sock.shutdown(socket.SHUT_WR)
-            except (OSError, ValueError):
-                pass
 
     def _abort(self) -> None:
         """Best effort: a 1011 close frame, written without waiting."""

@@ -108,6 +108,12 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
     :data:`~leap_sync.testing.elstat_connection.SLOW_CONSUMER_CLOSE_CODE`). Threads:
     ``leap-sync-server-elstat-<n>`` accepts, and each connection gets one named
     ``leap-sync-server-elstat-<n>-conn``. Nothing starts until :meth:`start`.
+
+    Faults come from :class:`~leap_sync.testing.embedded.EmbeddedServer`:
+    :meth:`send_raw` (any text or binary frame), :meth:`disconnect` (any close code,
+    4200 and 4420 included; 1000 by default) and :meth:`drop` (TCP cut, no close
+    frame), to every open connection or to one ``cid``; so do :meth:`wait_for`,
+    :meth:`close` and the context manager.
     """
 
     def __init__(

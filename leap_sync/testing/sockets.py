@@ -1,9 +1,8 @@
 """The socket side of one server connection, for any protocol: the opening handshake
 (TLS, HTTP upgrade), writing queued frames (:class:`OutboxWriter`), close-frame checks,
 cutting TCP, the settings every connection of one server shares and what a connection
-needs from its server (:class:`ConnectionHost`). Everything here
-runs on the connection's thread, except :func:`cut` and :func:`check_close` (any
-thread)."""
+needs from its server (:class:`ConnectionHost`). Everything here runs on the
+connection's thread, except :func:`cut` and :func:`check_close` (any thread)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,16 @@ from websockets.server import ServerProtocol
 
 from .outbox import Batch, Outbox
 
-__all__ = ["ConnectionHost", "OutboxWriter", "Settings", "check_close", "cut", "fit_reason", "open_websocket"]
+__all__ = [
+    "ConnectionHost",
+    "OutboxWriter",
+    "Settings",
+    "check_close",
+    "cut",
+    "fit_reason",
+    "open_websocket",
+    "shutdown_write",
+]
 
 _RECV_SIZE = 65536
 _WRITE_CHUNK = 256 * 1024
@@ -34,6 +42,15 @@ def cut(sock: socket.socket) -> None:
     try:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
+        pass
+
+
+def shutdown_write(sock: socket.socket) -> None:
+    """Send FIN after what was written (the websocket's end of stream); errors
+    ignored."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except (OSError, ValueError):
         pass
 
 
