@@ -14,7 +14,9 @@ __all__ = ["Faults"]
 
 
 class Faults(ServerCore):
-    """Fault injection (see the module docstring)."""
+    """Fault injection (see the module docstring). :meth:`drop` (cut TCP, identified
+    or not) and :meth:`send_raw` (one message with an exact payload) come from
+    :class:`~leap_sync.testing.embedded.EmbeddedServer`."""
 
     def disconnect(self, code: int = 4000, reason: str = "", *, cid: str | None = None) -> int:
         """Close every open connection (or one), identified or not, with ``code`` and
@@ -22,10 +24,7 @@ class Faults(ServerCore):
         before. Returns how many closes were started; each connection's closing
         handshake runs on its own thread, and a client that does not answer within
         ``close_timeout`` is cut. ``ValueError`` for a code or reason no close frame
-        can carry (1005, 1006, 1015, over 123 bytes of reason).
-
-        :meth:`drop` (cut TCP, identified or not) and :meth:`send_raw` (one message
-        with an exact payload) come from :class:`~leap_sync.testing.embedded.EmbeddedServer`."""
+        can carry (1005, 1006, 1015, over 123 bytes of reason)."""
         return super().disconnect(code, reason, cid=cid)
 
     def pause_acks(self, paused: bool = True) -> None:
