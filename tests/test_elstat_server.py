@@ -79,11 +79,10 @@ class Raw:
 
 
 def open_raw(srv: ElstatServer, **options: Any) -> Raw:
-    """Connect, and wait until the server serves the connection (so connections
-    opened one after another are listed in that order); ``cid`` is its id."""
+    """Connect; ``cid`` is the connection's id (the server lists a connection before
+    its upgrade response is written)."""
     known = len(srv.all_connections)
     client = Raw(srv.url, **options)
-    srv.wait_for(lambda s: len(s.all_connections) > known)
     client.cid = srv.all_connections[known].cid
     return client
 
@@ -165,6 +164,22 @@ def test_no_hello_the_first_frame_answers_the_first_request(server: ElstatServer
     assert client.request(0, ["status:api"]) == {"op": 1, "channels": ["status:api"]}
     server.wait_for(lambda s: s.connections[0].frames_out == 1)
     assert server.connections[0].frames_in == 1
+
+
+def test_a_connection_is_served_once_its_upgrade_completes(server: ElstatServer) -> None:
+    """No wait between a client's connect and a push: the server lists a connection
+    before it writes the upgrade response."""
+    made: list[Raw] = []
+    try:
+        for n in range(1, 21):
+            made.append(Raw(server.url))
+            assert len(server.connections) == n
+            assert server.push_incident("new", {"id": str(n)}) == n
+        for n, client in enumerate(made, 1):
+            assert [client.recv()["d"]["id"] for _ in range(n, 21)] == [str(i) for i in range(n, 21)]
+    finally:
+        for client in made:
+            client.close()
 
 
 @pytest.mark.parametrize(

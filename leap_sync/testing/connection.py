@@ -101,7 +101,8 @@ class WebSocketConnection(abc.ABC):
     # -- the protocol's hooks (on the connection's thread) ---------------------------------
 
     def handle_open(self, path: str) -> None:  # noqa: B027 - optional hook
-        """The opening handshake succeeded for ``path`` (before anything is read)."""
+        """The upgrade to ``path`` is accepted (before its response is written and
+        anything is read; the server then lists the connection)."""
 
     @abc.abstractmethod
     def handle_message(self, payload: str | bytes) -> None:
@@ -209,14 +210,12 @@ class WebSocketConnection(abc.ABC):
 
     def _run(self) -> None:
         try:
-            events = self._handshake()
+            events = open_websocket(
+                self._raw, self._ws, self.settings, self.host.http_refusal, self._wrapped, self._accepted
+            )
             if events is None:
                 return
-            with self.lock:
-                if self._left:
-                    return  # cut while handshaking
-                self.open = True
-            self.host.connection_opened(self)
+            self._sock.setblocking(False)
             self._loop(events)
         except OSError:
             pass  # the socket failed: the connection is over
@@ -228,16 +227,17 @@ class WebSocketConnection(abc.ABC):
         finally:
             self._teardown()
 
-    def _handshake(self) -> list[Any] | None:
-        """TLS, then the HTTP upgrade; the frames that came with the request, or
-        ``None`` when the connection ends here."""
-        opened = open_websocket(self._raw, self._ws, self.settings, self.host.http_refusal, self._wrapped)
-        if opened is None:
-            return None
-        path, events = opened
+    def _accepted(self, path: str) -> bool:
+        """The upgrade is accepted, its response not yet written: set up, and join the
+        server (a client that sees the upgrade finds its connection listed). ``False``
+        when cut meanwhile."""
         self.handle_open(path)
-        self._sock.setblocking(False)
-        return events
+        with self.lock:
+            if self._left:
+                return False
+            self.open = True
+        self.host.connection_opened(self)
+        return True
 
     def _wrapped(self, sock: socket.socket) -> None:
         self._raw = self._sock = sock  # wrap_socket detached the plain socket

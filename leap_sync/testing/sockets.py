@@ -97,7 +97,8 @@ class ConnectionHost(Protocol[ConnT_contra]):
     def http_refusal(self, path: str) -> tuple[int, str] | None:
         """``(status, text)`` to refuse an upgrade request for ``path``, or ``None``."""
 
-    def connection_opened(self, conn: ConnT_contra) -> None: ...
+    def connection_opened(self, conn: ConnT_contra) -> None:
+        """``conn`` is open: its upgrade is accepted, the response not yet written."""
 
     def connection_changed(self) -> None:
         """Something a test may wait for changed (counters, state)."""
@@ -167,11 +168,15 @@ def open_websocket(
     settings: Settings,
     refusal: Callable[[str], tuple[int, str] | None],
     wrapped: Callable[[socket.socket], None],
-) -> tuple[str, list[Any]] | None:
+    accepted: Callable[[str], bool],
+) -> list[Any] | None:
     """The opening handshake on a blocking socket, bounded by ``open_timeout``: TLS
     (``wrapped`` receives the TLS socket), then the HTTP upgrade, refused with
-    ``refusal(path)`` when that gives a status. Returns the request path and the
-    frames that came with the request, or ``None`` when the connection ends here."""
+    ``refusal(path)`` when that gives a status. ``accepted(path)`` runs once the
+    upgrade is accepted, before the response is written (``False`` ends the connection
+    there), so that a client that sees the upgrade succeed finds the connection served.
+    Returns the frames that came with the request, or ``None`` when the connection
+    ends here."""
     deadline = time.monotonic() + settings.open_timeout
 
     def remaining() -> float:
@@ -208,10 +213,10 @@ def open_websocket(
         response = ws.reject(*status) if status else ws.accept(request)
         response.headers["Server"] = settings.server_header
         ws.send_response(response)
+        if ws.state is State.OPEN and not accepted(request.path):
+            return None
         sock.settimeout(remaining())
         send_now()
     except (OSError, ssl.SSLError, TimeoutError):
         return None
-    if ws.state is not State.OPEN:
-        return None
-    return request.path, events
+    return events if ws.state is State.OPEN else None
