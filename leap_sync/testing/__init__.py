@@ -4,11 +4,14 @@ your test suites (needs the ``server`` extra: ``pip install 'leap-sync[server]'`
 - :class:`LeapEdgeServer`: an embedded, protocol-complete Leap Edge server with a
   control API and fault injection.
 - :class:`ControlServer`: its HTTP control endpoint (what ``leap-sync serve`` runs).
-- The ``leap_edge_server`` pytest fixture comes with the package (a ``pytest11``
-  plugin).
+- :class:`ElstatServer`: an embedded Elstat Streaming API server with a control API
+  (DATA, incidents) and fault injection.
+- The ``leap_edge_server`` and ``elstat_server`` pytest fixtures come with the package
+  (a ``pytest11`` plugin).
 """
 
 from .control import ControlServer
+from .elstat import ElstatConnectionInfo, ElstatServer
 from .server import ConnectionInfo, LeapEdgeServer
 
-__all__ = ["ConnectionInfo", "ControlServer", "LeapEdgeServer"]
+__all__ = ["ConnectionInfo", "ControlServer", "ElstatConnectionInfo", "ElstatServer", "LeapEdgeServer"]

@@ -1,80 +1,74 @@
-"""One client connection of the embedded Leap Edge server, and the thread serving it.
+"""One client connection of an embedded server, and the thread serving it, for any
+protocol over websockets (the protocols' rules: :mod:`~leap_sync.testing.leap_connection`,
+:mod:`~leap_sync.testing.elstat_connection`).
 
-Every accepted TCP connection gets one daemon thread, ``leap-sync-server-<n>-conn``,
+Every accepted TCP connection gets one daemon thread, ``leap-sync-server-...-conn``,
 which alone touches its socket and its websockets sans-I/O
 :class:`~websockets.server.ServerProtocol`: the TLS and HTTP opening handshake
-(bounded by ``open_timeout``), then a poll loop that reads frames, applies the
-connection rules (:class:`~leap_sync.protocol.server_session.ServerSession`), hands
-each client frame to the server's business logic, writes what the connection's
-:class:`~leap_sync.testing.outbox.Outbox` holds as the socket accepts it, and enforces
-the deadlines (identify, heartbeats, tagged requests, the closing handshake).
+(bounded by ``open_timeout``), then a poll loop that reads frames, hands each complete
+message to the subclass (:meth:`WebSocketConnection.handle_message`), writes what the
+connection's :class:`~leap_sync.testing.outbox.Outbox` holds as the socket accepts it,
+and enforces the deadlines (the subclass's, the closing handshake's).
 
 Other threads never write to the socket and never wait for this one: they queue frames
-(:meth:`Connection.send_wire`) or post requests (:meth:`Connection.request_close`,
-:meth:`Connection.cut`) and wake the thread through a socket pair. So a client that
-stops reading stalls nobody but itself: its queue grows to ``send_queue_limit`` bytes,
-and then it is shed (closed with :data:`SLOW_CONSUMER_CLOSE_CODE`, its queued frames
-discarded, its TCP connection cut if the close frame cannot be written within
-``close_timeout``).
+(:meth:`~WebSocketConnection.send_wire`) or post requests
+(:meth:`~WebSocketConnection.request_close`, :meth:`~WebSocketConnection.cut`) and wake
+the thread (:class:`~leap_sync.wakeup.Wakeup`). So a client that stops reading stalls
+nobody but itself: its queue grows to ``send_queue_limit`` bytes, and then it is shed
+(closed with the subclass's ``slow_consumer_code``, its queued frames discarded, its
+TCP connection cut if the close frame cannot be written within ``close_timeout``).
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 import selectors
 import socket
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..protocol.codec import Codec
-from ..protocol.models import ClientHeartbeat, Identify
-from ..protocol.opcodes import CloseCode
-from ..protocol.server_session import ServerClose, ServerSession
-from ..protocol.wsframes import unmasked_message
+from ..wakeup import Wakeup
 from .outbox import Batch, Outbox, Put
-from .sockets import ConnectionHost, Settings, cut, fit_reason, open_websocket
+from .sockets import ConnectionHost, OutboxWriter, Settings, cut, fit_reason, open_websocket, shutdown_write
 
-if TYPE_CHECKING:
-    from .model import Session
-
-__all__ = ["SLOW_CONSUMER_CLOSE_CODE", "Connection"]
-
-SLOW_CONSUMER_CLOSE_CODE = CloseCode.UNKNOWN
-"""The close code of a client shed for not reading (its outbound queue overflowed):
-4000, Leap Edge's "unknown error, try reconnecting", which every Leap client answers
-by reconnecting; the reason says ``slow consumer``."""
+__all__ = ["WebSocketConnection"]
 
 _log = logging.getLogger("leap_sync.testing")
 _RECV_SIZE = 65536
-_WRITE_CHUNK = 256 * 1024
 _READS_PER_WAKE = 16  # fairness between reading and writing in one loop turn
 _POLLER: type[selectors.BaseSelector] = getattr(selectors, "PollSelector", selectors.SelectSelector)
 
 
-class Connection:
+class WebSocketConnection(abc.ABC):
     """Server-side state of one websocket connection (see the module docstring).
 
+    Subclasses give the protocol: :attr:`slow_consumer_code`, :meth:`handle_message`
+    and, optionally, :meth:`handle_open`, :meth:`next_deadline` and
+    :meth:`check_deadlines`, all run on the connection's thread.
+
     Attributes other threads read (under :attr:`lock` for a consistent snapshot):
-    ``cid``, ``encoding``, ``compression``, ``identify``, ``session``, ``silent``,
-    ``open``, ``close_code`` and the counters.
+    ``cid``, ``silent``, ``open``, ``close_code`` and the counters.
     """
 
-    def __init__(self, host: ConnectionHost, settings: Settings, sock: socket.socket, cid: str, name: str) -> None:
+    slow_consumer_code: ClassVar[int]
+    """The close code of a client shed for not reading (its outbound queue overflowed)."""
+    invalid_text_code: ClassVar[int] = 1007
+    """The close code for a text frame that is not UTF-8."""
+    protocol_class: ClassVar[type[ServerProtocol]] = ServerProtocol
+    """websockets' sans-I/O server protocol, made with ``max_size=max_message_size``."""
+
+    def __init__(self, host: ConnectionHost[Any], settings: Settings, sock: socket.socket, cid: str, name: str) -> None:
         self.host = host
         self.settings = settings
         self.cid = cid
-        self.lock = threading.Lock()  # guards ``rules`` and the counters; never held across I/O
-        self.encoding = "json"
-        self.compression = "none"
-        self.rules: ServerSession | None = None
-        self.identify: Identify | None = None
-        self.session: Session | None = None
+        self.lock = threading.Lock()  # guards the counters and subclass state; never held across I/O
         self.silent = False
         self.open = False
         """True from the end of the opening handshake until it starts closing (or is
@@ -85,43 +79,45 @@ class Connection:
         self._left = False
         self.frames_in = 0
         self.frames_out = 0
-        self.heartbeats = 0
-        self.last_heartbeat: float | None = None
         self.connected_at = time.monotonic()
         self.sequences: dict[str, list[int]] = {}
         self.outbox = Outbox(settings.send_queue_limit)
 
         self._raw = sock
         self._sock: socket.socket = sock
-        self._ws = ServerProtocol(max_size=settings.max_message_size)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._ws = self.protocol_class(max_size=settings.max_message_size)
+        self._wakeup = Wakeup()
         self._woken = False
         self._close_request: tuple[int, str, bool] | None = None
         self._drop_requested = False
         self._closing_since: float | None = None
         self._shut_wr = False
         self._final_queued = False
-        self._partial: memoryview | None = None
-        self._batch: Batch | None = None
-        self._later: list[tuple[float, bytes]] = []  # (due, frame): delayed acks, in order
+        self._writer = OutboxWriter(self.outbox)
         self._fragments: list[bytes] = []
         self._fragment_binary = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
+    # -- the protocol's hooks (on the connection's thread) ---------------------------------
+
+    def handle_open(self, path: str) -> None:  # noqa: B027 - optional hook
+        """The upgrade to ``path`` is accepted (before its response is written and
+        anything is read; the server then lists the connection)."""
+
+    @abc.abstractmethod
+    def handle_message(self, payload: str | bytes) -> None:
+        """One complete client message: ``str`` for a text frame (valid UTF-8),
+        ``bytes`` for a binary one. Call :meth:`begin_close` to close the connection."""
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time at which :meth:`check_deadlines` must run next, if any."""
+        return None
+
+    def check_deadlines(self, now: float) -> None:  # noqa: B027 - optional hook
+        """Enforce the protocol's deadlines (after every wake-up, while open and not
+        silenced)."""
+
     # -- called from any thread --------------------------------------------------------
-
-    def encode(self, frame: dict[str, Any]) -> bytes:
-        """``frame`` as one complete websocket message in this connection's encoding
-        and compression. Raises :class:`~leap_sync.errors.LeapEncodeError`."""
-        assert self.rules is not None
-        payload, _binary = self.rules.encode(frame)
-        return unmasked_message(payload)
-
-    def send(self, frame: dict[str, Any]) -> bool:
-        """Encode and queue one frame; ``False`` when it was not queued."""
-        return self.send_wire(self.encode(frame))
 
     def send_wire(self, data: bytes, *, count: int = 1, channel: str | None = None, seqs: tuple[int, ...] = ()) -> bool:
         """Queue complete frame bytes (``count`` messages; ``seqs`` of ``channel``
@@ -132,7 +128,7 @@ class Connection:
         result = self.outbox.put(data, count=count, channel=channel, seqs=seqs)
         if result is Put.OVERFLOW:
             limit = self.settings.send_queue_limit
-            self._post_close(SLOW_CONSUMER_CLOSE_CODE, f"slow consumer: over {limit} bytes queued", discard=True)
+            self._post_close(self.slow_consumer_code, f"slow consumer: over {limit} bytes queued", discard=True)
             return False
         if result is Put.QUEUED:
             with self.lock:  # counted when queued, so a snapshot taken after is exact
@@ -147,10 +143,6 @@ class Connection:
         returns at once. The first request wins."""
         self._post_close(code, reason, discard=False)
 
-    def send_later(self, frame: dict[str, Any], delay: float) -> None:
-        """Queue ``frame`` ``delay`` seconds from now (connection's thread only)."""
-        self._later.append((time.monotonic() + delay, self.encode(frame)))
-
     def request_drop(self) -> None:
         """Cut the TCP connection without a close frame, once the frames queued before
         are handed to the socket, or at once when the socket takes no more (a client
@@ -164,8 +156,22 @@ class Connection:
         self._leave(1006)
         cut(self._raw)
 
-    def start(self) -> None:
-        self.thread.start()
+    def start(self) -> bool:
+        """Start the connection's thread; ``False`` (and the socket closed) when no
+        thread can be started."""
+        try:
+            self.thread.start()
+        except RuntimeError:
+            self._raw.close()
+            self._wakeup.close()
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Make the connection's thread re-read its flags and deadlines."""
+        if not self._woken:
+            self._woken = True
+            self._wakeup.notify()  # ignored once torn down
 
     def _post_close(self, code: int, reason: str, *, discard: bool) -> None:
         with self.lock:
@@ -185,127 +191,97 @@ class Connection:
             self._left = True
             self.open = False
             if self.close_code is None:
-                self.close_code = code
+                self.close_code = int(code)  # a plain int, whatever enum it came as
         self.host.connection_left(self)
-
-    def wake(self) -> None:
-        """Make the connection's thread re-read its flags and deadlines."""
-        if not self._woken:
-            self._woken = True
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass  # already woken (buffer full) or torn down
 
     # -- the connection's thread ---------------------------------------------------------
 
+    def begin_close(self, code: int, reason: str, *, discard: bool = False) -> None:
+        """Start the closing handshake with ``code`` (``discard``: drop what is queued
+        first). Connection's thread only; later calls do nothing."""
+        if self._closing_since is not None:
+            return
+        self._closing_since = time.monotonic()
+        self.outbox.close()
+        if self._ws.state is State.OPEN:
+            self._ws.send_close(code, fit_reason(reason))
+        self._leave(code)
+        self._queue_protocol_output(discard=discard)
+
     def _run(self) -> None:
         try:
-            events = self._handshake()
+            events = open_websocket(
+                self._raw, self._ws, self.settings, self.host.http_refusal, self._wrapped, self._accepted
+            )
             if events is None:
                 return
-            with self.lock:
-                if self._left:
-                    return  # cut while handshaking
-                self.open = True
-            self.host.connection_opened(self)
+            self._sock.setblocking(False)
             self._loop(events)
         except OSError:
             pass  # the socket failed: the connection is over
         except Exception:
-            # A bug, or an exception from ``on_frame``: this connection ends (1011
-            # when a close frame can still go out); the server goes on.
+            # A bug, or an exception from a hook: this connection ends (1011 when a
+            # close frame can still go out); the server goes on.
             _log.error("connection %s failed", self.cid, exc_info=True)
             self._abort()
         finally:
             self._teardown()
 
-    def _handshake(self) -> list[Any] | None:
-        """TLS, then the HTTP upgrade; the frames that came with the request, or
-        ``None`` when the connection ends here."""
-        opened = open_websocket(self._raw, self._ws, self.settings, self.host.http_refusal, self._wrapped)
-        if opened is None:
-            return None
-        path, events = opened
-        self._setup(path)
-        self._sock.setblocking(False)
-        return events
+    def _accepted(self, path: str) -> bool:
+        """The upgrade is accepted, its response not yet written: set up, and join the
+        server (a client that sees the upgrade finds its connection listed). ``False``
+        when cut meanwhile."""
+        self.handle_open(path)
+        with self.lock:
+            if self._left:
+                return False
+            self.open = True
+        self.host.connection_opened(self)
+        return True
 
     def _wrapped(self, sock: socket.socket) -> None:
         self._raw = self._sock = sock  # wrap_socket detached the plain socket
 
-    def _setup(self, path: str) -> None:
-        import urllib.parse
-
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
-        self.encoding = query.get("encoding", "json")
-        self.compression = query.get("compression", "none")
-        s = self.settings
-        self.rules = ServerSession(
-            Codec(self.encoding, max_size=s.max_message_size),
-            interval=s.interval,
-            identify_timeout=s.identify_timeout,
-            now=time.monotonic(),
-            tolerance=s.tolerance,
-            request_timeout=s.request_timeout,
-            compression=self.compression == "zlib",
-            strict=s.strict_heartbeats,
-        )
-
     def _loop(self, events: list[Any]) -> None:
         self._receive(events)
         with _POLLER() as poller:
-            poller.register(self._wake_r, selectors.EVENT_READ)
+            poller.register(self._wakeup.fd, selectors.EVENT_READ)
             poller.register(self._sock, selectors.EVENT_READ)
             interest = selectors.EVENT_READ
             more_to_read = False
             while True:
                 self._take_request()
-                self._release_later(time.monotonic())
                 if not self._flush() or self._drop_requested:
                     return  # the socket failed, or it is dropped (cut in _teardown)
-                if self._ws.eof_sent and self._partial is None and not self.outbox.queued:
-                    self._shutdown_write()
+                if self._ws.eof_sent and not self._shut_wr and not self._writer.pending:
+                    self._shut_wr = True
+                    shutdown_write(self._sock)
                 now = time.monotonic()
                 if self._ws.state is State.CLOSED or (
                     self._closing_since is not None and now > self._closing_since + self.settings.close_timeout
                 ):
                     return
-                wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._partial or self.outbox.queued else 0)
+                wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._writer.pending else 0)
                 if wanted != interest:
                     poller.modify(self._sock, wanted)
                     interest = wanted
                 ready = poller.select(0 if more_to_read else self._timeout(now))
-                if any(key.fileobj is self._wake_r for key, _ in ready):
-                    self._drain_wake()
+                if any(key.fd == self._wakeup.fd for key, _ in ready):
+                    self._wakeup.clear()
                     self._woken = False  # after draining: a wake since then sent a byte
                 readable = more_to_read or any(
                     key.fileobj is self._sock and mask & selectors.EVENT_READ for key, mask in ready
                 )
                 more_to_read = readable and self._read()
-                self._check_time()
-
-    def _release_later(self, now: float) -> None:
-        while self._later and self._later[0][0] <= now:
-            self.send_wire(self._later.pop(0)[1])
+                if not self.silent and self._closing_since is None:
+                    self.check_deadlines(time.monotonic())
 
     def _timeout(self, now: float) -> float | None:
-        deadlines = [self._later[0][0]] if self._later else []
         if self._closing_since is not None:
-            deadlines.append(self._closing_since + self.settings.close_timeout)
-        elif not self.silent and self.rules is not None:
-            with self.lock:
-                self.rules.check_heartbeats = self.host.enforcing_heartbeats
-                deadlines.append(self.rules.deadline)
-        earliest = min(deadlines, default=float("inf"))
-        return None if earliest == float("inf") else max(earliest - now, 0.0)
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except OSError:
-            pass  # drained (BlockingIOError)
+            deadline: float | None = self._closing_since + self.settings.close_timeout
+        else:
+            deadline = None if self.silent else self.next_deadline()
+        return None if deadline is None or deadline == float("inf") else max(deadline - now, 0.0)
 
     def _read(self) -> bool:
         """Read what the socket holds now; whether more may be waiting."""
@@ -352,84 +328,40 @@ class Connection:
             try:
                 payload = data.decode("utf-8")
             except UnicodeDecodeError:
-                self._begin_close(1007, "invalid UTF-8 in a text frame", discard=False)
+                self.begin_close(self.invalid_text_code, "invalid UTF-8 in a text frame")
                 return
-        assert self.rules is not None
-        now = time.monotonic()
-        try:
-            with self.lock:
-                self.rules.check_heartbeats = self.host.enforcing_heartbeats
-                frame, replies = self.rules.receive(payload, binary, now)
-                if isinstance(frame, ClientHeartbeat) and frame.tag is None:
-                    self.heartbeats += 1
-                    self.last_heartbeat = now
-            self.host.connection_frame(self, frame, replies)
-        except ServerClose as close:
-            self._begin_close(close.code, close.reason, discard=False)
-
-    def _check_time(self) -> None:
-        if self.silent or self._closing_since is not None or self.rules is None:
-            return
-        try:
-            with self.lock:
-                self.rules.check_heartbeats = self.host.enforcing_heartbeats
-                self.rules.check(time.monotonic())
-        except ServerClose as close:
-            self._begin_close(close.code, close.reason, discard=False)
+        self.handle_message(payload)
 
     def _take_request(self) -> None:
         with self.lock:
             request, self._close_request = self._close_request, None
         if request is not None:
             code, reason, discard = request
-            self._begin_close(code, reason, discard=discard)
-
-    def _begin_close(self, code: int, reason: str, *, discard: bool) -> None:
-        if self._closing_since is not None:
-            return
-        self._closing_since = time.monotonic()
-        self.outbox.close()
-        if self._ws.state is State.OPEN:
-            self._ws.send_close(code, fit_reason(reason))
-        self._leave(code)
-        self._queue_protocol_output(discard=discard)
+            self.begin_close(code, reason, discard=discard)
 
     def _queue_protocol_output(self, *, discard: bool) -> None:
         """Queue what websockets' protocol has to send: pongs, and the close frame,
         which closes the outbox to data frames (``discard``: drops what is queued)."""
         data = b"".join(self._ws.data_to_send())  # EOF markers are b"": see _loop
-        if self._ws.close_sent is not None and not self._final_queued:
+        sent = self._ws.close_sent
+        if sent is not None and not self._final_queued:
             self._final_queued = True
             if self._closing_since is None:
-                self._closing_since = time.monotonic()  # the client started the closing handshake
+                # The client started the closing handshake (its code is recorded), or
+                # websockets failed the connection (a protocol error: ours is).
+                self._closing_since = time.monotonic()
                 rcvd = self._ws.close_rcvd
-                self._leave(rcvd.code if rcvd is not None else 1006)
+                self._leave(rcvd.code if rcvd is not None else sent.code)
             self._unrecord(self.outbox.put_final(data, discard=discard))
         elif data:
             self.outbox.put(data, count=0)  # a pong: dropped with the rest if the queue is full
 
     def _flush(self) -> bool:
         """Write as much as the socket takes now; ``False`` when the socket failed."""
-        while True:
-            if self._partial is None:
-                self._batch = self.outbox.take(_WRITE_CHUNK)
-                if self._batch is None:
-                    return True
-                self._partial = memoryview(self._batch.data)
-            try:
-                sent = self._sock.send(self._partial)
-            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return True
-            except OSError:
-                return False
-            self._partial = self._partial[sent:]
-            if not self._partial:
-                self._partial = None
-                self._written(self._batch)
-
-    def _written(self, batch: Batch | None) -> None:
-        if batch is not None and batch.frames and self.host.waiting:
+        ok, frames = self._writer.flush(self._sock)
+        if frames and self.host.waiting:
             self.host.connection_changed()  # ``queued`` changed
+        return ok
 
     def _unrecord(self, unwritten: list[Batch]) -> None:
         """Uncount frames counted when queued but never written (and their sequence
@@ -445,17 +377,9 @@ class Connection:
                         del recorded[-len(seqs) :]
         self.host.connection_changed()
 
-    def _shutdown_write(self) -> None:
-        if not self._shut_wr:
-            self._shut_wr = True
-            try:
-                self._sock.shutdown(socket.SHUT_WR)
-            except (OSError, ValueError):
-                pass
-
     def _abort(self) -> None:
         """Best effort: a 1011 close frame, written without waiting."""
-        if self._ws.state is State.OPEN and self._partial is None:
+        if self._ws.state is State.OPEN and not self._writer.mid_batch:
             self._leave(1011)
             self._ws.send_close(1011, "internal error")
             try:
@@ -466,11 +390,9 @@ class Connection:
     def _teardown(self) -> None:
         rcvd = self._ws.close_rcvd
         self._leave(rcvd.code if rcvd is not None else 1006)
-        unwritten = self.outbox.discard()
-        if self._partial is not None and self._batch is not None:
-            unwritten.insert(0, self._batch)
-        self._unrecord(unwritten)
+        self._unrecord(self._writer.discard())
         cut(self._raw)
-        for sock in (self._sock, self._raw, self._wake_r, self._wake_w):
-            sock.close()
+        self._sock.close()
+        self._raw.close()
+        self._wakeup.close()
         self.host.connection_closed(self)

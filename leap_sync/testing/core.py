@@ -2,9 +2,9 @@
 one way frames reach connections.
 
 :class:`ServerCore` is the base of the server's parts (model control, events, faults,
-introspection, client-frame handling): it holds the model and the connection registry
-under one lock (``_lock``; every change a test may wait for bumps a version under a
-separate condition, so waiting never holds the model lock) and
+introspection, client-frame handling): an
+:class:`~leap_sync.testing.embedded.EmbeddedServer` of Leap connections that adds the
+model, under the same lock as the connection registry (``_lock``), and
 :meth:`ServerCore._deliver`, which encodes a frame once per codec in use and queues it
 on each connection. Queuing never blocks, so the lock is never held across socket I/O.
 
@@ -19,22 +19,20 @@ nobody.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import LeapEncodeError
 from ..protocol.codec import Codec
 from ..protocol.etf import erlpack_available
 from ..protocol.opcodes import CloseCode
-from .connection import Connection
+from .embedded import EmbeddedServer
+from .leap_connection import HeartbeatSettings, LeapConnection
 from .model import Model
+from .sockets import Settings
 
 __all__ = ["BINARY_IN_JSON_REASON", "ServerCore", "holds_binary"]
 
-RECHECK = 0.05
-"""Seconds between re-checks of a wait's condition when nothing changed."""
 BINARY_IN_JSON_REASON = "a binary that is not UTF-8 cannot be sent as JSON (connect with encoding=etf)"
 
 
@@ -53,79 +51,49 @@ def holds_binary(value: Any) -> bool:
     return False
 
 
-class ServerCore:
+class ServerCore(EmbeddedServer[LeapConnection]):
     """Shared state of one server (see the module docstring)."""
 
-    def __init__(self, project_id: str, session_ttl: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        settings: Settings,
+        heartbeat: HeartbeatSettings,
+        *,
+        project_id: str,
+        session_ttl: float,
+    ) -> None:
+        super().__init__(host, port, settings, "leap-sync-server")
         self.project_id = project_id
-        self._lock = threading.RLock()
-        self._changes = threading.Condition(threading.Lock())
-        self._version = 0
+        self._heartbeat = heartbeat
         self._model = Model(project_id, session_ttl)
-        self._conns: dict[str, Connection] = {}
-        """Open connections (past the opening handshake), by cid, oldest first."""
-        self._history: list[Connection] = []
         self._acks_paused = False
         self._enforce_heartbeats = True
         self._codecs: list[Codec] = []  # for _check_storable
-        self._waiters = 0
-
-    @property
-    def waiting(self) -> bool:
-        """Whether a thread waits in ``wait_for``/``wait_for_connections``."""
-        return self._waiters > 0
 
     @property
     def enforcing_heartbeats(self) -> bool:
         """Whether heartbeat deadlines close connections (see ``enforce_heartbeats``)."""
         return self._enforce_heartbeats
 
-    def connection_changed(self) -> None:
-        """Wake :meth:`wait_for` callers (any thread; the model lock may be held)."""
-        with self._changes:
-            self._version += 1
-            self._changes.notify_all()
-
-    def _wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
-        """Re-check ``ready()`` (called without any lock held by this method) at every
-        change, and at least every :data:`RECHECK` seconds for conditions on state the
-        server cannot see (a client's), until it holds (``True``) or ``timeout`` seconds
-        pass (``False``)."""
-        deadline = time.monotonic() + timeout
-        with self._changes:
-            self._waiters += 1
-        try:
-            while True:
-                with self._changes:
-                    seen = self._version
-                if ready():
-                    return True
-                with self._changes:
-                    while self._version == seen:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return False
-                        if not self._changes.wait(min(remaining, RECHECK)):
-                            break  # re-check what no change announces
-        finally:
-            with self._changes:
-                self._waiters -= 1
-
-    def _targets(self, cid: str | None, identified_only: bool = True) -> list[Connection]:
+    def _targets(self, cid: str | None, identified_only: bool = True) -> list[LeapConnection]:
         """Open connections: the one with ``cid`` (``KeyError`` if none), or all
         (identified ones only, unless told otherwise)."""
-        with self._lock:
-            if cid is not None:
-                return [self._conns[cid]]
-            return [c for c in self._conns.values() if c.identify is not None or not identified_only]
+        conns = self._select(cid)
+        if cid is not None or not identified_only:
+            return conns
+        return [c for c in conns if c.identify is not None]
 
-    def _encode_for(self, conns: Iterable[Connection], frame: dict[str, Any]) -> list[tuple[Connection, bytes | None]]:
+    def _encode_for(
+        self, conns: Iterable[LeapConnection], frame: dict[str, Any]
+    ) -> list[tuple[LeapConnection, bytes | None]]:
         """``frame`` encoded once per (encoding, compression) in use, for each
         connection, before anything is queued. ``None`` marks a JSON connection that
         cannot carry the frame's binaries; any other value an encoding cannot carry
         raises :class:`LeapEncodeError`."""
         cache: dict[tuple[str, str], bytes | None] = {}
-        out: list[tuple[Connection, bytes | None]] = []
+        out: list[tuple[LeapConnection, bytes | None]] = []
         for conn in conns:
             key = (conn.encoding, conn.compression)
             if key not in cache:
@@ -139,7 +107,7 @@ class ServerCore:
         return out
 
     @staticmethod
-    def _queue(wires: list[tuple[Connection, bytes | None]]) -> int:
+    def _queue(wires: list[tuple[LeapConnection, bytes | None]]) -> int:
         """Queue encoded frames; close the connections that cannot carry theirs.
         Returns how many connections it was queued on."""
         queued = 0
@@ -150,7 +118,7 @@ class ServerCore:
                 queued += 1
         return queued
 
-    def _deliver(self, conns: Iterable[Connection], frame: dict[str, Any]) -> int:
+    def _deliver(self, conns: Iterable[LeapConnection], frame: dict[str, Any]) -> int:
         """Send one frame to connections; returns how many it was queued on."""
         return self._queue(self._encode_for(conns, frame))
 

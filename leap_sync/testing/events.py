@@ -17,8 +17,8 @@ from typing import Any
 from ..errors import LeapEncodeError
 from ..protocol import frames
 from ..protocol.opcodes import CloseCode
-from .connection import Connection
 from .core import BINARY_IN_JSON_REASON, ServerCore, holds_binary
+from .leap_connection import LeapConnection
 from .model import live_sessions
 
 __all__ = ["Events"]
@@ -27,7 +27,7 @@ __all__ = ["Events"]
 class Events(ServerCore):
     """Events to clients (see the module docstring)."""
 
-    def _subscribers(self, channel_id: str) -> list[Connection]:
+    def _subscribers(self, channel_id: str) -> list[LeapConnection]:
         """Open connections whose session subscribed to the channel (under ``_lock``)."""
         sessions = live_sessions(list(self._conns.values()))
         return [c for s in sessions if channel_id in s.subscriptions for c in s.connections]

@@ -8,16 +8,15 @@ reaches even a client whose writes are blocked because it stopped reading.
 
 from __future__ import annotations
 
-from ..protocol.codec import Payload
-from ..protocol.wsframes import unmasked_message
 from .core import ServerCore
-from .sockets import check_close
 
 __all__ = ["Faults"]
 
 
 class Faults(ServerCore):
-    """Fault injection (see the module docstring)."""
+    """Fault injection (see the module docstring). :meth:`drop` (cut TCP, identified
+    or not) and :meth:`send_raw` (one message with an exact payload) come from
+    :class:`~leap_sync.testing.embedded.EmbeddedServer`."""
 
     def disconnect(self, code: int = 4000, reason: str = "", *, cid: str | None = None) -> int:
         """Close every open connection (or one), identified or not, with ``code`` and
@@ -26,22 +25,7 @@ class Faults(ServerCore):
         handshake runs on its own thread, and a client that does not answer within
         ``close_timeout`` is cut. ``ValueError`` for a code or reason no close frame
         can carry (1005, 1006, 1015, over 123 bytes of reason)."""
-        check_close(code, reason)
-        conns = self._targets(cid, identified_only=False)
-        for conn in conns:
-            conn.request_close(code, reason)  # a silenced connection closes with this code too
-        return len(conns)
-
-    def drop(self, *, cid: str | None = None) -> int:
-        """Cut every TCP connection (or one) without a close frame, identified or not.
-
-        Each is cut as soon as the frames queued before are handed to its socket, or
-        at once when its socket takes no more: a client that stopped reading is cut
-        too (what is still queued for it is lost, as in a real drop)."""
-        conns = self._targets(cid, identified_only=False)
-        for conn in conns:
-            conn.request_drop()
-        return len(conns)
+        return super().disconnect(code, reason, cid=cid)
 
     def pause_acks(self, paused: bool = True) -> None:
         """Stop (or resume) acknowledging heartbeats, on every connection. Beats that
@@ -65,11 +49,6 @@ class Faults(ServerCore):
             conn.silent = True
             conn.wake()
         return len(conns)
-
-    def send_raw(self, payload: Payload, *, cid: str | None = None) -> int:
-        """Send one websocket message with this exact payload (text for ``str``)."""
-        wire = unmasked_message(payload)
-        return sum(conn.send_wire(wire) for conn in self._targets(cid, identified_only=False))
 
     def send_raw_bytes(self, data: bytes, *, cid: str | None = None) -> int:
         """Write bytes straight to the TCP stream, bypassing websocket framing (to test

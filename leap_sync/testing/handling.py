@@ -1,7 +1,7 @@
 """What the embedded server does with each connection and each client frame: the
 upgrade request's checks, Hello, INIT, subscriptions, client messages and state
 changes, Pipe rooms. These run on the connection's thread (the hooks of
-:class:`~leap_sync.testing.connection.ConnectionHost`), under the model lock.
+:class:`~leap_sync.testing.leap_connection.LeapHost`), under the model lock.
 
 - SUBSCRIBE answers AVAILABLE (to every connection of the session), or UNAVAILABLE
   with ``UNKNOWN`` (no such channel) or ``NOT_GRANTED``. MESSAGE and
@@ -37,8 +37,8 @@ from ..protocol.models import (
 )
 from ..protocol.opcodes import CloseCode
 from ..protocol.server_session import ServerClose
-from .connection import Connection
 from .events import Events
+from .leap_connection import LeapConnection
 
 __all__ = ["ClientFrames"]
 
@@ -67,17 +67,12 @@ class ClientFrames(Events):
             return 400, "this server has no ETF support (install erlpack)\n"
         return None
 
-    def connection_opened(self, conn: Connection) -> None:
-        with self._lock:
-            if not conn.open:
-                return  # it left already (the server is closing)
-            self._conns[conn.cid] = conn
-            self._history.append(conn)
-        self.connection_changed()
-        assert conn.rules is not None
-        conn.send(conn.rules.hello_frame())
+    def connection_opened(self, conn: LeapConnection) -> None:
+        if self._register(conn):  # else it left already (the server is closing)
+            assert conn.rules is not None
+            conn.send(conn.rules.hello_frame())
 
-    def connection_frame(self, conn: Connection, frame: ClientFrame, replies: list[dict[str, Any]]) -> None:
+    def connection_frame(self, conn: LeapConnection, frame: ClientFrame, replies: list[dict[str, Any]]) -> None:
         if self._on_frame is not None:
             self._on_frame(conn.cid, frame)
         if not self._acks_paused:
@@ -98,23 +93,18 @@ class ClientFrames(Events):
         finally:
             self.connection_changed()
 
-    def connection_left(self, conn: Connection) -> None:
+    def connection_left(self, conn: LeapConnection) -> None:
         with self._lock:
-            if self._conns.get(conn.cid) is conn:
-                del self._conns[conn.cid]
             session = conn.session
             if session is not None and conn in session.connections:
                 session.connections.discard(conn)
                 if not session.connections:
                     session.empty_since = time.monotonic()
-        self.connection_changed()
-
-    def connection_closed(self, conn: Connection) -> None:
-        self.connection_changed()  # its last counters and close code are final
+            super().connection_left(conn)
 
     # -- business logic (under ``_lock``) ------------------------------------------------
 
-    def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
+    def _dispatch(self, conn: LeapConnection, frame: ClientFrame) -> None:
         if isinstance(frame, Identify):
             self._identify(conn, frame)
         elif isinstance(frame, Subscribe):
@@ -134,7 +124,7 @@ class ClientFrames(Events):
         elif isinstance(frame, UnknownClientEvent):
             raise ServerClose(CloseCode.INVALID_PAYLOAD, f"unknown event {frame.event_name[:50]}")
 
-    def _identify(self, conn: Connection, ident: Identify) -> None:
+    def _identify(self, conn: LeapConnection, ident: Identify) -> None:
         if not conn.open:
             return  # it is closing: joining a session now would outlive it
         session, scope, metadata = self._model.session_for(ident, time.monotonic())
@@ -158,7 +148,7 @@ class ClientFrames(Events):
         )
         conn.send(init)
 
-    def _subscribe(self, conn: Connection, channel_id: str) -> None:
+    def _subscribe(self, conn: LeapConnection, channel_id: str) -> None:
         session, ident = conn.session, conn.identify
         assert session is not None and ident is not None
         channel = self._model.channels.get(channel_id)
@@ -171,20 +161,20 @@ class ClientFrames(Events):
             frame = frames.dispatch("AVAILABLE", channel_id, {"channel": frames.channel_object(channel.model())})
             self._deliver(list(session.connections), frame)
 
-    def _unsubscribe(self, conn: Connection, channel_id: str) -> None:
+    def _unsubscribe(self, conn: LeapConnection, channel_id: str) -> None:
         session = conn.session
         assert session is not None
         session.subscriptions.pop(channel_id, None)
         self._deliver(list(session.connections), _unavailable(channel_id, None))
 
-    def _require_subscription(self, conn: Connection, channel_id: str) -> bool:
+    def _require_subscription(self, conn: LeapConnection, channel_id: str) -> bool:
         session = conn.session
         if session is not None and channel_id in session.subscriptions and channel_id in self._model.channels:
             return True
         conn.send(_unavailable(channel_id, "UNKNOWN"))
         return False
 
-    def _pipe_room_subscribe(self, conn: Connection, join_token: str) -> None:
+    def _pipe_room_subscribe(self, conn: LeapConnection, join_token: str) -> None:
         session, ident = conn.session, conn.identify
         assert session is not None and ident is not None
         record = self._model.pipe_room_by_join_token(join_token, ident.project_id)
@@ -200,7 +190,7 @@ class ClientFrames(Events):
         )
         self._deliver(list(session.connections), frame)
 
-    def _pipe_room_unsubscribe(self, conn: Connection, room_id: str) -> None:
+    def _pipe_room_unsubscribe(self, conn: LeapConnection, room_id: str) -> None:
         session = conn.session
         assert session is not None
         session.pipe_rooms.pop(room_id, None)

@@ -5,13 +5,12 @@ only to copy, never waits on a client, and so returns promptly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import attrs
 
-from .connection import Connection
 from .core import ServerCore
+from .leap_connection import LeapConnection
 
 __all__ = ["ConnectionInfo", "Introspection"]
 
@@ -49,7 +48,7 @@ class ConnectionInfo:
     queued: int = 0
 
 
-def connection_info(conn: Connection) -> ConnectionInfo:
+def connection_info(conn: LeapConnection) -> ConnectionInfo:
     """A snapshot of ``conn`` (call under the model lock)."""
     ident = conn.identify
     session = conn.session
@@ -118,15 +117,6 @@ class Introspection(ServerCore):
         if not self._wait_until(ready, timeout):
             raise TimeoutError(f"{len(found)} of {count} connections after {timeout:g} s")
         return found
-
-    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 10.0) -> None:
-        """Block until ``predicate(server)`` holds, re-checked at every change a test
-        may wait for (connect, identify, subscribe, close, heartbeat, frames written
-        or received) and at least every 50 ms (for conditions on a client's state), on
-        the calling thread with no server lock held. ``TimeoutError`` after ``timeout``
-        seconds."""
-        if not self._wait_until(lambda: predicate(self), timeout):
-            raise TimeoutError(f"condition not met within {timeout:g} s")
 
     def subscribers(self, channel_id: str) -> list[str]:
         """The cids of the open connections subscribed to a channel."""

@@ -24,7 +24,7 @@ from ..protocol.opcodes import CloseCode
 from ..protocol.server_session import ServerClose
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .leap_connection import LeapConnection
 
 __all__ = ["ChannelRecord", "Model", "PipeRoomRecord", "Session", "TokenRecord", "connection_map"]
 
@@ -68,7 +68,7 @@ class Session:
     subscribed to, in subscription order."""
 
     token: TokenRecord | None
-    connections: set[Connection] = attrs.field(factory=set)
+    connections: set[LeapConnection] = attrs.field(factory=set)
     subscriptions: dict[str, None] = attrs.field(factory=dict)
     pipe_rooms: dict[str, None] = attrs.field(factory=dict)
     empty_since: float | None = None
@@ -145,7 +145,7 @@ class Model:
         )
 
 
-def live_sessions(conns: list[Connection]) -> list[Session]:
+def live_sessions(conns: list[LeapConnection]) -> list[Session]:
     """The distinct sessions of ``conns``, in order."""
     sessions: dict[int, Session] = {}
     for conn in conns:

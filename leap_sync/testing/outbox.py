@@ -5,7 +5,7 @@ wire); only the connection's own thread :meth:`Outbox.take` s them and writes th
 Nothing here blocks or touches a socket: the lock is held only to move references.
 The bound is on queued bytes; a put that would cross it is refused with
 :attr:`Put.OVERFLOW`, and the connection then sheds its client (see
-:data:`~leap_sync.testing.connection.SLOW_CONSUMER_CLOSE_CODE`).
+:attr:`~leap_sync.testing.connection.WebSocketConnection.slow_consumer_code`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """pytest plugin (registered through the ``pytest11`` entry point): fixtures that run
-an embedded Leap Edge server for the duration of one test.
+an embedded server for the duration of one test.
 
 - ``leap_edge_server``: a running :class:`~leap_sync.testing.LeapEdgeServer` on
   loopback with default settings (project ``project_x``).
 - ``leap_edge_server_factory``: ``factory(**options)`` starts servers with options
   (``heartbeat_interval=...`` and so on); all are closed after the test.
+- ``elstat_server``: a running :class:`~leap_sync.testing.ElstatServer` on loopback
+  with no channels (add them with ``add_channel``).
+- ``elstat_server_factory``: ``factory(**options)`` starts Elstat servers with options
+  (``channels=[...]`` and so on); all are closed after the test.
 
 Needs the ``server`` extra (``websockets``); the plugin imports it only when a
 fixture is used.
@@ -13,22 +17,25 @@ fixture is used.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 if TYPE_CHECKING:
+    from .elstat import ElstatServer
+    from .embedded import EmbeddedServer
     from .server import LeapEdgeServer
 
+_Server = TypeVar("_Server", bound="EmbeddedServer[Any]")
 
-@pytest.fixture
-def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
-    from .server import LeapEdgeServer
 
-    servers: list[LeapEdgeServer] = []
+def _servers(cls: type[_Server]) -> Iterator[Callable[..., _Server]]:
+    """A factory of started ``cls`` servers, every one closed at the end (even if one
+    fails to close: the first error is raised after all were tried)."""
+    servers: list[_Server] = []
 
-    def factory(**options: Any) -> LeapEdgeServer:
-        server = LeapEdgeServer(**options).start()
+    def factory(**options: Any) -> _Server:
+        server = cls(**options).start()
         servers.append(server)
         return server
 
@@ -36,7 +43,7 @@ def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
         yield factory
     finally:
         errors: list[BaseException] = []
-        for server in reversed(servers):  # every one is closed, even if one fails
+        for server in reversed(servers):
             try:
                 server.close()
             except BaseException as exc:
@@ -46,5 +53,24 @@ def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
 
 
 @pytest.fixture
+def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
+    from .server import LeapEdgeServer
+
+    yield from _servers(LeapEdgeServer)
+
+
+@pytest.fixture
 def leap_edge_server(leap_edge_server_factory: Callable[..., LeapEdgeServer]) -> LeapEdgeServer:
     return leap_edge_server_factory()
+
+
+@pytest.fixture
+def elstat_server_factory() -> Iterator[Callable[..., ElstatServer]]:
+    from .elstat import ElstatServer
+
+    yield from _servers(ElstatServer)
+
+
+@pytest.fixture
+def elstat_server(elstat_server_factory: Callable[..., ElstatServer]) -> ElstatServer:
+    return elstat_server_factory()

@@ -14,9 +14,12 @@ same API injects faults. The parts live in modules named for what they hold:
 - :mod:`~leap_sync.testing.events`: events sent to clients (publish, state, DMs);
 - :mod:`~leap_sync.testing.faults`: fault injection;
 - :mod:`~leap_sync.testing.introspection`: connections, counters, waits;
-- :mod:`~leap_sync.testing.connection`, :mod:`~leap_sync.testing.outbox`,
-  :mod:`~leap_sync.testing.listener`: the threads, queues and sockets;
-- :mod:`~leap_sync.testing.core`: the state they share and how frames reach clients.
+- :mod:`~leap_sync.testing.leap_connection`: Leap Edge's rules on one connection;
+- :mod:`~leap_sync.testing.core`: the state they share and how frames reach clients;
+- :mod:`~leap_sync.testing.embedded`, :mod:`~leap_sync.testing.connection`,
+  :mod:`~leap_sync.testing.outbox`, :mod:`~leap_sync.testing.listener`,
+  :mod:`~leap_sync.testing.sockets`: the threads, queues and sockets, shared with
+  :class:`~leap_sync.testing.ElstatServer`.
 
 Heartbeats follow :mod:`leap_sync.protocol.server_heartbeat`: beats on the Hello grid,
 extra beats acknowledged and harmless, 4007 for a beat missed by more than
@@ -34,28 +37,22 @@ JSON connections 4000 (see :mod:`leap_sync.testing.core`).
 
 from __future__ import annotations
 
-import itertools
-import secrets
 import socket
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import LeapError
 from ..protocol.models import ClientFrame
-from .connection import Connection
 from .faults import Faults
 from .handling import ClientFrames
 from .introspection import ConnectionInfo, Introspection
-from .listener import Listener, bind
+from .leap_connection import HeartbeatSettings, LeapConnection
 from .registry import Registry
 from .sockets import Settings
 
-__all__ = ["ConnectionInfo", "LeapEdgeServer"]
+__all__ = ["SERVER_HEADER", "ConnectionInfo", "LeapEdgeServer"]
 
-_server_numbers = itertools.count(1)
-_GOING_AWAY = 1001
+SERVER_HEADER = "leap-sync-embedded-leap-edge"
+"""The ``Server`` header of the upgrade response."""
 
 
 class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
@@ -99,125 +96,44 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
             raise ValueError("heartbeat_interval and identify_timeout must be positive")
         if send_queue_limit <= 0:
             raise ValueError("send_queue_limit must be positive")
-        super().__init__(project_id, session_ttl)
-        self.host = host
-        self._port = port
+        super().__init__(
+            host,
+            port,
+            Settings(
+                server_header=SERVER_HEADER,
+                max_message_size=max_message_size,
+                send_queue_limit=send_queue_limit,
+                open_timeout=open_timeout,
+                close_timeout=close_timeout,
+                ssl_context=ssl_context,
+            ),
+            HeartbeatSettings(
+                interval=heartbeat_interval,
+                identify_timeout=identify_timeout,
+                tolerance=heartbeat_tolerance,
+                request_timeout=heartbeat_request_timeout,
+                strict_heartbeats=strict_heartbeats,
+            ),
+            project_id=project_id,
+            session_ttl=session_ttl,
+        )
         self.heartbeat_interval = heartbeat_interval
         self.identify_timeout = identify_timeout
         self.heartbeat_tolerance = heartbeat_tolerance
         self.heartbeat_request_timeout = heartbeat_request_timeout
         self.session_ttl = session_ttl
-        self._ssl_context = ssl_context
-        self._close_timeout = close_timeout
         self._on_frame = on_frame
         self._ack_delay = heartbeat_ack_delay
-        self._settings = Settings(
-            interval=heartbeat_interval,
-            identify_timeout=identify_timeout,
-            tolerance=heartbeat_tolerance,
-            request_timeout=heartbeat_request_timeout,
-            strict_heartbeats=strict_heartbeats,
-            max_message_size=max_message_size,
-            send_queue_limit=send_queue_limit,
-            open_timeout=open_timeout,
-            close_timeout=close_timeout,
-            ssl_context=ssl_context,
-        )
-        self._number = next(_server_numbers)
-        self._listener: Listener | None = None
-        # Every accepted connection until its thread ends, handshaking ones included.
-        # A lock of its own: close() reaches them without the model lock.
-        self._live_lock = threading.Lock()
-        self._live: set[Connection] = set()
-        self._closing = False
 
     def __repr__(self) -> str:
-        running = self._listener is not None
-        return f"<LeapEdgeServer {'running' if running else 'stopped'} url={self.url if running else None!r}>"
+        url = self.url if self.running else None
+        return f"<LeapEdgeServer {'running' if self.running else 'stopped'} url={url!r}>"
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> LeapEdgeServer:
-        """Bind and start accepting (in a daemon thread named ``leap-sync-server-<n>``;
-        each connection gets one named ``leap-sync-server-<n>-conn``). Raises
-        ``OSError`` when the address cannot be bound, :class:`LeapError` when running."""
-        if self._listener is not None:
-            raise LeapError("the server is already running")
-        sock = bind(self.host, self._port)
-        self._port = sock.getsockname()[1]
-        with self._live_lock:
-            self._closing = False
-        self._listener = Listener(sock, self._accept, f"leap-sync-server-{self._number}")
-        self._listener.start()
-        return self
-
-    def close(self) -> None:
-        """Stop: close every connection (1001), join every thread. Idempotent.
-
-        Connections still in the opening handshake are cut at once; the others get a
-        close frame after what was queued for them, and those that do not finish the
-        closing handshake within ``close_timeout`` (a client that stopped reading) are
-        cut, so ``close()`` returns within about ``close_timeout`` at worst, at once
-        when every client answers. Not from a connection's thread (``on_frame``)."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        listener.close()
-        with self._live_lock:
-            self._closing = True
-            live = list(self._live)
-        for conn in live:
-            if conn.open:
-                conn.request_close(_GOING_AWAY, "")  # silenced connections too
-            else:
-                conn.cut()
-        deadline = time.monotonic() + self._close_timeout + 0.5
-        for conn in live:
-            conn.thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [conn for conn in live if conn.thread.is_alive()]
-        for conn in stuck:
-            conn.cut()
-        for conn in stuck:
-            conn.thread.join(2.0)
-
-    def __enter__(self) -> LeapEdgeServer:
-        if self._listener is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        return self._port
+    def _new_connection(self, sock: socket.socket, cid: str, name: str) -> LeapConnection:
+        return LeapConnection(self, self._settings, self._heartbeat, sock, cid, name)
 
     @property
     def url(self) -> str:
         """The websocket endpoint, ``ws://host:port/ws`` (``wss`` with TLS; an IPv6
         host in brackets)."""
-        scheme = "wss" if self._ssl_context is not None else "ws"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self._port}/ws"
-
-    # -- connections -------------------------------------------------------------------
-
-    def _accept(self, sock: socket.socket) -> None:
-        """Serve a new TCP connection (on the listener's thread)."""
-        conn = Connection(
-            self, self._settings, sock, f"conn_{secrets.token_hex(8)}", f"leap-sync-server-{self._number}-conn"
-        )
-        with self._live_lock:
-            closing = self._closing
-            if not closing:
-                self._live.add(conn)
-        if closing:
-            sock.close()
-            return
-        conn.start()
-
-    def connection_closed(self, conn: Connection) -> None:
-        super().connection_closed(conn)
-        with self._live_lock:
-            self._live.discard(conn)
+        return self._address("ws", "/ws")

@@ -1,8 +1,8 @@
-"""The socket side of one server connection: the opening handshake (TLS, HTTP
-upgrade), close-frame checks, cutting TCP, the settings every connection shares and
-what a connection needs from its server (:class:`ConnectionHost`).
-Functions here run on the connection's thread, except :func:`cut` and
-:func:`check_close` (any thread)."""
+"""The socket side of one server connection, for any protocol: the opening handshake
+(TLS, HTTP upgrade), writing queued frames (:class:`OutboxWriter`), close-frame checks,
+cutting TCP, the settings every connection of one server shares and what a connection
+needs from its server (:class:`ConnectionHost`). Everything here runs on the
+connection's thread, except :func:`cut` and :func:`check_close` (any thread)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 from websockets.frames import Close
@@ -18,15 +18,21 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..protocol.models import ClientFrame
+from .outbox import Batch, Outbox
 
-if TYPE_CHECKING:
-    from .connection import Connection
+__all__ = [
+    "ConnectionHost",
+    "OutboxWriter",
+    "Settings",
+    "check_close",
+    "cut",
+    "fit_reason",
+    "open_websocket",
+    "shutdown_write",
+]
 
-__all__ = ["SERVER_HEADER", "ConnectionHost", "Settings", "check_close", "cut", "fit_reason", "open_websocket"]
-
-SERVER_HEADER = "leap-sync-embedded-leap-edge"
 _RECV_SIZE = 65536
+_WRITE_CHUNK = 256 * 1024
 
 
 def cut(sock: socket.socket) -> None:
@@ -36,6 +42,15 @@ def cut(sock: socket.socket) -> None:
     try:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
+        pass
+
+
+def shutdown_write(sock: socket.socket) -> None:
+    """Send FIN after what was written (the websocket's end of stream); errors
+    ignored."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except (OSError, ValueError):
         pass
 
 
@@ -56,13 +71,11 @@ def fit_reason(reason: str) -> str:
 
 @attrs.frozen
 class Settings:
-    """What every connection of one server shares (times in seconds, sizes in bytes)."""
+    """What every connection of one server shares (times in seconds, sizes in bytes):
+    ``server_header`` is the upgrade response's ``Server``, ``max_message_size`` the
+    largest client message websockets reads (all fragments together)."""
 
-    interval: float
-    identify_timeout: float
-    tolerance: float | None
-    request_timeout: float | None
-    strict_heartbeats: bool
+    server_header: str
     max_message_size: int
     send_queue_limit: int
     open_timeout: float
@@ -70,11 +83,12 @@ class Settings:
     ssl_context: ssl.SSLContext | None
 
 
-class ConnectionHost(Protocol):
-    """What a connection needs from its server (called on the connection's thread)."""
+ConnT_contra = TypeVar("ConnT_contra", contravariant=True)
 
-    @property
-    def enforcing_heartbeats(self) -> bool: ...
+
+class ConnectionHost(Protocol[ConnT_contra]):
+    """What a connection needs from its server (called on the connection's thread,
+    except :meth:`connection_left`)."""
 
     @property
     def waiting(self) -> bool:
@@ -83,19 +97,69 @@ class ConnectionHost(Protocol):
     def http_refusal(self, path: str) -> tuple[int, str] | None:
         """``(status, text)`` to refuse an upgrade request for ``path``, or ``None``."""
 
-    def connection_opened(self, conn: Connection) -> None: ...
+    def connection_opened(self, conn: ConnT_contra) -> None:
+        """``conn`` is open: its upgrade is accepted, the response not yet written."""
 
-    def connection_frame(self, conn: Connection, frame: ClientFrame, replies: list[dict[str, Any]]) -> None:
-        """Act on one client frame; may raise :class:`ServerClose`."""
+    def connection_changed(self) -> None:
+        """Something a test may wait for changed (counters, state)."""
 
-    def connection_changed(self) -> None: ...
-
-    def connection_left(self, conn: Connection) -> None:
+    def connection_left(self, conn: ConnT_contra) -> None:
         """``conn`` is no longer open: closing, dropped, or gone (called once, from
         any thread)."""
 
-    def connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: ConnT_contra) -> None:
         """``conn``'s thread ends."""
+
+
+class OutboxWriter:
+    """Writes what an :class:`~leap_sync.testing.outbox.Outbox` holds to a
+    non-blocking socket, as much as it takes at each :meth:`flush`, resuming a batch
+    written in part."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._batch: Batch | None = None
+        self._partial: memoryview | None = None
+
+    @property
+    def mid_batch(self) -> bool:
+        """Whether a batch was written in part (a frame may be cut in the middle)."""
+        return self._partial is not None
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything is left to write."""
+        return self._partial is not None or self.outbox.queued > 0
+
+    def flush(self, sock: socket.socket) -> tuple[bool, int]:
+        """Write as much as ``sock`` takes now: ``(False, n)`` when the socket failed,
+        else ``(True, n)``, with ``n`` the messages of the batches written whole."""
+        frames = 0
+        while True:
+            if self._partial is None:
+                self._batch = self.outbox.take(_WRITE_CHUNK)
+                if self._batch is None:
+                    return True, frames
+                self._partial = memoryview(self._batch.data)
+            try:
+                sent = sock.send(self._partial)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return True, frames
+            except OSError:
+                return False, frames
+            self._partial = self._partial[sent:]
+            if not self._partial:
+                self._partial = None
+                if self._batch is not None:
+                    frames += self._batch.frames
+
+    def discard(self) -> list[Batch]:
+        """Close the outbox and drop what was not written whole (returned, oldest first)."""
+        unwritten = self.outbox.discard()
+        if self._partial is not None and self._batch is not None:
+            unwritten.insert(0, self._batch)
+        self._partial = self._batch = None
+        return unwritten
 
 
 def open_websocket(
@@ -104,11 +168,15 @@ def open_websocket(
     settings: Settings,
     refusal: Callable[[str], tuple[int, str] | None],
     wrapped: Callable[[socket.socket], None],
-) -> tuple[str, list[Any]] | None:
+    accepted: Callable[[str], bool],
+) -> list[Any] | None:
     """The opening handshake on a blocking socket, bounded by ``open_timeout``: TLS
     (``wrapped`` receives the TLS socket), then the HTTP upgrade, refused with
-    ``refusal(path)`` when that gives a status. Returns the request path and the
-    frames that came with the request, or ``None`` when the connection ends here."""
+    ``refusal(path)`` when that gives a status. ``accepted(path)`` runs once the
+    upgrade is accepted, before the response is written (``False`` ends the connection
+    there), so that a client that sees the upgrade succeed finds the connection served.
+    Returns the frames that came with the request, or ``None`` when the connection
+    ends here."""
     deadline = time.monotonic() + settings.open_timeout
 
     def remaining() -> float:
@@ -143,12 +211,12 @@ def open_websocket(
         request = events.pop(0)
         status = refusal(request.path)
         response = ws.reject(*status) if status else ws.accept(request)
-        response.headers["Server"] = SERVER_HEADER
+        response.headers["Server"] = settings.server_header
         ws.send_response(response)
+        if ws.state is State.OPEN and not accepted(request.path):
+            return None
         sock.settimeout(remaining())
         send_now()
     except (OSError, ssl.SSLError, TimeoutError):
         return None
-    if ws.state is not State.OPEN:
-        return None
-    return request.path, events
+    return events if ws.state is State.OPEN else None
