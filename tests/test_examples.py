@@ -202,3 +202,23 @@ def test_pytest_fixture_example() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_status_board_demo() -> None:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "status_board.py"), "--demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    board = done.stdout.split("final board:\n", 1)[1].splitlines()
+    assert board == [
+        "connection: closed",
+        "service          status   latency",
+        "api              up       41 ms",
+        "web              DOWN     980 ms",
+        "incident #1: web is slow",
+    ]
