@@ -183,6 +183,22 @@ class Watcher:
                 if isinstance(i.error, LeapConnectionError) and i.error.close_reason is not None
             }
 
+    def endings(self) -> collections.Counter[str]:
+        """How the client's connections and attempts ended, by kind."""
+        kinds: collections.Counter[str] = collections.Counter()
+        with self.cond:
+            errors = [i.error for i in self.infos if i.connection_state is ConnectionState.ERRORED]
+        for error in errors:
+            if isinstance(error, LeapConnectionError) and error.close_code is not None:
+                kinds[f"close frame {int(error.close_code)}"] += 1
+            elif "presumed dead" in str(error):
+                kinds["zombie (heartbeat)"] += 1
+            elif isinstance(error, LeapConnectionError) and error.phase is not None:
+                kinds[f"attempt failed ({error.phase})"] += 1
+            else:
+                kinds["tcp lost"] += 1
+        return kinds
+
     def count(self, state: ConnectionState) -> int:
         with self.cond:
             return sum(i.connection_state is state for i in self.infos)
@@ -240,23 +256,30 @@ class Injector:
     def _all(self) -> bool:
         return self.rng.random() < 0.25
 
+    # Each decision draws a fixed number of values from the generator, whatever the
+    # number of links or connections at that moment, so a seed always gives the same
+    # sequence of kinds, scopes, directions, durations and codes; only which link or
+    # connection a one-target fault hits depends on timing.
+
     def _link(self, kind: str) -> int | None:
         """One open link, or ``None`` for every link (and new ones); counts the fault."""
         ids = sorted(link.id for link in self.proxy.links)
-        if self._all() or not ids:
+        every, pick = self._all(), self.rng.random()
+        if every or not ids:
             self.counts[f"{kind}[all]"] += 1
             return None
         self.counts[f"{kind}[one]"] += 1
-        return self.rng.choice(ids)
+        return ids[int(pick * len(ids))]
 
     def _cids(self, kind: str) -> list[str]:
         """One open server connection, or all of them; counts the fault."""
         cids = sorted(conn.cid for conn in self.server.connections)
-        if self._all() or not cids:
+        every, pick = self._all(), self.rng.random()
+        if every or not cids:
             self.counts[f"{kind}[all]"] += 1
             return cids
         self.counts[f"{kind}[one]"] += 1
-        return [self.rng.choice(cids)]
+        return [cids[int(pick * len(cids))]]
 
     def _start(self, kind: str) -> None:
         rng = self.rng
@@ -533,6 +556,8 @@ def test_soak(seed: int, seconds: float, thread_crashes: list[str]) -> None:
     ends = collections.Counter(None if c.close_code is None else int(c.close_code) for c in history)
     print(f"soak: seed={seed} faults: {dict(sorted(injector.counts.items()))}")
     print(f"soak: disconnect() closes by code: {dict(sorted(injector.close_codes.items()))}")
+    endings = sum((w.endings() for w in watchers), collections.Counter[str]())
+    print(f"soak: how the clients' connections ended: {dict(sorted(endings.items()))}")
     print(
         f"soak: published {dict(next_seq)} (next seq), delivered {delivered}, reconnects {reconnects}, "
         f"server connections {len(history)}, their close codes {dict(sorted(ends.items(), key=str))}, "
