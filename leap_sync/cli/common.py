@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["EXIT_ERROR", "EXIT_FATAL", "EXIT_OK", "Emitter", "to_json"]
+__all__ = ["EXIT_ERROR", "EXIT_FATAL", "EXIT_OK", "Emitter", "add_output_options", "to_json"]
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -18,6 +18,16 @@ EXIT_FATAL = 3
 def to_json(value: Any) -> str:
     """Compact JSON; values JSON has no type for are shown as ``str()``."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def add_output_options(parser: Any) -> None:
+    """``--format`` (text on a terminal, else JSON lines) and ``--log-level``."""
+    parser.add_argument(
+        "--format", choices=("auto", "text", "json"), default="auto", help="auto: text on a terminal, else JSON"
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warn", "error"), help="log the connection's story to stderr"
+    )
 
 
 class Emitter:

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from ..errors import LeapError
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter
+from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
@@ -85,11 +85,6 @@ def add_parser(commands: Any) -> None:
     elstat = commands.add_parser("elstat", help="tail an Elstat status page's Streaming API")
     elstat.add_argument("--url", required=True, help="the status page (http(s)://...) or its streaming endpoint")
     elstat.add_argument("--channel", action="append", help="subscribe to this <type>:<name> channel (repeatable)")
-    elstat.add_argument(
-        "--format", choices=("auto", "text", "json"), default="auto", help="auto: text on a terminal, else JSON"
-    )
     elstat.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the subscription")
-    elstat.add_argument(
-        "--log-level", choices=("debug", "info", "warn", "error"), help="log the connection's story to stderr"
-    )
+    add_output_options(elstat)
     elstat.set_defaults(func=run)

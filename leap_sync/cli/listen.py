@@ -14,7 +14,7 @@ import attrs
 
 from ..errors import LeapAuthorizationError, LeapError
 from ..protocol.codec import COMPRESSIONS, ENCODINGS
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter
+from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
@@ -114,11 +114,6 @@ def add_parser(commands: Any) -> None:
     listen.add_argument("--channel", action="append", help="subscribe to this channel (repeatable)")
     listen.add_argument("--encoding", choices=ENCODINGS, default="json")
     listen.add_argument("--compression", choices=COMPRESSIONS, default="none")
-    listen.add_argument(
-        "--format", choices=("auto", "text", "json"), default="auto", help="auto: text on a terminal, else JSON"
-    )
     listen.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for connect and subscribe")
-    listen.add_argument(
-        "--log-level", choices=("debug", "info", "warn", "error"), help="log the connection's story to stderr"
-    )
+    add_output_options(listen)
     listen.set_defaults(func=run)
