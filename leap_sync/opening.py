@@ -25,14 +25,11 @@ import os
 import select
 import socket
 import ssl
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import attrs
-
+from .attempt import PHASES, Attempt, Endpoint
 from .errors import LeapConnectionError
 from .protocol.handshake import (
     HandshakeError,
@@ -46,11 +43,9 @@ from .protocol.handshake import (
 from .protocol.handshake import upgrade_request as build_upgrade_request
 from .proxy import Proxy, choose_proxy
 from .timeouts import poll_ms
-from .wakeup import Wakeup
 
-__all__ = ["PHASES", "Attempt", "Endpoint", "open_socket"]
+__all__ = ["PHASES", "Attempt", "Endpoint", "open_socket"]  # Attempt and Endpoint live in .attempt
 
-PHASES = ("dns", "tcp", "proxy", "tls", "upgrade")
 _READ_SIZE = 16 * 1024
 _MAX_ADDRESSES = 16
 _HAS_POLL = hasattr(select, "poll")
@@ -60,71 +55,6 @@ _IN_PROGRESS = {
     errno.EAGAIN,
     errno.EALREADY,
     getattr(errno, "WSAEWOULDBLOCK", -1),
-}
-
-
-@attrs.frozen
-class Endpoint:
-    """Where a ``ws://`` or ``wss://`` URL points: ``resource`` is path and query."""
-
-    secure: bool
-    host: str
-    port: int
-    resource: str
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        """Raises ``ValueError`` for a URL that is not ``ws(s)://host[:port]/...`` (a
-        port out of range included)."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")
-        secure = parts.scheme == "wss"
-        port = parts.port or (443 if secure else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if any(c in resource for c in " \r\n\0"):
-            raise ValueError(f"URL path holds a space or control character: {url!r}")
-        return cls(secure, parts.hostname, port, resource)
-
-    @property
-    def hostport(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-class Attempt:
-    """The budget of one connection attempt: a monotonic ``deadline`` for every phase
-    together, the ``stop`` event that abandons it, and the ``wakeup`` that interrupts a
-    wait. :attr:`phase` is the phase running now (read by other threads for error
-    messages)."""
-
-    def __init__(
-        self, timeout: float, stop: threading.Event, wakeup: Wakeup, redact: Callable[[str], str] = str
-    ) -> None:
-        self.timeout = timeout
-        self.redact = redact
-        """Applied to the server's text (HTTP status, headers) before an error quotes
-        and shortens it."""
-        self.deadline = time.monotonic() + timeout
-        self.stop = stop
-        self.wakeup = wakeup
-        self.phase = "dns"
-        self.host = ""
-        self.resolving = False
-        """Whether the thread is inside ``getaddrinfo()`` right now (uninterruptible)."""
-
-    def expired_error(self) -> LeapConnectionError:
-        """The error for an attempt past its deadline, naming the phase it was in."""
-        message = _TIMEOUTS[self.phase].format(host=self.host, t=self.timeout)
-        return LeapConnectionError(f"could not connect: {message}", phase=self.phase)
-
-
-_TIMEOUTS = {
-    "dns": "DNS lookup of {host!r} did not finish within {t:g} s",
-    "tcp": "TCP connect to {host} did not complete within {t:g} s",
-    "proxy": "proxy did not open a tunnel to {host} within {t:g} s",
-    "tls": "TLS handshake with {host} did not complete within {t:g} s",
-    "upgrade": "no websocket upgrade within {t:g} s from {host}",
 }
 
 
