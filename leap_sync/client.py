@@ -16,8 +16,9 @@ from typing import Any
 
 from .backoff import Backoff
 from .channels import EventChannel
-from .core import ConnectionCore, Future
+from .core import ConnectionCore
 from .errors import LeapTimeoutError
+from .handler import Future
 from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
 from .log import Logger, StdlibLogger
 from .options import ConnectOptions

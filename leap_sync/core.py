@@ -4,7 +4,7 @@
 state and its listeners), its two threads, the event channels it feeds, and sending.
 The I/O thread's work (connection attempts, reading, timers, reconnecting) lives in
 :mod:`leap_sync.supervisor`. A protocol plugs in through a :class:`Handler` (its
-façade: ``LeapClient``, ``ElstatClient``) and a :class:`Session` (its sans-I/O state
+façade: ``LeapClient``, ``ElstatClient``) and a :class:`~leap_sync.handler.Session` (its sans-I/O state
 machine for one connection).
 
 Threads, started by :meth:`ConnectionCore.connect`, never before; daemon; joined by
@@ -29,135 +29,23 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from .backoff import Backoff
 from .callbacks import Callbacks, StateListener
 from .channels import EventChannel
 from .errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
+from .handler import Handler, Live, Session
 from .log import Logger
 from .options import ConnectOptions
-from .protocol.opcodes import CloseAction
 from .state import ConnectionState, StateInfo
-from .timeouts import MAX_WAIT, check_timeout
-from .transport import Transport
+from .timeouts import check_timeout
 
-__all__ = ["ConnectionCore", "Decision", "Future", "Handler", "Live", "Session"]
+__all__ = ["ConnectionCore"]
 
 _numbers = itertools.count(1)  # only for naming threads
 _FIRST_ATTEMPT_GRACE = 0.1  # seconds the I/O thread gets to report its own deadline
-
-
-class Session(Protocol):
-    """A protocol's sans-I/O state for one connection (see ``ClientSession``)."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def start(self, now: float) -> Sequence[dict[str, Any]]: ...
-
-    def receive(self, batch: Sequence[tuple[bytes, bool]], now: float) -> Any: ...
-
-    def received_bytes(self, now: float) -> None: ...
-
-    def next_timer(self) -> float | None: ...
-
-    def on_timer(self, now: float) -> Any: ...
-
-    def encode(self, frame: dict[str, Any]) -> tuple[str | bytes, bool]: ...
-
-
-class Decision:
-    """What to do after a connection ended: ``action`` (a :class:`CloseAction`),
-    the ``error`` to report and, for a redirect, the ``url`` to go to."""
-
-    __slots__ = ("action", "error", "url")
-
-    def __init__(self, action: CloseAction, error: LeapConnectionError, url: str | None = None) -> None:
-        self.action = action
-        self.error = error
-        self.url = url
-
-
-class Handler(Protocol):
-    """What a protocol's façade tells the core. Called on the I/O thread; must never
-    block (deliver to channels and futures only)."""
-
-    def new_session(self) -> Session: ...
-
-    def deliver(self, live: Live, result: Any) -> None: ...
-
-    def on_connected(self, live: Live) -> None: ...
-
-    def on_lost(self, error: LeapConnectionError, session: Session | None) -> None: ...
-
-    def on_finish(self, error: BaseException) -> None: ...
-
-    def decide(self, error: LeapConnectionError, session: Session | None) -> Decision: ...
-
-    def awaiting(self, session: Session) -> tuple[str, str]: ...
-
-    def scrub(self, error: LeapConnectionError) -> LeapConnectionError: ...
-
-    def redact(self, text: str) -> str: ...
-
-
-class Live:
-    """The connection being served: its session, its transport, and ``lock``, held
-    while frames that expect answers are registered and queued (so the session's
-    record of requests has the wire's order) and while the session reads a batch."""
-
-    __slots__ = ("lock", "session", "transport")
-
-    def __init__(self, session: Session, transport: Transport) -> None:
-        self.session = session
-        self.transport = transport
-        self.lock = threading.Lock()
-
-    def emit(self, frame: dict[str, Any], urgent: bool = False) -> None:
-        """(The I/O thread.) Queue a frame the protocol sends by itself (Identify, a
-        heartbeat, a re-subscription). If the connection is ending it is dropped
-        quietly: the reader reports why the connection ended, with its close code."""
-        payload, binary = self.session.encode(frame)
-        try:
-            self.transport.send(payload, binary, urgent=urgent)
-        except LeapConnectionError:
-            pass
-
-
-class Future:
-    """A one-shot result handed from the I/O thread to a waiting caller."""
-
-    __slots__ = ("_done", "error", "value")
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def set(self, value: Any = None) -> bool:
-        """Resolve with ``value``; ``False`` if it was already done."""
-        if self._done.is_set():
-            return False
-        self.value = value
-        self._done.set()
-        return True
-
-    def fail(self, error: BaseException) -> bool:
-        """Fail with ``error``; ``False`` if it was already done."""
-        if self._done.is_set():
-            return False
-        self.error = error
-        self._done.set()
-        return True
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._done.wait(None if timeout is None else min(timeout, MAX_WAIT))
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
 
 class ConnectionCore:

@@ -16,8 +16,9 @@ import threading
 import urllib.parse
 from typing import Any, cast
 
-from .core import ConnectionCore, Decision, Future, Live
+from .core import ConnectionCore
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
+from .handler import Decision, Future, Live
 from .options import ConnectOptions
 from .protocol import frames
 from .protocol.codec import Codec

@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import LeapClosedError, LeapConnectionError, LeapError
+from .handler import Future, Live
 from .opening import Attempt, open_socket
 from .protocol.opcodes import CloseAction, CloseCode
 from .state import ConnectionState
@@ -34,7 +35,8 @@ from .transport import Transport
 from .wakeup import Wakeup
 
 if TYPE_CHECKING:
-    from .core import ConnectionCore, Session
+    from .core import ConnectionCore
+    from .handler import Session
 
 __all__ = ["Supervisor"]
 
@@ -43,7 +45,6 @@ class _Run:
     """One ``connect()``: its thread, the first attempt's outcome, its stop event."""
 
     def __init__(self, core: ConnectionCore, target: Any) -> None:
-        from .core import Future
 
         self.first = Future()
         self.stop = threading.Event()
@@ -197,7 +198,6 @@ class Supervisor:
         """Serve one upgraded connection until it ends. For the first attempt, report
         it to ``connect()`` once the state says upgraded; ``None`` if ``connect()`` gave
         up on it at that very moment."""
-        from .core import Live
 
         core = self.core
         clock = time.monotonic

@@ -19,8 +19,9 @@ from typing import Any, cast
 
 from ..backoff import Backoff
 from ..channels import EventChannel
-from ..core import ConnectionCore, Decision, Future, Live
+from ..core import ConnectionCore
 from ..errors import LeapConnectionError, LeapTimeoutError
+from ..handler import Decision, Future, Live
 from ..log import Logger, StdlibLogger
 from ..options import ConnectOptions
 from ..protocol.opcodes import CloseAction
