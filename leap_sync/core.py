@@ -3,9 +3,9 @@
 :class:`ConnectionCore` owns the client's lifecycle (``connect()``, ``close()``, the
 state and its listeners), its two threads, the event channels it feeds, and sending.
 The I/O thread's work (connection attempts, reading, timers, reconnecting) lives in
-:mod:`leap_sync.supervisor`. A protocol plugs in through a :class:`Handler` (its
-façade: ``LeapClient``, ``ElstatClient``) and a :class:`~leap_sync.handler.Session` (its sans-I/O state
-machine for one connection).
+:mod:`leap_sync.supervisor`. A protocol plugs in (:mod:`leap_sync.handler`) through
+a ``Handler`` (its façade: ``LeapClient``, ``ElstatClient``) and a ``Session`` (its
+sans-I/O state machine for one connection).
 
 Threads, started by :meth:`ConnectionCore.connect`, never before; daemon; joined by
 :meth:`ConnectionCore.close`:
