@@ -46,7 +46,7 @@ random seed; ``LEAP_SOAK_SEED`` alone runs 60 s with that seed. The seed and the
 (faults by kind and scope, close codes, how connections ended, messages delivered,
 reconnects) are printed: run with ``-s`` to see them. A seed fixes the sequence of
 fault kinds, scopes, durations and codes; which link or connection a one-target fault
-hits depends on timing.
+hits depends on timing (and a one-target fault finding nothing open hits everything).
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ class Injector:
     # Each decision draws a fixed number of values from the generator, whatever the
     # number of links or connections at that moment, so a seed always gives the same
     # sequence of kinds, scopes, directions, durations and codes; only which link or
-    # connection a one-target fault hits depends on timing.
+    # connection a one-target fault hits depends on timing (one finding nothing open hits all).
 
     def _link(self, kind: str) -> int | None:
         """One open link, or ``None`` for every link (and new ones); counts the fault."""
