@@ -6,7 +6,7 @@ browser goes away, so no extra thread is needed for the fan-out.
 
 The client is *constructed* at import, which starts nothing, and *connected* by
 whoever runs the app: ``python examples/flask_sse.py`` connects in ``__main__``; under
-gunicorn, ``gunicorn_conf.py`` connects in ``post_fork`` (threads do not survive a
+gunicorn, ``gunicorn_conf.py`` connects in ``post_worker_init`` (threads do not survive a
 fork, so never connect before forking).
 
 Environment: ``LEAP_PROJECT``, ``LEAP_TOKEN``, ``LEAP_URL``, ``LEAP_CHANNEL`` (default

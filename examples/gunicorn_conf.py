@@ -1,8 +1,11 @@
 """gunicorn settings for ``flask_sse:app``: one Leap client per worker.
 
 Threads do not survive ``fork()``. gunicorn imports the app in each worker after
-forking (``preload_app`` stays off), and the client's threads start in ``post_fork``,
-inside the worker; ``worker_exit`` closes it so no thread outlives the worker. Use the
+forking (``preload_app`` stays off), and the client's threads start in
+``post_worker_init``, inside the worker once it is fully set up (its signal handlers
+installed: a SIGTERM that arrives while ``post_fork`` runs would kill the worker
+before ``worker_exit`` could close the client); ``worker_exit`` closes it so no thread
+outlives the worker. Use the
 ``gthread`` worker class (or ``sync``): leap-sync is thread-based and does not mix with
 gevent/eventlet monkey-patching.
 
@@ -22,7 +25,7 @@ preload_app = False  # never start leap-sync threads in the arbiter before forki
 timeout = 0  # SSE responses are long-lived; gthread workers still heartbeat the arbiter
 
 
-def post_fork(server: Any, worker: Any) -> None:
+def post_worker_init(worker: Any) -> None:
     import flask_sse
 
     flask_sse.start_leap()

@@ -150,7 +150,7 @@ def test_flask_sse_app(example_server: LeapEdgeServer, monkeypatch: pytest.Monke
         sys.modules.pop("flask_sse", None)
 
 
-def test_gunicorn_post_fork_gives_each_worker_a_client(example_server: LeapEdgeServer) -> None:
+def test_gunicorn_gives_each_worker_a_client(example_server: LeapEdgeServer) -> None:
     pytest.importorskip("gunicorn")
     pytest.importorskip("flask")
     proc = subprocess.Popen(
