@@ -225,15 +225,20 @@ class ConnectionCore:
     ) -> Any:
         """Send ``frame`` on the live connection and return once it is written.
 
-        ``register(session)``, if given, runs under the connection's lock right before
-        the frame is queued (it records a request in the session) and its result is
-        returned. Raises :class:`LeapClosedError`, :class:`LeapConnectionError` (not
-        connected; the connection ended before the frame was written; not written
-        within ``send_timeout``), or the encoding error.
+        ``timeout`` bounds the whole call (waiting for the connection with ``wait``,
+        then for the write). ``register(session)``, if given, runs under the
+        connection's lock right before the frame is queued (it records a request in
+        the session) and its result is returned. Raises :class:`LeapClosedError`,
+        :class:`LeapConnectionError` (not connected; the connection ended before the
+        frame was written; not written within ``send_timeout``),
+        :class:`LeapTimeoutError` (``timeout`` passed: the frame may still be written),
+        or the encoding error.
         """
         self.check_process()
-        if wait:
-            self.wait_connected(timeout, lambda: True)
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if wait:  # no settle(): nothing is reported, so nothing waits for the listeners
+            self._wait_connected(deadline, timeout, lambda: True)
         if self.closing.is_set():
             raise LeapClosedError("the client is closed")
         live = self.live
@@ -248,7 +253,11 @@ class ConnectionCore:
                 registered = register(live.session) if register is not None else None
                 outgoing = live.transport.send(payload, binary)
             limit = self.options.send_timeout
-            if not outgoing.wait(limit + 1.0):
+            wait_for = limit + 1.0
+            if deadline is not None and deadline - time.monotonic() < wait_for:
+                if not outgoing.wait(max(0.0, deadline - time.monotonic())):
+                    raise LeapTimeoutError("not written before the timeout (the socket is full)")
+            elif not outgoing.wait(wait_for):
                 raise LeapConnectionError(f"cannot send: not written within {limit:g} s")
             if outgoing.error is not None:
                 raise outgoing.error
@@ -317,6 +326,7 @@ class ConnectionCore:
             run.thread.join(timeout)  # the thread waits at most a second for the close frame's answer
             if run.thread.is_alive():
                 self.log.warn("the I/O thread did not stop in time", {"phase": attempt.phase if attempt else None})
+        self.log.start()  # CLOSED goes to the listeners on their thread: close() stays bounded
         self.report_closed()
         self.log.stop()
         if not self.log.join(timeout):

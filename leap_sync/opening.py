@@ -7,15 +7,13 @@ phase at once. Each failure is a :class:`LeapConnectionError` whose ``phase`` an
 message name the step and its cause (host and port, the resolver's error, the HTTP
 status and ``Location`` of a refused upgrade).
 
-What cannot be interrupted, and how it is bounded:
-
-- The DNS lookup is a blocking ``getaddrinfo()`` (the operating system offers no way to
-  cancel it). The attempt still fails at its deadline: whoever waits for the attempt
-  stops waiting then (``connect()`` raises, ``close()`` returns), and the I/O thread,
-  once the lookup returns (after the system resolver's own timeout at worst), sees the
-  attempt is over and ends without opening anything.
-- Through a SOCKS proxy, the proxy's DNS, TCP and SOCKS exchange are ``python-socks``'
-  blocking calls, bounded by what remains of ``connect_timeout``.
+What cannot be interrupted, and how it is bounded: the DNS lookup is a blocking
+``getaddrinfo()`` (the operating system offers no way to cancel it). The attempt still
+fails at its deadline: whoever waits for the attempt stops waiting then (``connect()``
+raises, ``close()`` returns), and the I/O thread, once the lookup returns (after the
+system resolver's own timeout at worst), sees the attempt is over and ends without
+opening anything. Proxies (HTTP CONNECT, SOCKS4/4a/5/5h) are spoken here, with the same
+bounded, interruptible waits as every other phase.
 """
 
 from __future__ import annotations
@@ -41,6 +39,17 @@ from .protocol.handshake import (
     retry_after,
 )
 from .protocol.handshake import upgrade_request as build_upgrade_request
+from .protocol.socks import (
+    SocksError,
+    socks4_reply,
+    socks4_request,
+    socks5_auth,
+    socks5_auth_reply,
+    socks5_connect,
+    socks5_connect_reply,
+    socks5_greeting,
+    socks5_method,
+)
 from .proxy import Proxy, choose_proxy
 from .timeouts import poll_ms
 
@@ -199,36 +208,49 @@ def _tunnel(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Atte
     return head.rest
 
 
-def _socks(proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> socket.socket:
+def _exchange(
+    sock: socket.socket, attempt: Attempt, request: bytes, reader: Callable[[bytes], Any]
+) -> tuple[Any, bytes]:
+    """Send ``request``, read until ``reader`` (a :mod:`~leap_sync.protocol.socks`
+    reader) says the reply is complete: ``(its result, the bytes received)``."""
+    _send_all(sock, request, attempt)
+    data = b""
+    while True:
+        result = reader(data)
+        if result is not None:
+            return result, data
+        if len(data) > 1024:
+            raise SocksError("the SOCKS proxy's answer is too long")
+        data += _recv_some(sock, attempt)
+
+
+def _socks(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> bytes:
+    """SOCKS4(a)/5(h) CONNECT through ``proxy`` on the connected ``sock``, with the
+    same waits as every phase (bounded, interrupted by ``close()``); returns bytes that
+    followed the proxy's answer."""
     attempt.phase, attempt.host = "proxy", endpoint.hostport
+    problem = None
     try:
-        from python_socks import ProxyType
-        from python_socks.sync import Proxy as SocksProxy
-    except ImportError:
-        raise _error(attempt, f"a {proxy.type} proxy needs python-socks (pip install python-socks)") from None
-    kind = ProxyType.SOCKS4 if proxy.type.startswith("socks4") else ProxyType.SOCKS5
-    client = SocksProxy(
-        kind,
-        proxy.host,
-        proxy.port,
-        username=proxy.auth[0] if proxy.auth else None,
-        password=proxy.auth[1] if proxy.auth else None,
-        rdns=proxy.type in ("socks4a", "socks5h"),
-    )
-    remaining = attempt.deadline - time.monotonic()
-    if remaining <= 0:
-        raise attempt.expired_error()
-    try:
-        sock = client.connect(endpoint.host, endpoint.port, timeout=remaining)
-    except Exception as exc:  # python-socks' ProxyError, ProxyTimeoutError, OSError...
-        if time.monotonic() >= attempt.deadline:
-            raise attempt.expired_error() from None
-        raise _error(attempt, f"{proxy.describe()} could not connect to {endpoint.hostport}: {exc}") from None
-    if attempt.stop.is_set():
-        sock.close()
-        raise _Stop
-    sock.setblocking(False)
-    return sock
+        host = endpoint.host
+        if proxy.type in ("socks5", "socks4"):  # the client resolves the target
+            infos = _resolve(host, endpoint.port, attempt)
+            attempt.phase, attempt.host = "proxy", endpoint.hostport
+            family = socket.AF_INET if proxy.type == "socks4" else None
+            host = next(str(info[4][0]) for info in infos if family is None or info[0] == family)
+        if proxy.type.startswith("socks5"):
+            user, password = proxy.auth or ("", "")
+            method, _ = _exchange(sock, attempt, socks5_greeting(proxy.auth is not None), socks5_method)
+            if method == 2:
+                _exchange(sock, attempt, socks5_auth(user, password), socks5_auth_reply)
+            length, data = _exchange(sock, attempt, socks5_connect(host, endpoint.port), socks5_connect_reply)
+            return data[length:]
+        user = proxy.auth[0] if proxy.auth else ""
+        remote = proxy.type == "socks4a"
+        _, data = _exchange(sock, attempt, socks4_request(host, endpoint.port, user, remote_dns=remote), socks4_reply)
+        return data[8:]
+    except (SocksError, StopIteration) as exc:
+        problem = str(exc) or "the target has no IPv4 address (use socks4a)"
+    raise _error(attempt, f"{proxy.describe()} could not connect to {endpoint.hostport}: {problem}")
 
 
 def _start_tls(sock: socket.socket, context: ssl.SSLContext, server_name: str, attempt: Attempt) -> ssl.SSLSocket:
@@ -300,15 +322,16 @@ def open_socket(
         except ValueError as exc:
             attempt.phase = "proxy"
             raise _error(attempt, f"bad proxy setting in the environment: {exc}") from None
+        target = chosen or Proxy("direct", endpoint.host, endpoint.port)
+        infos = _resolve(target.host, target.port, attempt)
+        sock = _connect_tcp(infos, target.host, target.port, attempt)
         early = b""
-        if chosen is not None and chosen.type != "http":
-            sock = _socks(chosen, endpoint, attempt)
-        else:
-            target = chosen or Proxy("direct", endpoint.host, endpoint.port)
-            infos = _resolve(target.host, target.port, attempt)
-            sock = _connect_tcp(infos, target.host, target.port, attempt)
-            if chosen is not None:
-                early = _tunnel(sock, chosen, endpoint, attempt)
+        if chosen is not None:
+            early = (
+                _tunnel(sock, chosen, endpoint, attempt)
+                if chosen.type == "http"
+                else _socks(sock, chosen, endpoint, attempt)
+            )
         if endpoint.secure:
             if early:
                 attempt.phase = "proxy"

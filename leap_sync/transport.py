@@ -289,7 +289,7 @@ class Transport:
         # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket. If
         # we had closed first (fail()), this is only the echo and our reason stands.
         self.send_close(1000 if code is None else code, "")
-        self._writer.flush_for(1.0)
+        self._writer.flush_for(1.0, self._wakeup.fd)
         self._end(
             LeapConnectionError(
                 f"server closed the connection (code {code}{': ' + reason if reason else ''})",
@@ -309,7 +309,7 @@ class Transport:
         :meth:`receive` raises ``error`` (not the peer's echo of our close)."""
         if not self.ended:
             self.send_close(code, "")
-            self._writer.flush_for(1.0)
+            self._writer.flush_for(1.0, self._wakeup.fd)
         with self._lock:
             if self._abort_error is None:
                 self._abort_error = error

@@ -146,9 +146,10 @@ class FrameWriter:
                 return self._data.popleft()
         return None
 
-    def flush_for(self, timeout: float) -> None:
+    def flush_for(self, timeout: float, wakeup_fd: int | None = None) -> None:
         """Try for at most ``timeout`` seconds to write the urgent frames (a close
-        frame before the connection ends); errors end the attempt quietly."""
+        frame before the connection ends); errors end the attempt quietly, and so does
+        ``wakeup_fd`` turning readable (``close()`` wants the thread now)."""
         deadline = time.monotonic() + timeout
         while self._writing is not None or self._urgent or self._pong is not None:
             try:
@@ -161,9 +162,15 @@ class FrameWriter:
             if _HAS_POLL:
                 poller = select.poll()
                 poller.register(self._sock, select.POLLOUT)
-                poller.poll(min(2**31 - 1, int(remaining * 1000) + 1))
+                if wakeup_fd is not None:
+                    poller.register(wakeup_fd, select.POLLIN)
+                events = poller.poll(min(2**31 - 1, int(remaining * 1000) + 1))
+                if any(fd == wakeup_fd for fd, _ in events):
+                    return
             else:  # pragma: no cover - Windows
-                select.select([], [self._sock], [], remaining)
+                readable, _, _ = select.select([] if wakeup_fd is None else [wakeup_fd], [self._sock], [], remaining)
+                if readable:
+                    return
 
     def close(self, error: LeapConnectionError) -> None:
         """No more frames: fail every queued one with ``error``."""

@@ -320,3 +320,17 @@ def test_a_blocking_listener_never_stretches_a_callers_timeout(silent_server: Le
     finally:
         release.set()
     client.close()
+
+
+def test_a_blocking_listener_never_delays_a_send_that_waits_for_the_connection(silent_server: LeapEdgeServer) -> None:
+    release = threading.Event()
+    client = make(silent_server.url, close_timeout=5)
+    client.add_state_update_listener(lambda info: release.wait(30) if info.connection_state is CONNECTED else None)
+    try:
+        client.connect(wait=True, timeout=1.0)
+        started = time.monotonic()
+        assert client.subscribe("room", timeout=3, wait=True).id == "room"
+        assert time.monotonic() - started < 1.0  # connected already: nothing to wait for
+    finally:
+        release.set()
+    client.close()

@@ -532,3 +532,77 @@ def test_a_bad_tls_record_after_a_good_one_keeps_the_good_one(ca: trustme.CA) ->
         done.set()
         listener.close()
         server.join(5)
+
+
+# -- SOCKS ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxy_type", "version", "asked_host"),
+    [("socks5", 5, "127.0.0.1"), ("socks5h", 5, "localhost"), ("socks4", 4, "127.0.0.1"), ("socks4a", 4, "localhost")],
+)
+def test_socks_proxies(leap: LeapEdgeServer, proxy_type: str, version: int, asked_host: str) -> None:
+    from socksserver import SocksProxy
+
+    url = leap.url.replace("127.0.0.1", "localhost")
+    with SocksProxy() as proxy:
+        client = client_for(url, http_proxy_host="127.0.0.1", http_proxy_port=proxy.port, proxy_type=proxy_type)
+        client.connect(wait=True, timeout=10)
+        client.close()
+        assert proxy.requests == [(version, asked_host, leap.port, "")]
+
+
+def test_socks5_with_a_password(leap: LeapEdgeServer) -> None:
+    from socksserver import SocksProxy
+
+    with SocksProxy(credentials=("user", "pw")) as proxy:
+        good = client_for(
+            leap.url,
+            http_proxy_host="127.0.0.1",
+            http_proxy_port=proxy.port,
+            proxy_type="socks5",
+            http_proxy_auth=("user", "pw"),
+        )
+        good.connect(wait=True, timeout=10)
+        good.close()
+        bad = client_for(
+            leap.url,
+            http_proxy_host="127.0.0.1",
+            http_proxy_port=proxy.port,
+            proxy_type="socks5",
+            http_proxy_auth=("user", "wrong"),
+        )
+        with pytest.raises(LeapConnectionError, match="refused the user name and password") as failed:
+            bad.connect()
+        assert failed.value.phase == "proxy"
+        bad.close()
+
+
+@pytest.mark.parametrize("proxy_type", ["socks5", "socks4"])
+def test_a_socks_refusal_names_the_proxy_and_the_reason(leap: LeapEdgeServer, proxy_type: str) -> None:
+    from socksserver import SocksProxy
+
+    with SocksProxy("refuse") as proxy:
+        client = client_for(leap.url, http_proxy_host="127.0.0.1", http_proxy_port=proxy.port, proxy_type=proxy_type)
+        with pytest.raises(
+            LeapConnectionError, match=rf"{proxy_type} proxy 127\.0\.0\.1:{proxy.port} could not connect"
+        ) as failed:
+            client.connect()
+        assert failed.value.phase == "proxy"
+        assert "refused" in str(failed.value)
+        client.close()
+
+
+def test_a_silent_socks_proxy_is_bounded_and_interruptible(leap: LeapEdgeServer) -> None:
+    from socksserver import SocksProxy
+
+    with SocksProxy("silent") as proxy:
+        options = {"http_proxy_host": "127.0.0.1", "http_proxy_port": proxy.port, "proxy_type": "socks5"}
+        client = client_for(leap.url, connect_timeout=0.5, **options)
+        with pytest.raises(LeapConnectionError, match="proxy did not open a tunnel") as failed:
+            client.connect()
+        assert failed.value.phase == "proxy"
+        client.close()
+        client = client_for(leap.url, connect_timeout=30, **options)
+        assert _close_during(client, lambda: len(proxy.requests) >= 2) < 1.0
+        assert io_thread_of(client) == []

@@ -477,3 +477,39 @@ def test_max_attempts_gives_up(make_client: MakeClient) -> None:
     assert [i.connection_state for i in infos].count(ConnectionState.CONNECTING) == 4  # first + 3 retries
     with pytest.raises(ChannelClosed):
         messages.get(timeout=5)
+
+
+def test_close_is_prompt_while_the_thread_tries_to_answer_a_close_on_a_full_socket() -> None:
+    import socket
+    import time
+
+    from hostile import HostileServer, Peer, leap_session
+
+    go = threading.Event()
+
+    def never_reads(peer: Peer) -> None:
+        leap_session(peer)
+        go.wait(20)  # the client's socket is full by now
+        peer.close(1001, "going away")  # the client must answer, and cannot write
+        peer.wait(20)
+
+    with HostileServer(never_reads) as server:
+        server._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client = LeapClient(PROJECT, TOKEN, url=server.url, close_timeout=0.3, send_timeout=30)
+        client.connect(wait=True, timeout=10)
+        sender = threading.Thread(target=lambda: _capture([], lambda: client.send_message("r", "e", "x" * 8_000_000)))
+        sender.start()
+        live = client._core.live
+        assert live is not None
+        deadline = time.monotonic() + 10
+        while live.transport._writer.send_deadline() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the big frame is being written
+        go.set()
+        while not live.transport._writer.close_queued and time.monotonic() < deadline:
+            time.sleep(0.01)  # the close frame arrived: the thread now tries to answer it
+        assert live.transport._writer.close_queued
+        started = time.monotonic()
+        client.close()
+        assert time.monotonic() - started < 1.0
+        assert client_threads() == []
+        sender.join(10)

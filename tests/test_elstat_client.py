@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from clientkit import StateRecorder, fast_backoff
 from hostile import HostileServer, Peer
 
-from leap_sync import ChannelClosed, ConnectionState, LeapConnectionError
+from leap_sync import Backoff, ChannelClosed, ConnectionState, LeapConnectionError, LeapTimeoutError
 from leap_sync.elstat import DataEvent, ElstatClient, IncidentEvent, Op, streaming_url
 from leap_sync.elstat.protocol import MAX_PAYLOAD, split_request
 from leap_sync.testing import ElstatServer
@@ -311,3 +312,104 @@ def test_leap_sync_elstat_exits_3_on_a_fatal_code(elstat: ElstatServer) -> None:
             proc.communicate()
     assert proc.returncode == 3
     assert "4420 TOO_MUCH" in err
+
+
+# -- what an attack on ElstatClient found ----------------------------------------------------------
+
+
+def test_an_unsolicited_subscribed_never_adds_channels_nobody_asked_for() -> None:
+    def pushes(peer: Peer) -> None:
+        peer.upgrade()
+        for i in range(50):
+            peer.json({"op": 1, "channels": [f"status:x{i}-{j}" for j in range(10)]})
+        peer.wait(5)
+
+    with HostileServer(pushes) as server:
+        client = ElstatClient(server.url)
+        client.connect()
+        data = client.data_channel()
+        assert data.empty()
+        with pytest.raises(ChannelClosed):
+            client.close()
+            data.get(timeout=1)
+        assert client.subscriptions == ()
+
+
+def test_subscriptions_agree_with_the_server_after_an_unsubscribe_that_failed(elstat: ElstatServer) -> None:
+    # A call that raised before anything was sent had no effect: both channels stay
+    # wanted, are renewed, and client and server agree.
+    recorder = StateRecorder()
+    client = ElstatClient(elstat.base_url, backoff=Backoff(base=0.5, cap=0.5, uniform=lambda low, high: high))
+    client.add_state_update_listener(recorder)
+    client.connect()
+    client.subscribe(["status:api", "status:web"], timeout=5)
+    elstat.disconnect(1000)
+    recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED)  # in the backoff wait
+    with pytest.raises(LeapConnectionError, match="not connected"):
+        client.unsubscribe("status:api", timeout=5)
+    recorder.wait_count(CONNECTED, 2)
+    both = frozenset({"status:api", "status:web"})
+    elstat.wait_for(lambda s: bool(s.connections) and s.connections[-1].subscriptions == both)
+    assert client.unsubscribe("status:web", timeout=5) == ["status:web"]  # a round trip after the renewal
+    assert client.subscriptions == ("status:api",)
+    assert elstat.connections[-1].subscriptions == frozenset({"status:api"})
+    client.close()
+
+
+def test_a_subscribe_that_failed_before_sending_changes_nothing(elstat: ElstatServer) -> None:
+    client = ElstatClient(elstat.base_url)
+    with pytest.raises(LeapConnectionError, match="not connected"):
+        client.subscribe("status:api", timeout=1)
+    client.connect()
+    data = client.data_channel()
+    elstat.push_data("status:api", True)
+    elstat.wait_for(lambda s: bool(s.connections))
+    assert elstat.connections[0].subscriptions == frozenset()  # the failed call was not replayed
+    assert client.subscriptions == () and data.empty()
+    client.close()
+
+
+def test_a_subscribe_timeout_bounds_the_write_too() -> None:
+    import time
+
+    def never_reads(peer: Peer) -> None:
+        peer.upgrade()
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.wait(10)
+
+    with HostileServer(never_reads) as server:
+        client = ElstatClient(server.url, send_timeout=8)
+        client.connect()
+        channels = [f"status:{i:04d}" + "x" * 200 for i in range(400)]  # more than the socket takes
+        started = time.monotonic()
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe(channels, timeout=1.0)
+        assert time.monotonic() - started < 2.0
+        client.close()
+
+
+def test_close_after_a_fatal_code_is_bounded_with_a_blocking_listener() -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def fatal(peer: Peer) -> None:
+        peer.upgrade()
+        peer.close(4200, "invalid payload")
+        peer.wait(5)
+
+    with HostileServer(fatal) as server:
+        recorder = StateRecorder()
+        client = ElstatClient(server.url, close_timeout=1)
+        client.add_state_update_listener(recorder)
+        client.add_state_update_listener(
+            lambda info: release.wait(20) if info.connection_state.value == "closed" else None
+        )
+        client.connect()
+        recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED and not infos[-1].will_reconnect)
+        started = time.monotonic()
+        client.close()  # the callbacks thread had ended: CLOSED goes to a new one, joined at most 1 s
+        assert time.monotonic() - started < 2.0
+        release.set()
+        client._core.log.join(5)

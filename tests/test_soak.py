@@ -534,7 +534,30 @@ def test_soak(seed: int, seconds: float, thread_crashes: list[str]) -> None:
             publish(server, next_seq, channel, BURST, 10)
         last = {channel: next_seq[channel] - 1 for channel in CHANNELS}
         for watcher in watchers:
-            watcher.wait_received(last, timeout=30)
+            try:
+                watcher.wait_received(last, timeout=30)
+            except AssertionError as missing:  # say whether the server wrote them, and where
+                init = watcher.client.init_event
+                spec = watcher.spec
+                mine = [
+                    (
+                        conn.cid,
+                        conn.open,
+                        conn.close_code,
+                        sorted(conn.subscriptions),
+                        conn.frames_out,
+                        conn.queued,
+                        {c: list(conn.sequences.get(c, ()))[-3:] for c in CHANNELS},
+                    )
+                    for conn in server.all_connections
+                    if (conn.encoding, conn.compression) == (spec.encoding, spec.compression)
+                ][-4:]
+                raise AssertionError(
+                    f"{missing}; current cid {init.cid if init else None}; its last server connections "
+                    f"(cid, open, close, subscriptions, frames_out, queued, last seqs): {mine}; "
+                    f"silenced {sorted(injector.silenced)}; state {watcher.client.state}; "
+                    f"states {[i.connection_state.value for i in watcher.infos[-6:]]}"
+                ) from None
             for channel in CHANNELS:
                 tail = watcher.received[channel][-BURST:]
                 assert tail == list(range(last[channel] - BURST + 1, last[channel] + 1)), watcher.spec.name

@@ -200,12 +200,6 @@ class ElstatClient:
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         names = [name for group in groups for name in group]
-        with self._lock:
-            for name in names:
-                if op is Op.SUBSCRIBE:
-                    self._wanted[name] = None
-                else:
-                    self._wanted.pop(name, None)
         futures: list[Future] = []
         keys: list[tuple[int, int]] = []
         try:
@@ -238,10 +232,18 @@ class ElstatClient:
                         request.future = None  # its answer still updates subscriptions
 
     def _expect(self, session: Any, op: Op, group: list[str], future: Future | None, keys: list[Any]) -> None:
+        """(Under the connection's lock, right before the frame is queued.) Record the
+        request, and what the application wants from now on: a call that fails before
+        sending changes nothing."""
         key = (id(session), cast(ElstatSession, session).expect_reply(op))
         keys.append(key)
         with self._lock:
             self._requests[key] = _Request(op, group, future)
+            for name in group:
+                if op is Op.SUBSCRIBE:
+                    self._wanted[name] = None
+                else:
+                    self._wanted.pop(name, None)
 
     # -- what the core asks (the I/O thread; never blocks) ----------------------------------
 
@@ -263,8 +265,10 @@ class ElstatClient:
                     for name in request.channels if request is not None else ():
                         if name not in reply.channels:
                             self._confirmed.pop(name, None)  # refused (again)
+                    asked = request.channels if request is not None else self._wanted
                     for name in reply.channels:
-                        self._confirmed[name] = None
+                        if name in asked:  # never a channel this client did not ask for
+                            self._confirmed[name] = None
                 else:
                     for name in reply.channels:
                         self._confirmed.pop(name, None)
@@ -275,6 +279,9 @@ class ElstatClient:
 
     def on_connected(self, live: Live) -> None:
         with self._lock:
+            # A new connection has no subscription yet: what stands is what is wanted and
+            # was confirmed before, until the answers to the re-subscriptions say otherwise.
+            self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
             wanted = list(self._wanted)
         if not wanted:
             return

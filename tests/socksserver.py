@@ -1,0 +1,150 @@
+"""A small SOCKS4/4a/5 proxy on loopback for tests: it records what clients asked,
+and tunnels, refuses, or never answers."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+
+__all__ = ["SocksProxy"]
+
+
+class SocksProxy:
+    """``mode``: ``"tunnel"``, ``"refuse"`` (SOCKS5 reply 5, SOCKS4 0x5B) or
+    ``"silent"``. ``credentials`` makes SOCKS5 require username/password.
+    ``requests`` records ``(version, host, port, user)`` per CONNECT."""
+
+    def __init__(self, mode: str = "tunnel", credentials: tuple[str, str] | None = None) -> None:
+        self.mode = mode
+        self.credentials = credentials
+        self.requests: list[tuple[int, str, int, str]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._socks: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, name="test-socks", daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._socks.append(client)
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    @staticmethod
+    def _read(sock: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def _read_until_nul(self, sock: socket.socket) -> bytes:
+        data = b""
+        while not data.endswith(b"\0"):
+            data += self._read(sock, 1)
+        return data[:-1]
+
+    def _serve(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        try:
+            version = self._read(client, 1)[0]
+            if version == 5:
+                host, port, user = self._socks5(client)
+            else:
+                host, port, user = self._socks4(client)
+            self.requests.append((version, host, port, user))
+            if self.mode == "silent":
+                self._stop.wait(30)
+                return
+            ok = self.mode == "tunnel"
+            if version == 5:
+                client.sendall(b"\x05" + (b"\x00" if ok else b"\x05") + b"\x00\x01" + b"\0" * 6)
+            else:
+                client.sendall(b"\x00" + (b"\x5a" if ok else b"\x5b") + b"\0" * 6)
+            if not ok:
+                return
+            upstream = socket.create_connection((host, port), timeout=5)
+            self._socks.append(upstream)
+            self._pipe(client, upstream)
+        except (OSError, EOFError):
+            pass
+        finally:
+            client.close()
+
+    def _socks5(self, client: socket.socket) -> tuple[str, int, str]:
+        methods = self._read(client, self._read(client, 1)[0])
+        user = ""
+        if self.credentials is not None:
+            if 2 not in methods:
+                client.sendall(b"\x05\xff")
+                raise EOFError
+            client.sendall(b"\x05\x02")
+            self._read(client, 1)
+            user = self._read(client, self._read(client, 1)[0]).decode()
+            password = self._read(client, self._read(client, 1)[0]).decode()
+            good = (user, password) == self.credentials
+            client.sendall(b"\x01" + (b"\x00" if good else b"\x01"))
+            if not good:
+                raise EOFError
+        else:
+            client.sendall(b"\x05\x00")
+        _, _, _, kind = self._read(client, 4)
+        if kind == 1:
+            host = socket.inet_ntoa(self._read(client, 4))
+        elif kind == 4:
+            host = socket.inet_ntop(socket.AF_INET6, self._read(client, 16))
+        else:
+            host = self._read(client, self._read(client, 1)[0]).decode()
+        (port,) = struct.unpack("!H", self._read(client, 2))
+        return host, port, user
+
+    def _socks4(self, client: socket.socket) -> tuple[str, int, str]:
+        _, port_bytes, ip = self._read(client, 1), self._read(client, 2), self._read(client, 4)
+        user = self._read_until_nul(client).decode()
+        host = socket.inet_ntoa(ip)
+        if ip[:3] == b"\0\0\0" and ip[3]:  # SOCKS4a: the name follows
+            host = self._read_until_nul(client).decode()
+        return host, struct.unpack("!H", port_bytes)[0], user
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        while not self._stop.is_set():
+            readable, _, _ = select.select([a, b], [], [], 0.5)
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                peers[sock].sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        for sock in self._socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+    def __enter__(self) -> SocksProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
