@@ -3,15 +3,15 @@ and tunnels, refuses, or never answers."""
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
-import threading
+
+from relay import LoopbackProxy
 
 __all__ = ["SocksProxy"]
 
 
-class SocksProxy:
+class SocksProxy(LoopbackProxy):
     """``mode``: ``"tunnel"``, ``"refuse"`` (SOCKS5 reply 5, SOCKS4 0x5B) or
     ``"silent"``. ``credentials`` makes SOCKS5 require username/password.
     ``requests`` records ``(version, host, port, user)`` per CONNECT."""
@@ -20,24 +20,7 @@ class SocksProxy:
         self.mode = mode
         self.credentials = credentials
         self.requests: list[tuple[int, str, int, str]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._socks: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, name="test-socks", daemon=True)
-        self._accepting.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self._socks.append(client)
-            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        super().__init__("test-socks")
 
     @staticmethod
     def _read(sock: socket.socket, n: int) -> bytes:
@@ -55,32 +38,21 @@ class SocksProxy:
             data += self._read(sock, 1)
         return data[:-1]
 
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         client.settimeout(5)
-        try:
-            version = self._read(client, 1)[0]
-            if version == 5:
-                host, port, user = self._socks5(client)
-            else:
-                host, port, user = self._socks4(client)
-            self.requests.append((version, host, port, user))
-            if self.mode == "silent":
-                self._stop.wait(30)
-                return
-            ok = self.mode == "tunnel"
-            if version == 5:
-                client.sendall(b"\x05" + (b"\x00" if ok else b"\x05") + b"\x00\x01" + b"\0" * 6)
-            else:
-                client.sendall(b"\x00" + (b"\x5a" if ok else b"\x5b") + b"\0" * 6)
-            if not ok:
-                return
-            upstream = socket.create_connection((host, port), timeout=5)
-            self._socks.append(upstream)
-            self._pipe(client, upstream)
-        except (OSError, EOFError):
-            pass
-        finally:
-            client.close()
+        version = self._read(client, 1)[0]
+        host, port, user = self._socks5(client) if version == 5 else self._socks4(client)
+        self.requests.append((version, host, port, user))
+        if self.mode == "silent":
+            self._stop.wait(30)
+            return
+        ok = self.mode == "tunnel"
+        if version == 5:
+            client.sendall(b"\x05" + (b"\x00" if ok else b"\x05") + b"\x00\x01" + b"\0" * 6)
+        else:
+            client.sendall(b"\x00" + (b"\x5a" if ok else b"\x5b") + b"\0" * 6)
+        if ok:
+            self.relay(client, self.track(socket.create_connection((host, port), timeout=5)))
 
     def _socks5(self, client: socket.socket) -> tuple[str, int, str]:
         methods = self._read(client, self._read(client, 1)[0])
@@ -116,32 +88,6 @@ class SocksProxy:
         if ip[:3] == b"\0\0\0" and ip[3]:  # SOCKS4a: the name follows
             host = self._read_until_nul(client).decode()
         return host, struct.unpack("!H", port_bytes)[0], user
-
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
-        while not self._stop.is_set():
-            readable, _, _ = select.select([a, b], [], [], 0.5)
-            for sock in readable:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                peers[sock].sendall(data)
-
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        for sock in self._socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._accepting.join(5)
-        for thread in self._threads:
-            thread.join(5)
 
     def __enter__(self) -> SocksProxy:
         return self
