@@ -77,7 +77,9 @@ class Callbacks:
             thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread = self._last = thread
             self._stopping = False
-        thread.start()
+            # Started under the lock, so no join() sees a thread not yet started (start()
+            # returns once the thread runs; its loop then waits for this lock).
+            thread.start()
 
     def stop(self) -> None:
         """Let the thread run what is queued, then end (any thread)."""

@@ -334,3 +334,34 @@ def test_a_blocking_listener_never_delays_a_send_that_waits_for_the_connection(s
     finally:
         release.set()
     client.close()
+
+
+@pytest.mark.parametrize("connected", [False, True])
+def test_many_threads_closing_at_once_restart_the_callbacks_thread_once(
+    silent_server: LeapEdgeServer, connected: bool
+) -> None:
+    for _ in range(20):
+        client = make(silent_server.url)
+        recorder = StateRecorder()
+        client.add_state_update_listener(recorder)
+        if connected:
+            client.connect(wait=True, timeout=10)
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def close_now(client: LeapClient = client) -> None:
+            barrier.wait(5)
+            try:
+                client.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=close_now) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert errors == []
+        assert client.state.connection_state is CLOSED
+        recorder.wait_for(lambda infos: bool(infos) and infos[-1].connection_state is CLOSED)
+        assert recorder.states.count(CLOSED) == 1
