@@ -349,14 +349,7 @@ def test_many_threads_closing_at_once_restart_the_callbacks_thread_once(
         barrier = threading.Barrier(8)
         errors: list[BaseException] = []
 
-        def close_now(client: LeapClient = client) -> None:
-            barrier.wait(5)
-            try:
-                client.close()
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=close_now) for _ in range(8)]
+        threads = [threading.Thread(target=_close_at_once, args=(client, barrier, errors)) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -365,3 +358,11 @@ def test_many_threads_closing_at_once_restart_the_callbacks_thread_once(
         assert client.state.connection_state is CLOSED
         recorder.wait_for(lambda infos: bool(infos) and infos[-1].connection_state is CLOSED)
         assert recorder.states.count(CLOSED) == 1
+
+
+def _close_at_once(client: LeapClient, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+    barrier.wait(5)
+    try:
+        client.close()
+    except BaseException as exc:
+        errors.append(exc)
