@@ -180,9 +180,9 @@ class Callbacks:
                     self._call(("error", "state listener raised", {"state": info.connection_state.value}, exc))
             return
         level, message, metadata, err = item
-        if self.redact is not None:
-            message, metadata, err = _redacted(self.redact, message, metadata, err)
         try:
+            if self.redact is not None:
+                message, metadata, err = _redacted(self.redact, message, metadata, err)
             if level == "error":
                 self.logger.error(message, err, metadata)
             else:
@@ -198,16 +198,35 @@ def _redacted(
     """A log record with the secret removed from what may quote a peer: each metadata
     value (shown as text if its ``repr`` held the secret) and the error (replaced by
     a :class:`~leap_sync.errors.LeapError` of the redacted text if it held it). The
-    message is the library's own constant text, kept as written."""
+    message is the library's own constant text, kept as written. A value or error whose
+    text cannot be read (its ``__str__``/``__repr__`` raises: the application's own
+    exception) is replaced by a placeholder naming its type, since it cannot be checked."""
     if metadata:
         cleaned: dict[str, Any] = {}
         for key, value in metadata.items():
             if isinstance(value, str):
                 value = redact(value)
-            elif redact(repr(value)) != repr(value):
-                value = redact(repr(value))
+            else:
+                text = _text(repr, value)
+                if text is None:
+                    value = f"<unprintable {type(value).__name__}>"
+                elif redact(text) != text:
+                    value = redact(text)
             cleaned[key] = value
         metadata = cleaned
-    if err is not None and (redact(str(err)) != str(err) or redact(repr(err)) != repr(err)):
-        err = LeapError(f"{type(err).__name__}: {redact(str(err))}")
+    if err is not None:
+        text, shown = _text(str, err), _text(repr, err)
+        if text is None or shown is None:
+            err = LeapError(f"{type(err).__name__}: <unprintable>")
+        elif redact(text) != text or redact(shown) != shown:
+            err = LeapError(f"{type(err).__name__}: {redact(text)}")
     return message, metadata, err
+
+
+def _text(show: Callable[[Any], str], value: Any) -> str | None:
+    """``show(value)``, or ``None`` when that raises or is not text."""
+    try:
+        text = show(value)
+    except Exception:
+        return None
+    return text if isinstance(text, str) else None

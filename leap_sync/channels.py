@@ -52,6 +52,8 @@ class EventChannel(Generic[T]):
         *,
         on_close: Callable[[EventChannel[T]], None] | None = None,
     ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         if maxsize < 0:
             raise ValueError("maxsize must not be negative")
         if overflow not in OVERFLOW_POLICIES:

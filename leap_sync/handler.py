@@ -63,7 +63,12 @@ class Handler(Protocol):
 
     def on_finish(self, error: BaseException) -> None: ...
 
-    def decide(self, error: LeapConnectionError, session: Session | None) -> Decision: ...
+    def decide(self, error: LeapConnectionError, session: Session | None, wrote: bool) -> Decision:
+        """What to do after ``error`` ended a connection (or an attempt: ``session`` is
+        ``None`` when none was upgraded). ``wrote``: whether a data message of ours was
+        written whole before the end; a close code that judges what the client sent is
+        no verdict when nothing was."""
+        ...
 
     def awaiting(self, session: Session) -> tuple[str, str]: ...
 

@@ -12,6 +12,7 @@ blocks.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.parse
 from typing import Any, cast
@@ -65,6 +66,27 @@ def _forms(token: str) -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))
 
 
+def _percent_encoded(token: str) -> re.Pattern[str]:
+    """Matches the token with any of its characters percent-encoded (hex digits in
+    either case; a space also as ``+``): servers and proxies choose which to encode."""
+    parts = []
+    for char in token:
+        encoded = "".join(f"%{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+        alternatives = [
+            re.escape(char),
+            "".join(f"%[{h[1]}{h[1].upper()}][{h[2]}{h[2].upper()}]" for h in _hex(encoded)),
+        ]
+        if char == " ":
+            alternatives.append(r"\+")
+        parts.append(f"(?:{'|'.join(alternatives)})")
+    return re.compile("".join(parts))
+
+
+def _hex(encoded: str) -> list[str]:
+    """``"%2f%41"`` as ``["%2f", "%41"]``."""
+    return [encoded[i : i + 3] for i in range(0, len(encoded), 3)]
+
+
 def leap_session(session: Any) -> ClientSession:
     """The core's session of a Leap connection is a :class:`ClientSession`."""
     return cast(ClientSession, session)
@@ -82,6 +104,7 @@ class LeapHandler:
         self.project_id = project_id
         self._token = token
         self._token_forms = _forms(token) if token else ()
+        self._token_encoded = _percent_encoded(token) if token else None
         self.codec = codec
         self.encoding = encoding
         self.compression = compression
@@ -170,11 +193,13 @@ class LeapHandler:
     def awaiting(self, session: Any) -> tuple[str, str]:
         return ("hello", "Hello") if session.hello is None else ("init", "INIT")
 
-    def decide(self, error: LeapConnectionError, session: Any) -> Decision:
+    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
         code = error.close_code
         action = close_action(code)
         if action is CloseAction.FATAL:
-            if session is not None and session.hello is not None:  # we identified: a verdict on the token
+            # Identify is the first data message of a connection: once it was written
+            # the 4001 is a verdict on the token.
+            if session is not None and session.hello is not None and wrote:
                 return Decision(
                     CloseAction.FATAL,
                     LeapAuthorizationError(
@@ -214,6 +239,8 @@ class LeapHandler:
         for form in self._token_forms:
             if form in text:
                 text = text.replace(form, _REDACTED)
+        if self._token_encoded is not None and "%" in text:
+            text = self._token_encoded.sub(_REDACTED, text)
         return text
 
     def carries_token(self, text: str) -> bool:
@@ -224,10 +251,10 @@ class LeapHandler:
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         """``error`` with the token removed from its message and close reason."""
-        token = self._token
         reason = error.close_reason
-        if not token or (token not in str(error) and not (reason and token in reason)):
-            return error
+        text = str(error)
+        if not self._token or (self.redact(text) == text and (reason is None or self.redact(reason) == reason)):
+            return error  # no form of the token in it
         scrubbed = error.with_message(self.redact(str(error)))
         scrubbed.close_reason = self.redact(reason) if reason is not None else None
         return scrubbed

@@ -341,7 +341,7 @@ def open_socket(
                 raise _error(attempt, "no TLS context for a wss:// URL")
             try:
                 context = tls_context()
-            except (OSError, ValueError, ssl.SSLError) as exc:
+            except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
                 attempt.phase = "tls"
                 raise _error(attempt, f"TLS settings are unusable: {exc}") from None
             sock = _start_tls(sock, context, server_name or endpoint.host, attempt)

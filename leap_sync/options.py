@@ -28,6 +28,24 @@ def _seconds(value: float, name: str) -> float:
     return float(value)
 
 
+def _check_proxy_auth(auth: Any, proxy_type: str) -> None:
+    """Raise ``ValueError`` unless ``auth`` is a ``(user, password)`` tuple of text
+    the proxy's protocol can carry (UTF-8; SOCKS5: each at most 255 bytes; SOCKS4: a
+    user id without NUL, no password)."""
+    if not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(part, str) for part in auth):
+        raise ValueError("http_proxy_auth must be a (user, password) tuple of str")
+    try:
+        user, password = (part.encode() for part in auth)
+    except UnicodeEncodeError:
+        raise ValueError("http_proxy_auth must be text that UTF-8 can encode") from None
+    if proxy_type.startswith("socks5") and (len(user) > 255 or len(password) > 255):
+        raise ValueError("a SOCKS5 user name and password are at most 255 bytes each")
+    if proxy_type.startswith("socks4") and b"\0" in user:
+        raise ValueError("a SOCKS4 user id cannot hold a NUL character")
+    if proxy_type == "http" and ":" in auth[0]:
+        raise ValueError("an HTTP proxy user name cannot hold ':' (Basic authentication)")
+
+
 class ConnectOptions:
     """Connection options shared by every client (see ``LeapClient`` for their
     meaning). The TLS context is built on first use and kept."""
@@ -67,8 +85,8 @@ class ConnectOptions:
             port = http_proxy_port if http_proxy_port is not None else (8080 if proxy_type == "http" else 1080)
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise ValueError("http_proxy_port must be a port number (1-65535)")
-            if http_proxy_auth is not None and (not isinstance(http_proxy_auth, tuple) or len(http_proxy_auth) != 2):
-                raise ValueError("http_proxy_auth must be a (user, password) tuple")
+            if http_proxy_auth is not None:
+                _check_proxy_auth(http_proxy_auth, proxy_type)
             self.proxy = Proxy(proxy_type, http_proxy_host, port, http_proxy_auth)
         elif http_proxy_port is not None or http_proxy_auth is not None:
             raise ValueError("http_proxy_port and http_proxy_auth need http_proxy_host")

@@ -55,15 +55,21 @@ class _Run:
 
 
 class _Outcome:
-    __slots__ = ("connected", "error", "lived", "session")
+    __slots__ = ("connected", "error", "lived", "session", "wrote")
 
     def __init__(
-        self, error: LeapConnectionError, session: Session | None = None, connected: bool = False, lived: float = 0.0
+        self,
+        error: LeapConnectionError,
+        session: Session | None = None,
+        connected: bool = False,
+        lived: float = 0.0,
+        wrote: bool = False,
     ) -> None:
         self.error = error
         self.session = session
         self.connected = connected
         self.lived = lived
+        self.wrote = wrote  # whether a data message of ours reached the socket
 
 
 class Supervisor:
@@ -240,7 +246,7 @@ class Supervisor:
                     if result.error is not None:
                         core.log.warn("connection presumed dead", {"error": str(result.error)})
                         transport.fail(result.close_code, result.error)
-                        return self._lost(result.error, session, connected_at)
+                        return self._lost(result.error, session, connected_at, transport)
                     for frame in result.send:
                         live.emit(frame, urgent=True)
                     if result.ping and not transport.ended:
@@ -267,23 +273,27 @@ class Supervisor:
                     core.log.error("protocol error from server", result.error)
                     error = LeapConnectionError(f"protocol error: {result.error}")
                     transport.fail(1002, error)
-                    return self._lost(error, session, connected_at)
+                    return self._lost(error, session, connected_at, transport)
         except LeapConnectionError as exc:
-            return self._lost(exc, session, connected_at)
+            return self._lost(exc, session, connected_at, transport)
         except Exception as exc:  # a fault in our own handling: this connection ends, the client goes on
             error = LeapConnectionError(f"internal error while reading: {exc!r}")
             core.log.error("internal error while reading", error)
             transport.abort(error)
-            return self._lost(error, session, connected_at)
+            return self._lost(error, session, connected_at, transport)
         finally:
             with core.lock:
                 if core.live is live:
                     core.live = None
             transport.close()
 
-    def _lost(self, error: LeapConnectionError, session: Session, connected_at: float | None) -> _Outcome:
+    def _lost(
+        self, error: LeapConnectionError, session: Session, connected_at: float | None, transport: Transport
+    ) -> _Outcome:
+        if connected_at is None and error.phase is None:  # the attempt failed in its handshake
+            error.phase = self.core.handler.awaiting(session)[0]
         lived = 0.0 if connected_at is None else self.core.clock() - connected_at
-        return _Outcome(error, session, connected_at is not None, lived)
+        return _Outcome(error, session, connected_at is not None, lived, transport.data_written)
 
     # -- after a connection or an attempt ended ------------------------------------------
 
@@ -296,7 +306,7 @@ class Supervisor:
         core.handler.on_lost(error, outcome.session)
         if error.close_code is not None:
             core.log.info("connection closed", {"code": error.close_code, "reason": error.close_reason or ""})
-        decision = core.handler.decide(error, outcome.session)
+        decision = core.handler.decide(error, outcome.session, outcome.wrote)
         if decision.action is CloseAction.FATAL:
             self._give_up(decision.error)
             return None

@@ -26,11 +26,13 @@ def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(timeout).__name__}")
-    if math.isnan(timeout):
+    if isinstance(timeout, float) and math.isnan(timeout):
         raise ValueError(f"{name} must be a number of seconds, not NaN")
     if timeout > MAX_WAIT:
         return None
-    return max(0.0, float(timeout))
+    if timeout <= 0:  # compared as is: an int of any size, never converted
+        return 0.0
+    return float(timeout)
 
 
 def poll_ms(seconds: float | None) -> int | None:

@@ -15,6 +15,7 @@ key is a ``ValueError``, so a typo never silently weakens verification.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -49,10 +50,27 @@ def check_sslopt(sslopt: Mapping[str, Any]) -> None:
     if context is not None and not isinstance(context, ssl.SSLContext):
         raise TypeError("sslopt['context'] must be an ssl.SSLContext")
     cert_reqs = sslopt.get("cert_reqs", ssl.CERT_REQUIRED)
-    if cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+    if (
+        isinstance(cert_reqs, bool)
+        or not isinstance(cert_reqs, int)
+        or cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED)
+    ):
         raise ValueError("sslopt['cert_reqs'] must be ssl.CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED")
     if sslopt.get("check_hostname") not in (None, True, False):
         raise ValueError("sslopt['check_hostname'] must be True or False (None: the default, True)")
+    for key in ("ca_certs", "ca_cert_path", "certfile", "keyfile"):
+        value = sslopt.get(key)
+        if value is not None and not isinstance(value, (str, bytes, os.PathLike)):
+            raise TypeError(f"sslopt[{key!r}] must be a path (str, bytes or os.PathLike), not {type(value).__name__}")
+    for key in ("ciphers", "server_hostname"):
+        value = sslopt.get(key)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"sslopt[{key!r}] must be a str, not {type(value).__name__}")
+    if sslopt.get("server_hostname") == "":
+        raise ValueError("sslopt['server_hostname'] must not be empty")
+    password = sslopt.get("password")
+    if password is not None and not (isinstance(password, (str, bytes, bytearray)) or callable(password)):
+        raise TypeError("sslopt['password'] must be str, bytes or a callable returning one")
 
 
 def tls_context(sslopt: Mapping[str, Any]) -> ssl.SSLContext:

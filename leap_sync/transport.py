@@ -93,6 +93,12 @@ class Transport:
         """Whether our close frame was written."""
         return self._writer.close_sent
 
+    @property
+    def data_written(self) -> bool:
+        """Whether a data message was written whole to the socket: until then the peer
+        cannot have read anything of ours, and its close is no verdict on it."""
+        return self._writer.data_written
+
     # -- any thread --------------------------------------------------------------------
 
     def send(self, payload: Payload, binary: bool, *, urgent: bool = False) -> Outgoing:

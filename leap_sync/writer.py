@@ -25,6 +25,7 @@ MAX_URGENT = 1024
 """Most urgent frames queued at once; beyond it the peer is not reading."""
 _HAS_POLL = hasattr(select, "poll")
 _OPCODE_CLOSE = 0x8
+_DATA_OPCODES = (0x1, 0x2)  # text, binary
 
 
 class Outgoing:
@@ -64,6 +65,8 @@ class FrameWriter:
         self.close_queued = False
         self.close_sent = False
         """Whether our close frame was written."""
+        self.data_written = False
+        """Whether a data frame (text or binary) was written whole."""
 
     # -- any thread --------------------------------------------------------------------
 
@@ -131,8 +134,11 @@ class FrameWriter:
             if not self._writing:
                 done, self._writing, self._current = self._current, None, None
                 if done is not None:
-                    if done.data[0] & 0x0F == _OPCODE_CLOSE:
+                    opcode = done.data[0] & 0x0F
+                    if opcode == _OPCODE_CLOSE:
                         self.close_sent = True
+                    elif opcode in _DATA_OPCODES:
+                        self.data_written = True
                     done.finish()
 
     def _next(self) -> Outgoing | None:

@@ -50,6 +50,9 @@ def test_invalid_arguments() -> None:
         EventChannel(-1)
     with pytest.raises(ValueError, match="overflow must be one of"):
         EventChannel(10, "block")
+    for bad in (2.5, "3", True, None):  # refused here, never at the first overflow
+        with pytest.raises(TypeError, match="maxsize must be an int"):
+            EventChannel(bad)  # type: ignore[arg-type]
 
 
 def test_events_come_out_in_order() -> None:

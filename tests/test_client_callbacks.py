@@ -183,6 +183,51 @@ def test_a_listener_raising_anything_never_kills_the_callbacks_thread(
     assert recorder.states[-1] is CLOSED
 
 
+class ErrorRecorder(RaisingLogger):
+    """Records the errors given to ``error()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[BaseException | None] = []
+
+    def error(self, message: str, err: BaseException | None = None, metadata: Any = None) -> None:
+        self.errors.append(err)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise AttributeError("no text")
+
+    __repr__ = __str__
+
+
+def test_an_exception_that_cannot_be_shown_never_kills_the_callbacks_thread(silent_server: LeapEdgeServer) -> None:
+    """A listener raising an exception whose ``str``/``repr`` raise: with a token the
+    report is redacted, which reads its text; the record shows a placeholder."""
+    recorder = StateRecorder()
+    logger = ErrorRecorder()
+    hooked: list[Any] = []
+    previous, threading.excepthook = threading.excepthook, hooked.append
+
+    def broken(info: Any) -> None:
+        raise _Unprintable()
+
+    try:
+        client = make(silent_server.url, logger)
+        client.add_state_update_listener(broken)
+        client.add_state_update_listener(recorder)
+        client.connect(wait=True, timeout=10)
+        silent_server.drop()
+        recorder.wait_count(CONNECTED, 2)
+        assert client.wait_connected(timeout=5).cid  # at once: the thread that reports it lives
+        client.close()
+    finally:
+        threading.excepthook = previous
+    assert hooked == [] and recorder.states[-1] is CLOSED
+    shown = [str(err) for err in logger.errors if err is not None]
+    assert shown and set(shown) == {"_Unprintable: <unprintable>"}
+
+
 def test_listeners_may_call_blocking_client_methods(silent_server: LeapEdgeServer) -> None:
     results: list[Any] = []
     done = threading.Event()

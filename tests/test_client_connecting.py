@@ -146,6 +146,34 @@ def test_hello_and_init_share_the_attempts_deadline(stage: str, what: str) -> No
         client.close()
 
 
+def _drop_before_hello(peer: Peer) -> None:
+    peer.upgrade()
+    peer.reset()
+
+
+def _close_before_init(peer: Peer) -> None:
+    peer.upgrade()
+    peer.hello()
+    peer.expect_identify()
+    peer.close(4000, "busy")
+    peer.drain(2)
+
+
+@pytest.mark.parametrize(("script", "phase"), [(_drop_before_hello, "hello"), (_close_before_init, "init")])
+def test_an_attempt_ended_by_the_server_in_its_handshake_names_the_phase(
+    script: Callable[[Peer], None], phase: str
+) -> None:
+    with HostileServer(script) as server:
+        recorder = StateRecorder()
+        client = client_for(server.url)
+        client.add_state_update_listener(recorder)
+        client.connect()
+        infos = recorder.wait_count(ConnectionState.ERRORED, 1)
+        error = next(info.error for info in infos if info.connection_state is ConnectionState.ERRORED)
+        assert isinstance(error, LeapConnectionError) and error.phase == phase
+        client.close()
+
+
 def test_a_slow_dns_lookup_is_bounded_and_named(slow_dns: threading.Event) -> None:
     client = client_for("ws://slow.test:9/ws", connect_timeout=0.5)
     started = time.monotonic()
@@ -185,6 +213,25 @@ def test_a_refused_upgrade_names_status_and_location() -> None:
 
 
 @pytest.mark.parametrize(
+    "retry_after", ["\u00b2", "\u00b9\u2070", "\u0663"], ids=["superscript", "superscripts", "arabic"]
+)
+def test_a_retry_after_in_digits_int_refuses_is_ignored(retry_after: str) -> None:
+    """``str.isdigit`` takes these; ``int()`` does not: the refusal keeps its status."""
+
+    def refusing(peer: Peer) -> None:
+        peer.refuse(503, "Service Unavailable", [f"Retry-After: {retry_after}"])
+
+    with HostileServer(refusing) as server:
+        client = client_for(server.url)
+        with pytest.raises(
+            LeapConnectionError, match=r"websocket upgrade refused: HTTP 503 Service Unavailable"
+        ) as failed:
+            client.connect()
+        assert (failed.value.phase, failed.value.status_code, failed.value.retry_after) == ("upgrade", 503, None)
+        client.close()
+
+
+@pytest.mark.parametrize(
     ("answer", "message"),
     [
         (b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n", "wrong"),
@@ -194,8 +241,18 @@ def test_a_refused_upgrade_names_status_and_location() -> None:
         (b"HTTP/1.1 101 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "more than 100 headers"),
         (b"HTTP/1.1 101 OK\r\nbad header line\r\n\r\n", "malformed HTTP header"),
         (b"HTTP/1.1 101", "closed"),
+        ("HTTP/1.1 \u00b9\u2070\u00b9 OK\r\n\r\n".encode(), "not an HTTP/1.x response"),
     ],
-    ids=["wrong-accept", "no-upgrade", "not-http", "huge-head", "many-headers", "bad-header", "truncated"],
+    ids=[
+        "wrong-accept",
+        "no-upgrade",
+        "not-http",
+        "huge-head",
+        "many-headers",
+        "bad-header",
+        "truncated",
+        "odd-digits",
+    ],
 )
 def test_a_bad_upgrade_answer_is_a_clear_error(answer: bytes, message: str) -> None:
     def script(peer: Peer) -> None:
@@ -386,6 +443,20 @@ def test_bad_options_are_refused_at_construction() -> None:
         {"header": {"Bad Name ": "x"}},
         {"url": "ws://host:99999/ws"},
         {"url": "wss:///nohost"},
+        {"http_proxy_host": "p", "proxy_type": "socks5", "http_proxy_auth": (b"user", b"pw")},
+        {"http_proxy_host": "p", "proxy_type": "socks5", "http_proxy_auth": ("user", None)},
+        {"http_proxy_host": "p", "proxy_type": "socks5", "http_proxy_auth": ("u" * 256, "pw")},
+        {"http_proxy_host": "p", "proxy_type": "socks4", "http_proxy_auth": ("a\0b", "")},
+        {"http_proxy_host": "p", "http_proxy_auth": ("a:b", "pw")},
+        {"http_proxy_host": "p", "http_proxy_auth": ("\ud800", "pw")},
+        {"sslopt": {"server_hostname": 123}},
+        {"sslopt": {"server_hostname": ""}},
+        {"sslopt": {"ciphers": 5}},
+        {"sslopt": {"ca_certs": 5}},
+        {"sslopt": {"certfile": ["a"]}},
+        {"sslopt": {"cert_reqs": 1.0}},
+        {"sslopt": {"cert_reqs": True}},
+        {"sslopt": {"password": 5}},
     ):
         with pytest.raises((ValueError, TypeError)):
             LeapClient(PROJECT, TOKEN, **options)  # type: ignore[arg-type]

@@ -13,8 +13,15 @@ import pytest
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 from hostile import HostileServer, Peer, leap_session
 
-from leap_sync import ConnectionState, LeapClient, LeapConnectionError, LeapEncodeError, MessageEvent
-from leap_sync.protocol.wsframes import MAX_FRAGMENTS, OP_BINARY, OP_CONTINUATION, OP_TEXT
+from leap_sync import (
+    ConnectionState,
+    LeapAuthorizationError,
+    LeapClient,
+    LeapConnectionError,
+    LeapEncodeError,
+    MessageEvent,
+)
+from leap_sync.protocol.wsframes import MAX_FRAGMENTS, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT, unmasked_frame
 
 CONNECTED = ConnectionState.CONNECTED
 ERRORED = ConnectionState.ERRORED
@@ -194,6 +201,25 @@ def test_4001_before_identify_is_not_fatal(clients: Callable[..., LeapClient]) -
     client, infos, server, _ = recover_after(bad, clients)
     with server:
         assert only_error(infos).close_code == 4001
+        assert client.state.connection_state is CONNECTED
+
+
+def test_4001_arriving_with_the_hello_is_not_fatal(clients: Callable[..., LeapClient]) -> None:
+    """Hello and a 4001 in one segment: the Identify the Hello asks for is never
+    written (the connection is already ending), so the 4001 cannot judge the token."""
+
+    def bad(peer: Peer) -> None:
+        peer.upgrade()
+        peer.send(
+            unmasked_frame(OP_TEXT, b'{"op":1,"d":{"heartbeat_interval":30000}}')
+            + unmasked_frame(OP_CLOSE, (4001).to_bytes(2, "big") + b"invalid auth")
+        )
+        peer.drain(2)
+
+    client, infos, server, _ = recover_after(bad, clients)
+    with server:
+        error = only_error(infos)
+        assert error.close_code == 4001 and not isinstance(error, LeapAuthorizationError)
         assert client.state.connection_state is CONNECTED
 
 

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import logging
 import traceback
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 from hostile import HostileServer, Peer, leap_session
 
-from leap_sync import ChannelUnavailableError, ConnectionState, LeapClient, LeapConnectionError
+from leap_sync import (
+    ChannelUnavailableError,
+    ConnectionState,
+    LeapAuthorizationError,
+    LeapClient,
+    LeapConnectionError,
+)
 
 ERRORED = ConnectionState.ERRORED
 
@@ -106,3 +114,34 @@ def test_a_close_reason_reaching_a_send_is_redacted() -> None:
             assert TOKEN not in str(info.error)
             if isinstance(info.error, LeapConnectionError):
                 assert TOKEN not in (info.error.close_reason or "")
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [urllib.parse.quote, urllib.parse.quote_plus, lambda t: urllib.parse.quote(t, safe="")],
+    ids=["quote", "plus", "all"],
+)
+def test_a_percent_encoded_token_in_a_4001_reason_is_redacted_everywhere(echo: Callable[[str], str]) -> None:
+    token = "leap_token_ab/cd+ef=="
+    reason = f"invalid token {echo(token)}"
+    assert token not in reason
+
+    def rejects(peer: Peer) -> None:
+        leap_session(peer)
+        peer.close(4001, reason)
+        peer.wait(5)
+
+    with HostileServer(rejects) as server:
+        recorder = StateRecorder()
+        client = LeapClient(PROJECT, token, url=server.url, backoff=fast_backoff())
+        client.add_state_update_listener(recorder)
+        client.connect()
+        recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED and not infos[-1].will_reconnect)
+        with pytest.raises(LeapAuthorizationError) as rejected:
+            client.wait_connected(timeout=10)
+        client.close()
+    shown = "".join(traceback.format_exception(rejected.value)) + (rejected.value.close_reason or "")
+    assert echo(token) not in shown and "<redacted>" in str(rejected.value)
+    for info in recorder.infos:
+        if isinstance(info.error, LeapConnectionError):
+            assert echo(token) not in str(info.error) + (info.error.close_reason or "")

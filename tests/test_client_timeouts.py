@@ -33,6 +33,8 @@ def test_check_timeout() -> None:
     assert check_timeout(-3) == 0.0
     assert check_timeout(math.inf) is None
     assert check_timeout(MAX_WAIT * 2) is None
+    assert check_timeout(10**400) is None  # an int no float holds: forever, never OverflowError
+    assert check_timeout(-(10**400)) == 0.0
     with pytest.raises(ValueError, match="NaN"):
         check_timeout(math.nan)
     for bad in ("1", True, [1]):
@@ -41,7 +43,7 @@ def test_check_timeout() -> None:
     assert poll_ms(None) is None and poll_ms(1e12) == 2**31 - 1 and poll_ms(0.0011) == 2
 
 
-@pytest.mark.parametrize("huge", [math.inf, 1e12, 1e300])
+@pytest.mark.parametrize("huge", [math.inf, 1e12, 1e300, 10**400], ids=["inf", "1e12", "1e300", "int-10**400"])
 def test_huge_timeouts_wait_instead_of_overflowing(server: LeapEdgeServer, huge: float) -> None:
     client = LeapClient(PROJECT, TOKEN, url=server.url)
     messages = client.message_event_channel()

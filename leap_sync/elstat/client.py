@@ -309,9 +309,9 @@ class ElstatClient:
     def awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
 
-    def decide(self, error: LeapConnectionError, session: Any) -> Decision:
+    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
         code = error.close_code
-        if code in (CloseCode.INVALID_PAYLOAD, CloseCode.TOO_MUCH):
+        if code in (CloseCode.INVALID_PAYLOAD, CloseCode.TOO_MUCH):  # fatal whatever was written (DESIGN.md)
             name = CloseCode(code).name
             fatal = error.with_message(
                 f"Elstat closed the connection with {code} {name}"

@@ -213,7 +213,7 @@ def parse_response_head(head: bytes, redact: Redact = _same) -> Response:
         raise HandshakeError(f"HTTP response with more than {MAX_HEADERS} headers")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or len(code) != 3 or not _digits(code):
         raise HandshakeError(f"not an HTTP/1.x response: {_printable(redact(lines[0]), 80)!r}")
     headers: dict[str, list[str]] = {}
     for line in lines[1:]:
@@ -222,6 +222,11 @@ def parse_response_head(head: bytes, redact: Redact = _same) -> Response:
             raise HandshakeError(f"malformed HTTP header line {_printable(redact(line), 80)!r}")
         headers.setdefault(name.lower(), []).append(value.strip())
     return Response(int(code), reason.strip(), headers)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes ``'²'``, which ``int()`` refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def _tokens(value: str | None) -> list[str]:
@@ -261,7 +266,7 @@ def retry_after(response: Response, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _digits(value):
         return min(float(int(value[:12])), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
