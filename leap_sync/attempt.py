@@ -31,8 +31,10 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
-        """Raises ``ValueError`` for a URL that is not ``ws(s)://host[:port]/...`` (a
-        port out of range included)."""
+        """Raises ``TypeError`` for a URL that is not a ``str`` and ``ValueError`` for
+        one that is not ``ws(s)://host[:port]/...`` (a port out of range included)."""
+        if not isinstance(url, str):
+            raise TypeError(f"a URL is a str, not {type(url).__name__}")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")

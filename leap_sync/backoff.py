@@ -19,6 +19,8 @@ from __future__ import annotations
 import random as _random
 from collections.abc import Callable
 
+from .timeouts import check_seconds
+
 __all__ = ["Backoff"]
 
 
@@ -35,10 +37,12 @@ class Backoff:
         uniform: Callable[[float, float], float] | None = None,
     ) -> None:
         for name, value in (("base", base), ("cap", cap), ("reset_after", reset_after)):
-            if not 0 <= value <= 86_400:  # NaN fails too
-                raise ValueError(f"{name} must be a number of seconds from 0 to 86400 (a day)")
-        if max_attempts is not None and max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1 (or None)")
+            check_seconds(value, name, zero=True)
+        if max_attempts is not None:
+            if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+                raise TypeError(f"max_attempts must be an int or None, not {type(max_attempts).__name__}")
+            if max_attempts < 1:
+                raise ValueError("max_attempts must be at least 1 (or None)")
         self.base = base
         self.cap = cap
         self.reset_after = reset_after

@@ -37,7 +37,9 @@ _REDACTED = "<redacted>"
 def with_query(url: str, encoding: str, compression: str) -> str:
     """``url`` with its ``encoding`` and ``compression`` query parameters set (other
     parameters kept). Raises ``ValueError`` for a URL that is not ``ws://`` or
-    ``wss://`` with a host."""
+    ``wss://`` with a host, ``TypeError`` for one that is not a ``str``."""
+    if not isinstance(url, str):
+        raise TypeError(f"a Leap Edge URL is a str, not {type(url).__name__}")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {url!r}")

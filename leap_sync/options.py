@@ -12,20 +12,10 @@ from .opening import Endpoint
 from .protocol.codec import DEFAULT_MAX_SIZE
 from .protocol.handshake import validate_headers
 from .proxy import PROXY_TYPES, Proxy
+from .timeouts import check_seconds
 from .tls import check_sslopt, tls_context
 
 __all__ = ["ConnectOptions"]
-
-
-_MAX_SECONDS = 86_400
-
-
-def _seconds(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds")
-    if not (0 < value <= _MAX_SECONDS):
-        raise ValueError(f"{name} must be a positive number of seconds, at most {_MAX_SECONDS} (a day)")
-    return float(value)
 
 
 def _check_proxy_auth(auth: Any, proxy_type: str) -> None:
@@ -66,9 +56,9 @@ class ConnectOptions:
         proxy_type: str = "http",
         trust_env: bool = True,
     ) -> None:
-        self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
-        self.send_timeout = _seconds(send_timeout, "send_timeout")
-        self.close_timeout = _seconds(close_timeout, "close_timeout")
+        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
+        self.send_timeout = check_seconds(send_timeout, "send_timeout")
+        self.close_timeout = check_seconds(close_timeout, "close_timeout")
         if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size <= 0:
             raise ValueError("max_message_size must be a positive number of bytes")
         self.max_message_size = max_message_size

@@ -273,7 +273,9 @@ class Supervisor:
                     core.log.error("protocol error from server", result.error)
                     error = LeapConnectionError(f"protocol error: {result.error}")
                     transport.fail(1002, error)
-                    return self._lost(error, session, connected_at, transport)
+                    # A close frame read behind the bad message is the server's word on
+                    # how the connection ended (a 4200 or a 4001 stays fatal).
+                    return self._lost(transport.peer_close or error, session, connected_at, transport)
         except LeapConnectionError as exc:
             return self._lost(exc, session, connected_at, transport)
         except Exception as exc:  # a fault in our own handling: this connection ends, the client goes on

@@ -12,10 +12,26 @@ import math
 import threading
 from typing import Any
 
-__all__ = ["MAX_WAIT", "check_timeout", "poll_ms"]
+__all__ = ["MAX_SECONDS", "MAX_WAIT", "check_seconds", "check_timeout", "poll_ms"]
 
 MAX_WAIT = min(threading.TIMEOUT_MAX, (2**31 - 1) / 1000)
 """The longest wait, in seconds, that threads and ``poll()`` both take."""
+
+
+MAX_SECONDS = 86_400
+"""The longest duration an option takes, in seconds (a day)."""
+
+
+def check_seconds(value: Any, name: str, *, zero: bool = False) -> float:
+    """An option's duration in seconds: a number (not a bool) above zero (or from zero
+    when ``zero``), at most :data:`MAX_SECONDS`. Raises ``TypeError`` or
+    ``ValueError`` (NaN too) naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not ((value >= 0 if zero else value > 0) and value <= MAX_SECONDS):  # NaN fails too
+        least = "from 0" if zero else "above 0"
+        raise ValueError(f"{name} must be a number of seconds {least}, at most {MAX_SECONDS} (a day)")
+    return float(value)
 
 
 def check_timeout(timeout: Any, name: str = "timeout") -> float | None:

@@ -78,6 +78,9 @@ class Transport:
         self._read_error: Exception | None = None
         self._lock = threading.Lock()  # guards the ending fields
         self._ended: LeapConnectionError | None = None
+        self.peer_close: LeapConnectionError | None = None
+        """(Owner.) The server's close frame, when that is what ended the connection:
+        it outranks a fault the protocol finds in the messages read before it."""
         self._abort_error: LeapConnectionError | None = None
         self.last_received = time.monotonic()
         self._poller: Any = None
@@ -296,13 +299,13 @@ class Transport:
         # we had closed first (fail()), this is only the echo and our reason stands.
         self.send_close(1000 if code is None else code, "")
         self._writer.flush_for(1.0, self._wakeup.fd)
-        self._end(
-            LeapConnectionError(
-                f"server closed the connection (code {code}{': ' + reason if reason else ''})",
-                close_code=code,
-                close_reason=reason,
-            )
+        error = LeapConnectionError(
+            f"server closed the connection (code {code}{': ' + reason if reason else ''})",
+            close_code=code,
+            close_reason=reason,
         )
+        if self._end(error) is error:
+            self.peer_close = error
 
     def _protocol_failure(self, exc: WebSocketProtocolError) -> LeapConnectionError:
         error = LeapConnectionError(f"protocol error: {exc}")

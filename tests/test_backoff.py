@@ -41,6 +41,15 @@ def test_invalid_arguments(kwargs: dict[str, float]) -> None:
         Backoff(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"base": "1"}, {"cap": None}, {"reset_after": True}, {"max_attempts": 2.5}, {"max_attempts": "3"}],
+)
+def test_arguments_of_the_wrong_type(kwargs: dict[str, object]) -> None:
+    with pytest.raises(TypeError):
+        Backoff(**kwargs)  # type: ignore[arg-type]
+
+
 def test_full_jitter_bounds_double_up_to_the_cap() -> None:
     uniform = RecordingUniform()
     backoff = Backoff(0.5, 10.0, uniform=uniform)

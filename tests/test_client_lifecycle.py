@@ -321,6 +321,8 @@ def test_bad_arguments_are_refused(server: LeapEdgeServer, make_client: MakeClie
         LeapClient(PROJECT, compression="gzip")
     with pytest.raises(ValueError):
         LeapClient(PROJECT, url="http://example.com/ws")
+    with pytest.raises(TypeError):
+        LeapClient(PROJECT, url=5)  # type: ignore[arg-type]
     client = make_client(server)
     client.connect(wait=True, timeout=10)
     with pytest.raises(ValueError):

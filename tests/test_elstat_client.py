@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,7 @@ from hostile import HostileServer, Peer
 from leap_sync import Backoff, ChannelClosed, ConnectionState, LeapConnectionError, LeapTimeoutError
 from leap_sync.elstat import DataEvent, ElstatClient, IncidentEvent, Op, streaming_url
 from leap_sync.elstat.protocol import MAX_PAYLOAD, split_request
+from leap_sync.protocol.wsframes import OP_CLOSE, OP_TEXT, unmasked_frame
 from leap_sync.testing import ElstatServer
 
 CONNECTED = ConnectionState.CONNECTED
@@ -413,3 +415,157 @@ def test_close_after_a_fatal_code_is_bounded_with_a_blocking_listener() -> None:
         assert time.monotonic() - started < 2.0
         release.set()
         client._core.log.join(5)
+
+
+# -- what a third attack found ---------------------------------------------------------------------
+
+
+def _answers_all_but_the_first(peer: Peer) -> None:
+    peer.upgrade()
+    peer.read_json()  # the first SUBSCRIBE: never answered
+    for _ in range(2):
+        asked = peer.read_json()
+        peer.json({"op": 1, "channels": asked["channels"]})
+    peer.wait(10)
+
+
+def test_an_unanswered_subscribe_never_shifts_the_answers_behind_it() -> None:
+    with HostileServer(_answers_all_but_the_first) as server:
+        client = ElstatClient(server.url, backoff=fast_backoff())
+        client.connect()
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("status:a", timeout=0.3)
+        assert client.subscribe("status:b", timeout=5) == ["status:b"]
+        assert client.subscribe("status:c", timeout=5) == ["status:c"]
+        assert client.subscriptions == ("status:b", "status:c")
+        client.close()
+
+
+def test_answers_out_of_order_go_to_the_calls_that_asked() -> None:
+    def reversed_answers(peer: Peer) -> None:
+        peer.upgrade()
+        first, second = peer.read_json(), peer.read_json()
+        peer.json({"op": 1, "channels": second["channels"]})
+        peer.json({"op": 1, "channels": first["channels"]})
+        peer.wait(10)
+
+    with HostileServer(reversed_answers) as server:
+        client = ElstatClient(server.url, backoff=fast_backoff())
+        client.connect()
+        results: dict[str, list[str]] = {}
+        callers = [
+            threading.Thread(target=lambda name=name: results.update({name: client.subscribe(name, timeout=5)}))
+            for name in ("status:a", "status:b")
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        assert results == {"status:a": ["status:a"], "status:b": ["status:b"]}
+        client.close()
+
+
+@pytest.mark.parametrize("code", [4200, 4420])
+def test_a_fatal_close_behind_a_malformed_frame_stays_fatal(code: int) -> None:
+    def bad(peer: Peer) -> None:
+        peer.upgrade()
+        peer.send(unmasked_frame(OP_TEXT, b'{"op": 3, "c": 5}') + unmasked_frame(OP_CLOSE, code.to_bytes(2, "big")))
+        peer.drain(3)
+
+    with HostileServer(bad) as server:
+        recorder = StateRecorder()
+        client = ElstatClient(server.url, backoff=fast_backoff())
+        client.add_state_update_listener(recorder)
+        client.connect()
+        infos = recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED)
+        assert infos[-1].will_reconnect is False
+        assert isinstance(infos[-1].error, LeapConnectionError) and infos[-1].error.close_code == code
+        client.close()
+        assert server.accepted == 1
+
+
+def test_bad_arguments_are_refused_at_construction() -> None:
+    for url in (5, None, b"http://h"):
+        with pytest.raises(TypeError):
+            ElstatClient(url)  # type: ignore[arg-type]
+    for options in ({"ping_interval": "5"}, {"ping_timeout": float("nan")}, {"ping_interval": 0}):
+        with pytest.raises((TypeError, ValueError)):
+            ElstatClient("http://h", **options)  # type: ignore[arg-type]
+
+
+def _hostile_status_page(peer: Peer) -> None:
+    peer.upgrade()
+    asked = peer.read_json()
+    peer.json({"op": 1, "channels": asked["channels"]})
+    for value in ('"\\ud800\\u001b[2J"', "NaN", "1e999"):
+        peer.send(unmasked_frame(OP_TEXT, f'{{"op": 3, "c": "graph:api", "d": [1531339962000, {value}]}}'.encode()))
+    peer.send(unmasked_frame(OP_TEXT, b'{"op": 4, "d": {"id": "i1", "title": "\\ud800\\u001b]0;pwned\\u0007"}}'))
+    peer.json({"op": 3, "c": "graph:api", "d": [1531339962000, "last"]})
+    peer.wait(20)
+
+
+@pytest.mark.parametrize("output", ["json", "text"])
+def test_leap_sync_elstat_prints_whatever_a_server_sends_safely(output: str) -> None:
+    """Lone surrogates, terminal escapes and numbers JSON cannot hold: every line is
+    printed (valid JSON when piped, escaped on a terminal) and nothing dies."""
+    with HostileServer(_hostile_status_page) as server:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "leap_sync",
+                "elstat",
+                "--url",
+                server.url,
+                "--channel",
+                "graph:api",
+                "--format",
+                output,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_cli_env(),
+        )
+        assert proc.stdout is not None
+        try:
+            lines: list[bytes] = []
+            while not lines or b"last" not in lines[-1]:
+                line = proc.stdout.readline()
+                assert line, f"output ended after {lines!r}"
+                lines.append(line)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    text = b"".join(lines).decode("utf-8")
+    assert "\x1b" not in text and "\x07" not in text
+    if output == "json":
+        records = [json.loads(line) for line in lines]
+        values = [r["value"] for r in records if r["type"] == "data"]
+        assert values == ["\ud800\x1b[2J", None, None, "last"]
+        [incident] = [r for r in records if r["type"] == "incident"]
+        assert incident["incident"]["title"] == "\ud800\x1b]0;pwned\x07"
+    else:
+        assert '"\\ud800\\u001b[2J"' in text  # the value as JSON
+        assert "incident new #i1 \\ud800\\x1b]0;pwned\\x07" in text  # the title as text, escaped
+
+
+@pytest.mark.parametrize("code", [4200, 4420])
+def test_leap_sync_elstat_exits_3_when_the_subscribe_itself_is_refused(code: int) -> None:
+    def refuses(peer: Peer) -> None:
+        peer.upgrade()
+        peer.read_json()
+        peer.close(code, "no")
+        peer.drain(5)
+
+    with HostileServer(refuses) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "leap_sync", "elstat", "--url", server.url, "--channel", "status:api"],
+            capture_output=True,
+            text=True,
+            env=_cli_env(),
+            timeout=30,
+        )
+    assert proc.returncode == 3, proc.stderr
+    assert f"{code} " in proc.stderr and "refused what this client sent" in proc.stderr

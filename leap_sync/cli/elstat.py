@@ -13,11 +13,14 @@ import sys
 import threading
 from typing import Any
 
+from ..elstat.protocol import CloseCode
 from ..errors import LeapError
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options
+from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options, printable
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
+
+FATAL_CODES = (CloseCode.INVALID_PAYLOAD, CloseCode.TOO_MUCH)
 
 
 def _shown(kind: str, value: Any) -> str:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = ElstatClient(args.url, FmtLogger(args.log_level) if args.log_level else None)
     except (ValueError, LeapError) as exc:
-        print(f"leap-sync elstat: {exc}", file=sys.stderr)
+        print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     client.add_state_update_listener(emit.state)
     data = client.data_channel()
@@ -59,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
                 missing = [c for c in args.channel if c not in confirmed]
                 emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
         except (ValueError, LeapError) as exc:
-            print(f"leap-sync elstat: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+            print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
+            # Elstat refusing the SUBSCRIBE itself (4200/4420) is as fatal as later
+            return EXIT_FATAL if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_ERROR
         for event in data:
+            if emit.closed:
+                return EXIT_OK  # nobody reads the output any more
             record = {
                 "channel": event.channel,
                 "timestamp": event.timestamp.isoformat(),
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             }
             when = event.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             emit("data", f"{event.channel} {_shown(event.kind, event.value)} at {when}", record)
-        print(f"leap-sync elstat: stopped: {client.state.error}", file=sys.stderr)
+        print(f"leap-sync elstat: stopped: {printable(str(client.state.error))}", file=sys.stderr)
         return EXIT_FATAL
     except KeyboardInterrupt:
         return EXIT_OK

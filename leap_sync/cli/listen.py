@@ -14,7 +14,7 @@ import attrs
 
 from ..errors import LeapAuthorizationError, LeapError
 from ..protocol.codec import COMPRESSIONS, ENCODINGS
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options
+from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options, printable
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
         )
     except (ValueError, LeapError) as exc:
-        print(f"leap-sync listen: {exc}", file=sys.stderr)
+        print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     client.add_state_update_listener(emit.state)
     messages = client.message_event_channel()
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             client.connect()
         except LeapError as exc:
-            print(f"leap-sync listen: {exc}", file=sys.stderr)
+            print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
             return EXIT_ERROR
         printer.start()
         try:
@@ -75,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
                 subscribed = client.subscribe(channel, timeout=args.timeout)
                 emit("subscribe", f"{subscribed.id} ({subscribed.type})", {"channel": subscribed.id})
         except LeapError as exc:
-            print(f"leap-sync listen: {exc}", file=sys.stderr)
+            print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
             return EXIT_FATAL if isinstance(exc, LeapAuthorizationError) else EXIT_ERROR
         for message in messages:
+            if emit.closed:
+                return EXIT_OK  # nobody reads the output any more
             record = {
                 "channel": message.channel_id,
                 "event": message.event_name,
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             emit("message", f"{where} {message.event_name} {_json(message.data)}", record)
         # the message channel ended: the client will not reconnect
         error = client.state.error
-        print(f"leap-sync listen: stopped: {error}", file=sys.stderr)
+        print(f"leap-sync listen: stopped: {printable(str(error))}", file=sys.stderr)
         return EXIT_FATAL
     except KeyboardInterrupt:
         return EXIT_OK

@@ -26,7 +26,7 @@ from ..log import Logger, StdlibLogger
 from ..options import ConnectOptions
 from ..protocol.opcodes import CloseAction
 from ..state import StateInfo
-from ..timeouts import check_timeout
+from ..timeouts import check_seconds, check_timeout
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
 from .session import ElstatResult, ElstatSession
 
@@ -40,7 +40,10 @@ StateListener = Callable[[StateInfo], None]
 def streaming_url(url: str) -> str:
     """The websocket URL of the Streaming API of a status page: ``http(s)://host/base``
     becomes ``ws(s)://host/base/api/streaming`` (a ``ws(s)://`` URL keeps its scheme;
-    ``/api/streaming`` is added unless the path ends with it). Raises ``ValueError``."""
+    ``/api/streaming`` is added unless the path ends with it). Raises ``TypeError``
+    for a URL that is not a ``str`` and ``ValueError`` for one that is not usable."""
+    if not isinstance(url, str):
+        raise TypeError(f"an Elstat URL is a str, not {type(url).__name__}")
     parts = urllib.parse.urlsplit(url)
     schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
     if parts.scheme not in schemes or not parts.hostname:
@@ -94,12 +97,11 @@ class ElstatClient:
         max_message_size: int = 1024 * 1024,
         **options: Any,
     ) -> None:
-        if not (0 < ping_interval <= 86_400 and 0 < ping_timeout <= 86_400):
-            raise ValueError("ping_interval and ping_timeout must be positive numbers of seconds, at most a day")
+        ping = (check_seconds(ping_interval, "ping_interval"), check_seconds(ping_timeout, "ping_timeout"))
         self.logger: Logger = logger if logger is not None else StdlibLogger()
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
-        self._ping = (float(ping_interval), float(ping_timeout))
+        self._ping = ping
         self._core = ConnectionCore(
             self,
             url=streaming_url(url),
@@ -235,7 +237,7 @@ class ElstatClient:
         """(Under the connection's lock, right before the frame is queued.) Record the
         request, and what the application wants from now on: a call that fails before
         sending changes nothing."""
-        key = (id(session), cast(ElstatSession, session).expect_reply(op))
+        key = (id(session), cast(ElstatSession, session).expect_reply(op, group))
         keys.append(key)
         with self._lock:
             self._requests[key] = _Request(op, group, future)
@@ -293,7 +295,8 @@ class ElstatClient:
                 live.emit({"op": int(Op.SUBSCRIBE), "channels": group})
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
-        self._fail_requests(LeapConnectionError(f"connection lost: {error}"))
+        fatal = self._refusal(error)
+        self._fail_requests(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
 
     def on_finish(self, error: BaseException) -> None:
         self._fail_requests(error)
@@ -310,16 +313,23 @@ class ElstatClient:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
 
     def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
-        code = error.close_code
-        if code in (CloseCode.INVALID_PAYLOAD, CloseCode.TOO_MUCH):  # fatal whatever was written (DESIGN.md)
-            name = CloseCode(code).name
-            fatal = error.with_message(
-                f"Elstat closed the connection with {code} {name}"
-                f"{': ' + error.close_reason if error.close_reason else ''} "
-                "(it refused what this client sent; reconnecting would only repeat it)"
-            )
+        fatal = self._refusal(error)  # fatal whatever was written (DESIGN.md)
+        if fatal is not None:
             return Decision(CloseAction.FATAL, fatal)
         return Decision(CloseAction.RECONNECT, error)
+
+    @staticmethod
+    def _refusal(error: LeapConnectionError) -> LeapConnectionError | None:
+        """The error to report when ``error`` is Elstat refusing what the client sent
+        (4200 or 4420), named; else ``None``."""
+        code = error.close_code
+        if code not in (CloseCode.INVALID_PAYLOAD, CloseCode.TOO_MUCH):
+            return None
+        return error.with_message(
+            f"Elstat closed the connection with {code} {CloseCode(code).name}"
+            f"{': ' + error.close_reason if error.close_reason else ''} "
+            "(it refused what this client sent; reconnecting would only repeat it)"
+        )
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         return error  # Elstat has no secrets

@@ -3,9 +3,13 @@
 Elstat has no hello and no heartbeats: the connection is usable once upgraded
 (:attr:`ElstatSession.connected` from the start), and liveness comes from websocket
 pings after a quiet interval (:class:`~leap_sync.protocol.heartbeat.PingKeepalive`).
-SUBSCRIBED and UNSUBSCRIBED answer requests in the order they were sent, per opcode:
-:meth:`ElstatSession.expect_reply` numbers a request, and :meth:`receive` hands back
-each reply with the number it answers. Time comes in as an argument.
+SUBSCRIBED and UNSUBSCRIBED answer requests in the order they were sent, per opcode,
+naming the channels they confirm (a subset of those asked): :meth:`ElstatSession.expect_reply`
+numbers a request, and :meth:`receive` hands back each reply with the number of the
+oldest pending request of its kind that asked for every channel it names. A request
+the server never answers therefore never shifts the answers behind it onto the wrong
+calls; a reply that answers no pending request is unsolicited (number ``None``).
+Time comes in as an argument.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class ElstatSession:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self.keepalive: PingKeepalive | None = None
-        self._pending: dict[Op, collections.deque[int]] = {
+        self._pending: dict[Op, collections.deque[tuple[int, frozenset[str]]]] = {
             Op.SUBSCRIBE: collections.deque(),
             Op.UNSUBSCRIBE: collections.deque(),
         }
@@ -67,12 +71,23 @@ class ElstatSession:
         self.keepalive = PingKeepalive(self._ping_interval, self._ping_timeout, now)
         return []
 
-    def expect_reply(self, op: Op) -> int:
-        """Number a SUBSCRIBE or UNSUBSCRIBE about to be sent (call in the order the
-        frames go out)."""
+    def expect_reply(self, op: Op, channels: Iterable[str]) -> int:
+        """Number a SUBSCRIBE or UNSUBSCRIBE of ``channels`` about to be sent (call in
+        the order the frames go out)."""
         self._requests += 1
-        self._pending[op].append(self._requests)
+        self._pending[op].append((self._requests, frozenset(channels)))
         return self._requests
+
+    def _answered(self, reply: Reply) -> int | None:
+        """The number of the oldest pending request ``reply`` can answer (it asked
+        for every channel the reply names), taken off the pending list."""
+        pending = self._pending[Op.SUBSCRIBE if reply.op is Op.SUBSCRIBED else Op.UNSUBSCRIBE]
+        named = set(reply.channels)
+        for index, (number, asked) in enumerate(pending):
+            if named <= asked:
+                del pending[index]
+                return number
+        return None
 
     def receive(self, batch: Iterable[tuple[str | bytes, bool]], now: float) -> ElstatResult:
         """Parse received messages; stops at the first malformed one (``error``)."""
@@ -86,8 +101,7 @@ class ElstatSession:
                 elif isinstance(event, IncidentEvent):
                     result.incidents.append(event)
                 elif isinstance(event, Reply):
-                    queue = self._pending[Op.SUBSCRIBE if event.op is Op.SUBSCRIBED else Op.UNSUBSCRIBE]
-                    result.replies.append((queue.popleft() if queue else None, event))
+                    result.replies.append((self._answered(event), event))
                 else:
                     result.unknown_ops.append(event.op)
         except LeapProtocolError as exc:
