@@ -147,10 +147,9 @@ class WebSocketConnection(abc.ABC):
         self._post_close(code, reason, discard=False)
 
     def shed(self) -> None:
-        """Close the connection as a slow consumer (``slow_consumer_code``, what is
-        queued discarded): its outbound queue overflowed. Returns at once."""
-        limit = self.settings.send_queue_limit
-        self._post_close(self.slow_consumer_code, f"slow consumer: over {limit} bytes queued", discard=True)
+        """Close as a slow consumer, what is queued discarded (the queue overflowed)."""
+        reason = f"slow consumer: over {self.settings.send_queue_limit} bytes queued"
+        self._post_close(self.slow_consumer_code, reason, discard=True)
 
     def request_drop(self) -> None:
         """Cut the TCP connection without a close frame, once the frames queued before
@@ -311,15 +310,11 @@ class WebSocketConnection(abc.ABC):
 
     def _receive(self, events: list[Any]) -> None:
         for frame in events:
-            if not isinstance(frame, Frame):
-                continue
             try:
-                message = self._assembler.feed(frame)
+                if isinstance(frame, Frame) and (message := self._assembler.feed(frame)) is not None:
+                    self._message(*message)
             except TooManyFragments as exc:
                 self.begin_close(self.message_too_big_code, str(exc))
-                continue
-            if message is not None:
-                self._message(*message)
         self._queue_protocol_output(discard=False)
 
     def _message(self, data: bytes, binary: bool) -> None:

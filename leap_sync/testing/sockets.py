@@ -28,7 +28,6 @@ __all__ = [
     "cut",
     "fit_reason",
     "open_websocket",
-    "safe_text",
     "shutdown_write",
 ]
 
@@ -76,16 +75,10 @@ def check_close(code: int, reason: str) -> None:
         raise ValueError(f"invalid close code {code}: {exc}") from None
 
 
-def safe_text(text: str) -> str:
-    """``text`` with what UTF-8 cannot encode (lone surrogates, which a client's JSON
-    may hold: ``"\\ud800"``) written as backslash escapes: safe to put in a close
-    reason, a log line or an answer."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def fit_reason(reason: str) -> str:
-    """``reason`` made safe (:func:`safe_text`) and cut to the 123 UTF-8 bytes a close
-    frame holds, never in the middle of a character. Never raises for a ``str``."""
+    """``reason`` made safe (what UTF-8 cannot encode, such as the lone surrogates a
+    client's JSON may hold, written as backslash escapes) and cut to the 123 UTF-8
+    bytes a close frame holds, never in the middle of a character. Never raises."""
     return reason.encode("utf-8", "backslashreplace")[:123].decode("utf-8", "ignore")
 
 
