@@ -13,6 +13,7 @@ the parsed client frames the server's business logic acts on, and raises
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 from ..errors import LeapProtocolError
@@ -50,7 +51,8 @@ class ServerSession:
     """Connection rules for one client, from the server's side.
 
     ``interval``, ``identify_timeout``, ``tolerance`` and ``request_timeout`` are in
-    seconds; ``now`` is the instant Hello is sent. ``strict`` selects the strict
+    seconds, finite and positive (``ValueError`` otherwise); ``now`` is the instant
+    Hello is sent. ``strict`` selects the strict
     heartbeat check (extra beats close 4007 too). ``compression`` makes :meth:`encode`
     produce standalone zlib streams in binary frames. Not thread-safe: the caller
     serialises calls.
@@ -68,6 +70,14 @@ class ServerSession:
         compression: bool = False,
         strict: bool = False,
     ) -> None:
+        for name, value in (
+            ("interval", interval),
+            ("identify_timeout", identify_timeout),
+            ("tolerance", tolerance),
+            ("request_timeout", request_timeout),
+        ):
+            if value is not None and not (0 < value < math.inf):
+                raise ValueError(f"{name} must be finite and positive, not {value!r}")
         self.codec = codec
         self.compression = compression
         self.interval = interval
@@ -134,9 +144,16 @@ class ServerSession:
 
     def request_heartbeat(self, tag: str | None, now: float) -> dict[str, Any]:
         """A tagged heartbeat request to send; the answer is due within
-        ``request_timeout``."""
+        ``request_timeout``. A tag that cannot be sent is refused before anything is
+        recorded (no answer is then awaited): ``TypeError`` for one that is not a
+        ``str`` (or ``None``), :class:`~leap_sync.errors.LeapEncodeError` for one this
+        connection's encoding cannot carry (a lone surrogate)."""
+        if tag is not None and not isinstance(tag, str):
+            raise TypeError(f"a heartbeat tag is a str, not {type(tag).__name__}")
+        frame = frames.heartbeat_request(tag)
+        self.encode(frame)  # raises before the request is recorded
         self._requests[tag] = now
-        return frames.heartbeat_request(tag)
+        return frame
 
     @property
     def deadline(self) -> float:

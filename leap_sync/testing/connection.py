@@ -16,7 +16,9 @@ Other threads never write to the socket and never wait for this one: they queue 
 the thread (:class:`~leap_sync.wakeup.Wakeup`). So a client that stops reading stalls
 nobody but itself: its queue grows to ``send_queue_limit`` bytes, and then it is shed
 (closed with the subclass's ``slow_consumer_code``, its queued frames discarded, its
-TCP connection cut if the close frame cannot be written within ``close_timeout``).
+TCP connection cut if the close frame cannot be written within ``close_timeout``),
+whatever frame overflowed it. Pongs never do: only the latest waits. A message of over
+:data:`~leap_sync.testing.frames_in.MAX_FRAGMENTS` frames closes ``message_too_big_code``.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..wakeup import Wakeup
+from .frames_in import MAX_FRAGMENTS, MessageAssembler, TooManyFragments, split_output
 from .outbox import Batch, Outbox, Put
 from .sockets import ConnectionHost, OutboxWriter, Settings, cut, fit_reason, open_websocket, shutdown_write
 
-__all__ = ["WebSocketConnection"]
+__all__ = ["MAX_FRAGMENTS", "WebSocketConnection"]
 
 _log = logging.getLogger("leap_sync.testing")
 _RECV_SIZE = 65536
@@ -61,6 +64,8 @@ class WebSocketConnection(abc.ABC):
     """The close code of a client shed for not reading (its outbound queue overflowed)."""
     invalid_text_code: ClassVar[int] = 1007
     """The close code for a text frame that is not UTF-8."""
+    message_too_big_code: ClassVar[int] = 1009
+    """The close code for a message of more than :data:`MAX_FRAGMENTS` frames."""
     protocol_class: ClassVar[type[ServerProtocol]] = ServerProtocol
     """websockets' sans-I/O server protocol, made with ``max_size=max_message_size``."""
 
@@ -94,8 +99,7 @@ class WebSocketConnection(abc.ABC):
         self._shut_wr = False
         self._final_queued = False
         self._writer = OutboxWriter(self.outbox)
-        self._fragments: list[bytes] = []
-        self._fragment_binary = False
+        self._assembler = MessageAssembler()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- the protocol's hooks (on the connection's thread) ---------------------------------
@@ -127,8 +131,7 @@ class WebSocketConnection(abc.ABC):
             return False
         result = self.outbox.put(data, count=count, channel=channel, seqs=seqs)
         if result is Put.OVERFLOW:
-            limit = self.settings.send_queue_limit
-            self._post_close(self.slow_consumer_code, f"slow consumer: over {limit} bytes queued", discard=True)
+            self.shed()
             return False
         if result is Put.QUEUED:
             with self.lock:  # counted when queued, so a snapshot taken after is exact
@@ -142,6 +145,11 @@ class WebSocketConnection(abc.ABC):
         """Start the closing handshake with ``code`` (after the frames queued before);
         returns at once. The first request wins."""
         self._post_close(code, reason, discard=False)
+
+    def shed(self) -> None:
+        """Close as a slow consumer, what is queued discarded (the queue overflowed)."""
+        reason = f"slow consumer: over {self.settings.send_queue_limit} bytes queued"
+        self._post_close(self.slow_consumer_code, reason, discard=True)
 
     def request_drop(self) -> None:
         """Cut the TCP connection without a close frame, once the frames queued before
@@ -302,19 +310,11 @@ class WebSocketConnection(abc.ABC):
 
     def _receive(self, events: list[Any]) -> None:
         for frame in events:
-            if not isinstance(frame, Frame):
-                continue
-            if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-                self._fragments = [bytes(frame.data)]
-                self._fragment_binary = frame.opcode is Opcode.BINARY
-            elif frame.opcode is Opcode.CONT:
-                self._fragments.append(bytes(frame.data))
-            else:
-                continue  # ping (answered by the protocol), pong, close
-            if frame.fin:
-                data = b"".join(self._fragments)
-                self._fragments = []
-                self._message(data, self._fragment_binary)
+            try:
+                if isinstance(frame, Frame) and (message := self._assembler.feed(frame)) is not None:
+                    self._message(*message)
+            except TooManyFragments as exc:
+                self.begin_close(self.message_too_big_code, str(exc))
         self._queue_protocol_output(discard=False)
 
     def _message(self, data: bytes, binary: bool) -> None:
@@ -340,9 +340,11 @@ class WebSocketConnection(abc.ABC):
             self.begin_close(code, reason, discard=discard)
 
     def _queue_protocol_output(self, *, discard: bool) -> None:
-        """Queue what websockets' protocol has to send: pongs, and the close frame,
-        which closes the outbox to data frames (``discard``: drops what is queued)."""
-        data = b"".join(self._ws.data_to_send())  # EOF markers are b"": see _loop
+        """Queue what websockets' protocol has to send: the latest pong (in the
+        outbox's pong slot; older ones are dropped, as RFC 6455 allows), and the close
+        frame, which closes the outbox to data frames (``discard``: drops what is
+        queued) and after which no pong is sent."""
+        pong, data = split_output(self._ws.data_to_send())  # EOF markers: see _loop
         sent = self._ws.close_sent
         if sent is not None and not self._final_queued:
             self._final_queued = True
@@ -353,8 +355,8 @@ class WebSocketConnection(abc.ABC):
                 rcvd = self._ws.close_rcvd
                 self._leave(rcvd.code if rcvd is not None else sent.code)
             self._unrecord(self.outbox.put_final(data, discard=discard))
-        elif data:
-            self.outbox.put(data, count=0)  # a pong: dropped with the rest if the queue is full
+        elif pong is not None and not self._final_queued:
+            self.outbox.put_pong(pong)
 
     def _flush(self) -> bool:
         """Write as much as the socket takes now; ``False`` when the socket failed."""

@@ -41,6 +41,7 @@ from ..protocol.wsframes import unmasked_message
 from .elstat_connection import ElstatConnection
 from .embedded import EmbeddedServer
 from .sockets import Settings
+from .validation import check_host_port, check_seconds, check_size, check_ssl_context
 
 __all__ = ["SERVER_HEADER", "ElstatConnectionInfo", "ElstatServer"]
 
@@ -84,6 +85,17 @@ def _info(conn: ElstatConnection) -> ElstatConnectionInfo:
         )
 
 
+def _channel(name: Any) -> str:
+    """``name`` if it is a ``<type>:<name>`` string that UTF-8 can encode (every frame
+    naming it must be sendable); ``TypeError``/``ValueError`` otherwise."""
+    check_channel(name)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a channel name must be text UTF-8 can encode (no lone surrogates), not {name!r}") from None
+    return str(name)
+
+
 def _incident_op(kind: str | int) -> Op:
     if isinstance(kind, str) and kind in _INCIDENT_OPS:
         return _INCIDENT_OPS[kind]
@@ -114,6 +126,13 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
     4200 and 4420 included; 1000 by default) and :meth:`drop` (TCP cut, no close
     frame), to every open connection or to one ``cid``; so do :meth:`wait_for`,
     :meth:`close` and the context manager.
+
+    Every option is checked here, before anything is set up (``TypeError`` for a wrong
+    type, ``ValueError`` out of range): ``host`` a ``str``, ``port`` 0 to 65535,
+    ``channels`` an iterable of channel names (not one ``str``), ``ssl_context`` an
+    :class:`ssl.SSLContext` or ``None``, ``send_queue_limit`` an ``int`` from 1 byte to
+    1 TiB, ``open_timeout`` above 0 and ``close_timeout`` 0 or more, finite
+    ``int``/``float`` seconds of at most a day.
     """
 
     def __init__(
@@ -127,9 +146,14 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
         open_timeout: float = 10.0,
         close_timeout: float = 0.5,
     ) -> None:
-        if send_queue_limit <= 0:
-            raise ValueError("send_queue_limit must be positive")
-        names = [check_channel(name) for name in channels]
+        check_host_port(host, port)
+        check_ssl_context(ssl_context)
+        check_size("send_queue_limit", send_queue_limit)
+        open_timeout = check_seconds("open_timeout", open_timeout)
+        close_timeout = check_seconds("close_timeout", close_timeout, inclusive=True)
+        if isinstance(channels, str):
+            raise TypeError("channels must be an iterable of channel names, not one str")
+        names = [_channel(name) for name in channels]
         super().__init__(
             host,
             port,
@@ -170,9 +194,9 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
             return tuple(self._channels)
 
     def add_channel(self, name: str) -> None:
-        """Make a channel exist (``<type>:<name>``; ``ValueError``/``TypeError``
-        otherwise). Adding one that exists does nothing."""
-        check_channel(name)
+        """Make a channel exist (``<type>:<name>``, text UTF-8 can encode;
+        ``ValueError``/``TypeError`` otherwise). Adding one that exists does nothing."""
+        _channel(name)
         with self._lock:
             self._channels[name] = None
 

@@ -10,7 +10,8 @@ What closes a connection:
 
 - a message over :data:`~leap_sync.elstat.protocol.MAX_PAYLOAD` (256) bytes, fragments
   together: 4420 TOO_MUCH. websockets reads no more than that (its ``max_size``) and
-  would close 1009; :class:`ElstatServerProtocol` closes 4420 instead.
+  would close 1009; :class:`ElstatServerProtocol` closes 4420 instead. So does a
+  message of more than :data:`~leap_sync.testing.connection.MAX_FRAGMENTS` frames.
 - a binary frame, a text frame that is not UTF-8, and whatever
   :func:`~leap_sync.elstat.protocol.parse_client_payload` refuses (not JSON, not an
   object, an unknown op, ``channels`` not a list of strings): 4200 INVALID_PAYLOAD,
@@ -66,6 +67,7 @@ class ElstatConnection(WebSocketConnection):
 
     slow_consumer_code = SLOW_CONSUMER_CLOSE_CODE
     invalid_text_code = CloseCode.INVALID_PAYLOAD
+    message_too_big_code = CloseCode.TOO_MUCH
     protocol_class = ElstatServerProtocol
 
     def __init__(self, host: ElstatHost, settings: Settings, sock: socket.socket, cid: str, name: str) -> None:

@@ -59,6 +59,8 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
         self._live_lock = threading.Lock()
         self._live: set[ConnT] = set()
         self._closing = False
+        # Held by the one close() running: another close() (any thread) waits for it.
+        self._close_lock = threading.Lock()
         self._lock = threading.RLock()
         self._conns: dict[str, ConnT] = {}
         """Open connections (past the opening handshake), by cid, oldest first."""
@@ -79,28 +81,36 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
 
     def start(self: _S) -> _S:
         """Bind and start accepting. Raises ``OSError`` when the address cannot be
-        bound, :class:`LeapError` when running."""
-        if self._listener is not None:
-            raise LeapError("the server is already running")
-        sock = bind(self.host, self._port)
-        self._port = sock.getsockname()[1]
-        with self._live_lock:
-            self._closing = False
-        self._listener = Listener(sock, self._accept, self._thread_name)
-        self._listener.start()
+        bound, :class:`LeapError` when running. A :meth:`close` running on another
+        thread is waited for first."""
+        with self._close_lock:
+            if self._listener is not None:
+                raise LeapError("the server is already running")
+            sock = bind(self.host, self._port)
+            self._port = sock.getsockname()[1]
+            with self._live_lock:
+                self._closing = False
+            self._listener = Listener(sock, self._accept, self._thread_name)
+            self._listener.start()
         return self
 
     def close(self) -> None:
-        """Stop: close every connection (1001), join every thread. Idempotent.
+        """Stop: close every connection (1001), join every thread. Idempotent, from
+        any number of threads at once: every call returns once the server is closed
+        (the first does the work, the others wait for it), never before.
 
         Connections still in the opening handshake are cut at once; the others get a
         close frame after what was queued for them, and those that do not finish the
         closing handshake within ``close_timeout`` (a client that stopped reading) are
         cut, so ``close()`` returns within about ``close_timeout`` at worst, at once
         when every client answers. Not from a connection's thread."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
+        with self._close_lock:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                self._close(listener)
+
+    def _close(self, listener: Listener) -> None:
+        """The work of :meth:`close` (under ``_close_lock``)."""
         listener.close()
         with self._live_lock:
             self._closing = True
@@ -145,16 +155,17 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
         return f"{scheme}{secure}://{host}:{self._port}{path}"
 
     def _accept(self, sock: socket.socket) -> None:
-        """Serve a new TCP connection (on the listener's thread)."""
+        """Serve a new TCP connection (on the listener's thread). Raises what setting
+        it up raised (no descriptor for its wakeup...), with nothing left behind but
+        ``sock``, which the listener then closes. The thread starts under
+        ``_live_lock``, so :meth:`close` never meets a connection not started."""
         with self._live_lock:
             if self._closing:
                 sock.close()
                 return
             conn = self._new_connection(sock, f"conn_{secrets.token_hex(8)}", f"{self._thread_name}-conn")
-            self._live.add(conn)
-        if not conn.start():  # no thread to be had: the connection is refused
-            with self._live_lock:
-                self._live.discard(conn)
+            if conn.start():  # else no thread to be had: the connection is refused
+                self._live.add(conn)
 
     # -- connection hooks ----------------------------------------------------------------
 
@@ -262,6 +273,9 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
     def send_raw(self, payload: Payload, *, cid: str | None = None) -> int:
         """Send one websocket message with this exact payload (a text frame for
         ``str``, a binary frame for ``bytes``) to every open connection (or one);
-        returns how many it was queued on."""
+        returns how many it was queued on. ``TypeError`` for another type,
+        ``ValueError`` for a ``str`` UTF-8 cannot encode (a lone surrogate)."""
+        if not isinstance(payload, (str, bytes, bytearray)):
+            raise TypeError(f"a payload is a str or bytes, not {type(payload).__name__}")
         wire = unmasked_message(payload)
         return sum(conn.send_wire(wire) for conn in self._select(cid))

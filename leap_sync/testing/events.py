@@ -134,13 +134,22 @@ class Events(ServerCore):
     def request_heartbeat(self, tag: str | None = None, *, cid: str | None = None) -> list[str]:
         """Send a tagged heartbeat request (op 3) to one connection or to all; each must
         answer within ``heartbeat_request_timeout``, else it is closed 4007. ``tag``
-        defaults to a random one. Returns the cids the request was queued on."""
+        defaults to a random one. Returns the cids the request was queued on.
+
+        A tag that cannot be sent is refused before any connection awaits an answer:
+        ``TypeError`` for one that is not a ``str``, ``KeyError`` for an unknown
+        ``cid``, :class:`~leap_sync.errors.LeapEncodeError` for one an encoding in use
+        cannot carry (a lone surrogate)."""
         tag = tag if tag is not None else secrets.token_hex(4)
+        if not isinstance(tag, str):
+            raise TypeError(f"a heartbeat tag is a str, not {type(tag).__name__}")
+        conns = self._targets(cid)
+        wires = self._encode_for(conns, frames.heartbeat_request(tag))  # raises before anything is recorded
         sent = []
-        for conn in self._targets(cid):
-            assert conn.rules is not None
-            with conn.lock:
-                frame = conn.rules.request_heartbeat(tag, time.monotonic())
-            if conn.send(frame):
+        for conn, wire in wires:
+            assert conn.rules is not None and wire is not None
+            with conn.lock:  # recorded before it is queued: an answer always finds it
+                conn.rules.request_heartbeat(tag, time.monotonic())
+            if conn.send_wire(wire):
                 sent.append(conn.cid)
         return sent

@@ -52,5 +52,9 @@ class Faults(ServerCore):
 
     def send_raw_bytes(self, data: bytes, *, cid: str | None = None) -> int:
         """Write bytes straight to the TCP stream, bypassing websocket framing (to test
-        a client's frame parser: garbage, split frames, protocol violations)."""
+        a client's frame parser: garbage, split frames, protocol violations).
+        ``TypeError`` for ``data`` that is not bytes-like."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_raw_bytes takes bytes, not {type(data).__name__}")
+        data = bytes(data)
         return sum(conn.send_wire(data) for conn in self._targets(cid, identified_only=False))

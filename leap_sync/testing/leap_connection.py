@@ -10,6 +10,7 @@ business logic (:class:`LeapHost`).
 
 from __future__ import annotations
 
+import collections
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Protocol
@@ -87,7 +88,8 @@ class LeapConnection(WebSocketConnection):
         self.session: Session | None = None
         self.heartbeats = 0
         self.last_heartbeat: float | None = None
-        self._later: list[tuple[float, bytes]] = []  # (due, frame): delayed acks, in order
+        self._later: collections.deque[tuple[float, bytes]] = collections.deque()  # (due, frame): delayed acks
+        self._later_bytes = 0
 
     # -- called from any thread --------------------------------------------------------
 
@@ -103,8 +105,15 @@ class LeapConnection(WebSocketConnection):
         return self.send_wire(self.encode(frame))
 
     def send_later(self, frame: dict[str, Any], delay: float) -> None:
-        """Queue ``frame`` ``delay`` seconds from now (connection's thread only)."""
-        self._later.append((time.monotonic() + delay, self.encode(frame)))
+        """Queue ``frame`` ``delay`` seconds from now (connection's thread only). The
+        frames held back count toward ``send_queue_limit`` with those queued: past it,
+        the client is shed as a slow consumer."""
+        wire = self.encode(frame)
+        if self._later_bytes + len(wire) + self.outbox.queued > self.settings.send_queue_limit:
+            self.shed()
+            return
+        self._later.append((time.monotonic() + delay, wire))
+        self._later_bytes += len(wire)
 
     # -- hooks (on the connection's thread) ----------------------------------------------
 
@@ -149,7 +158,9 @@ class LeapConnection(WebSocketConnection):
 
     def check_deadlines(self, now: float) -> None:
         while self._later and self._later[0][0] <= now:
-            self.send_wire(self._later.pop(0)[1])
+            wire = self._later.popleft()[1]
+            self._later_bytes -= len(wire)
+            self.send_wire(wire)
         if self.rules is None:
             return
         try:

@@ -8,6 +8,7 @@ IPv4-mapped addresses) where the system allows it.
 from __future__ import annotations
 
 import errno
+import logging
 import selectors
 import socket
 import threading
@@ -15,8 +16,12 @@ from collections.abc import Callable
 
 __all__ = ["Listener", "bind"]
 
+_log = logging.getLogger("leap_sync.testing")
 _BACKLOG = 1024
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+BACKOFF = 0.1
+"""Seconds the accepting thread waits after a failure to accept or to set up a
+connection (out of descriptors, memory...), before it accepts again."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -30,13 +35,21 @@ def bind(host: str, port: int) -> socket.socket:
 
 class Listener:
     """Accepts connections on ``sock`` in a daemon thread named ``name`` and hands each
-    (blocking, with ``TCP_NODELAY``) to ``on_accept``, on that thread."""
+    (blocking, with ``TCP_NODELAY``) to ``on_accept``, on that thread.
+
+    The thread survives every failure but that of the listening socket itself: when
+    ``accept`` runs out of descriptors or memory, or ``on_accept`` raises (setting up
+    the connection failed: no descriptor for its wakeup, no thread), that one
+    connection is closed (``on_accept`` owns the socket it was given only if it
+    returns), the failure is logged, and it waits :data:`BACKOFF` seconds (on an
+    event :meth:`close` sets) before accepting again."""
 
     def __init__(self, sock: socket.socket, on_accept: Callable[[socket.socket], None], name: str) -> None:
         self.sock = sock
         self._on_accept = on_accept
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     @property
@@ -51,6 +64,7 @@ class Listener:
     def close(self) -> None:
         """Stop accepting, join the thread (it never blocks but in ``select``), and
         close the listening socket. Idempotent; not from the accepting thread."""
+        self._stop.set()
         try:
             self._wake_w.send(b"\0")
         except OSError:
@@ -59,12 +73,6 @@ class Listener:
             self._thread.join(5.0)
         for sock in (self.sock, self._wake_r, self._wake_w):
             sock.close()
-
-    def _stopping(self) -> bool:
-        try:
-            return bool(self._wake_r.recv(1))
-        except OSError:
-            return False
 
     def _run(self) -> None:
         with selectors.DefaultSelector() as poller:
@@ -82,13 +90,26 @@ class Listener:
                     if exc.errno not in _RESOURCE_ERRORS:
                         return  # the listening socket is gone
                     # Out of file descriptors or memory: retry when the
-                    # pending connection may fit, unless woken to stop.
-                    if poller.select(0.1) and self._stopping():
+                    # pending connection may fit, unless told to stop.
+                    _log.warning("cannot accept a connection (%s); retrying in %g s", exc, BACKOFF)
+                    if self._stop.wait(BACKOFF):
                         return
                     continue
-                conn.setblocking(True)
-                try:
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
-                self._on_accept(conn)
+                if not self._serve(conn) and self._stop.wait(BACKOFF):
+                    return
+
+    def _serve(self, conn: socket.socket) -> bool:
+        """Hand ``conn`` to ``on_accept``; ``False`` (``conn`` closed, the failure
+        logged) when setting it up failed."""
+        try:
+            conn.setblocking(True)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            self._on_accept(conn)
+        except Exception as exc:
+            conn.close()
+            _log.warning("cannot serve a connection (%s: %s); retrying in %g s", type(exc).__name__, exc, BACKOFF)
+            return False
+        return True

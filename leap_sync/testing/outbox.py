@@ -6,6 +6,9 @@ Nothing here blocks or touches a socket: the lock is held only to move reference
 The bound is on queued bytes; a put that would cross it is refused with
 :attr:`Put.OVERFLOW`, and the connection then sheds its client (see
 :attr:`~leap_sync.testing.connection.WebSocketConnection.slow_consumer_code`).
+Pongs take a slot of their own (:meth:`Outbox.put_pong`): only the latest one waits,
+as RFC 6455 (5.5.3) allows, so a client that pings without reading queues at most one
+pong, whatever it sends.
 """
 
 from __future__ import annotations
@@ -57,12 +60,23 @@ class Outbox:
         self._lock = threading.Lock()
         self._items: collections.deque[_Item] = collections.deque()
         self._bytes = 0
+        self._pong: bytes | None = None
         self._closed = False
 
     @property
     def queued(self) -> int:
-        """Bytes waiting to be written."""
-        return self._bytes
+        """Bytes waiting to be written (the waiting pong included)."""
+        pong = self._pong
+        return self._bytes + (len(pong) if pong is not None else 0)
+
+    def put_pong(self, data: bytes) -> bool:
+        """Queue one pong frame in place of any pong still waiting (written before the
+        frames queued, between two whole frames). ``False`` once closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._pong = data
+            return True
 
     def put(self, data: bytes, *, count: int = 1, channel: str | None = None, seqs: tuple[int, ...] = ()) -> Put:
         """Queue ``count`` complete frames (``data``); ``seqs`` are the sequence
@@ -101,6 +115,7 @@ class Outbox:
         ]
         self._items.clear()
         self._bytes = 0
+        self._pong = None
         return dropped
 
     def close(self) -> None:
@@ -109,15 +124,19 @@ class Outbox:
             self._closed = True
 
     def take(self, max_bytes: int) -> Batch | None:
-        """Up to ``max_bytes`` (at least one item) of queued frames, or ``None``."""
+        """Up to ``max_bytes`` (at least one item) of queued frames, the waiting pong
+        first, or ``None`` when nothing waits."""
         with self._lock:
-            if not self._items:
+            if not self._items and self._pong is None:
                 return None
             parts: list[bytes] = []
+            if self._pong is not None:
+                parts.append(self._pong)
+                self._pong = None
             frames = 0
             size = 0
             sequences: list[tuple[str, tuple[int, ...]]] = []
-            while self._items and (not parts or size + len(self._items[0].data) <= max_bytes):
+            while self._items and (size == 0 or size + len(self._items[0].data) <= max_bytes):
                 item = self._items.popleft()
                 parts.append(item.data)
                 size += len(item.data)

@@ -48,6 +48,7 @@ from .introspection import ConnectionInfo, Introspection
 from .leap_connection import HeartbeatSettings, LeapConnection
 from .registry import Registry
 from .sockets import Settings
+from .validation import check_host_port, check_seconds, check_size, check_ssl_context, check_text
 
 __all__ = ["SERVER_HEADER", "ConnectionInfo", "LeapEdgeServer"]
 
@@ -70,6 +71,20 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
     an ack that arrives in the same millisecond as its beat for a missing one
     (``diff && ...``) and reconnects, so serve it with 2 ms or more (``leap-sync
     serve`` defaults to 5 ms). Nothing starts until :meth:`start`.
+
+    Every option is checked here, before anything is set up (``TypeError`` for a wrong
+    type, ``ValueError`` out of range; durations are finite ``int``/``float`` seconds,
+    at most a day, sizes ``int`` bytes, ``bool`` is no number):
+
+    - ``host`` a ``str``, ``port`` 0 to 65535;
+    - ``heartbeat_interval`` at least 0.001 (Hello carries whole milliseconds);
+      ``identify_timeout``, ``open_timeout``, and ``heartbeat_tolerance`` and
+      ``heartbeat_request_timeout`` unless ``None``: above 0;
+    - ``heartbeat_ack_delay``, ``session_ttl``, ``close_timeout``: 0 or more;
+    - ``max_message_size``, ``send_queue_limit``: 1 byte to 1 TiB;
+    - ``project_id`` a non-empty ``str`` UTF-8 can encode; ``strict_heartbeats`` a
+      ``bool``; ``ssl_context`` an :class:`ssl.SSLContext` or ``None``; ``on_frame``
+      callable or ``None``.
     """
 
     def __init__(
@@ -92,10 +107,25 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
         close_timeout: float = 2.0,
         on_frame: Callable[[str, ClientFrame], None] | None = None,
     ) -> None:
-        if heartbeat_interval <= 0 or identify_timeout <= 0:
-            raise ValueError("heartbeat_interval and identify_timeout must be positive")
-        if send_queue_limit <= 0:
-            raise ValueError("send_queue_limit must be positive")
+        check_host_port(host, port)
+        heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval, minimum=0.001, inclusive=True)
+        identify_timeout = check_seconds("identify_timeout", identify_timeout)
+        if heartbeat_tolerance is not None:
+            heartbeat_tolerance = check_seconds("heartbeat_tolerance", heartbeat_tolerance)
+        if heartbeat_request_timeout is not None:
+            heartbeat_request_timeout = check_seconds("heartbeat_request_timeout", heartbeat_request_timeout)
+        if not isinstance(strict_heartbeats, bool):
+            raise TypeError(f"strict_heartbeats must be a bool, not {type(strict_heartbeats).__name__}")
+        heartbeat_ack_delay = check_seconds("heartbeat_ack_delay", heartbeat_ack_delay, inclusive=True)
+        session_ttl = check_seconds("session_ttl", session_ttl, inclusive=True)
+        check_text("project_id", project_id)
+        check_ssl_context(ssl_context)
+        check_size("max_message_size", max_message_size)
+        check_size("send_queue_limit", send_queue_limit)
+        open_timeout = check_seconds("open_timeout", open_timeout)
+        close_timeout = check_seconds("close_timeout", close_timeout, inclusive=True)
+        if on_frame is not None and not callable(on_frame):
+            raise TypeError(f"on_frame must be callable or None, not {type(on_frame).__name__}")
         super().__init__(
             host,
             port,

@@ -55,18 +55,31 @@ def shutdown_write(sock: socket.socket) -> None:
 
 
 def check_close(code: int, reason: str) -> None:
-    """Raise ``ValueError`` unless a close frame can carry ``code`` and ``reason``."""
+    """Raise unless a close frame can carry ``code`` and ``reason``: ``TypeError`` for
+    a code that is not an ``int`` or a reason that is not a ``str``, ``ValueError`` for
+    a code no close frame carries (1005, 1006, 1015, out of range) or a reason that is
+    not text (a lone surrogate) or over 123 bytes of UTF-8."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise TypeError(f"a close code is an int, not {type(code).__name__}")
+    if not isinstance(reason, str):
+        raise TypeError(f"a close reason is a str, not {type(reason).__name__}")
     try:
-        payload = Close(code, reason).serialize()
+        encoded = reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a close reason must be text UTF-8 can encode (no lone surrogates)") from None
+    if len(encoded) > 123:
+        raise ValueError("a close reason holds at most 123 bytes of UTF-8")
+    try:
+        Close(code, reason).serialize()
     except Exception as exc:  # websockets raises ProtocolError for a reserved code
         raise ValueError(f"invalid close code {code}: {exc}") from None
-    if len(payload) > 125:
-        raise ValueError("a close reason holds at most 123 bytes of UTF-8")
 
 
 def fit_reason(reason: str) -> str:
-    """``reason`` cut to the 123 UTF-8 bytes a close frame holds."""
-    return reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+    """``reason`` made safe (what UTF-8 cannot encode, such as the lone surrogates a
+    client's JSON may hold, written as backslash escapes) and cut to the 123 UTF-8
+    bytes a close frame holds, never in the middle of a character. Never raises."""
+    return reason.encode("utf-8", "backslashreplace")[:123].decode("utf-8", "ignore")
 
 
 @attrs.frozen
@@ -162,6 +175,13 @@ class OutboxWriter:
         return unwritten
 
 
+def _bad_request(ws: ServerProtocol, settings: Settings) -> bytes:
+    """A ``400 Bad Request`` response for a request websockets could not parse."""
+    response = ws.reject(400, "not a valid HTTP request\n")
+    response.headers["Server"] = settings.server_header
+    return response.serialize()
+
+
 def open_websocket(
     raw: socket.socket,
     ws: ServerProtocol,
@@ -206,7 +226,13 @@ def open_websocket(
             ws.receive_data(data)
             events += ws.events_received()
             if ws.handshake_exc is not None:
-                send_now()  # websockets' 400 answer
+                answer = b"".join(ws.data_to_send())
+                if not answer.startswith(b"HTTP/"):
+                    # Not HTTP websockets could parse (a request line that is not
+                    # ASCII, a malformed one): it answers nothing, we answer 400.
+                    answer = _bad_request(ws, settings)
+                sock.settimeout(remaining())
+                sock.sendall(answer)
                 return None
         request = events.pop(0)
         status = refusal(request.path)
