@@ -219,6 +219,20 @@ def test_listen_unreachable_endpoint() -> None:
     assert "could not connect" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--heartbeat-interval", "nan"], "heartbeat_interval must be finite"),
+        (["--port", "99999"], "port must be between 0 and 65535"),
+        (["--identify-timeout", "-1"], "identify_timeout"),
+    ],
+)
+def test_serve_refuses_bad_options_with_a_message(options: list[str], message: str) -> None:
+    done = subprocess.run([*CLI, "serve", *options], capture_output=True, text=True, timeout=30, env=env())
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_python_dash_m_and_help() -> None:
     done = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=30, env=env())
     assert done.returncode == 0

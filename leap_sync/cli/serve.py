@@ -9,7 +9,8 @@ import sys
 import threading
 from typing import Any
 
-from .common import EXIT_ERROR, EXIT_OK
+from ..errors import LeapError
+from .common import EXIT_ERROR, EXIT_OK, printable
 
 __all__ = ["add_parser", "run"]
 
@@ -20,18 +21,22 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"leap-sync serve: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    server = LeapEdgeServer(
-        args.host,
-        args.port,
-        heartbeat_interval=args.heartbeat_interval,
-        identify_timeout=args.identify_timeout,
-        heartbeat_ack_delay=args.heartbeat_ack_delay,
-        project_id=args.project,
-    )
-    if args.token:
-        server.add_token(args.token, project_id=args.project)
-    for channel in args.channel or ():
-        server.create_channel(channel, project_id=args.project)
+    try:
+        server = LeapEdgeServer(
+            args.host,
+            args.port,
+            heartbeat_interval=args.heartbeat_interval,
+            identify_timeout=args.identify_timeout,
+            heartbeat_ack_delay=args.heartbeat_ack_delay,
+            project_id=args.project,
+        )
+        if args.token:
+            server.add_token(args.token, project_id=args.project)
+        for channel in args.channel or ():
+            server.create_channel(channel, project_id=args.project)
+    except (TypeError, ValueError, LeapError) as exc:  # an option out of range, a bad channel name
+        print(f"leap-sync serve: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
     stop = threading.Event()
     try:
         with server, ControlServer(server, args.host, args.control_port) as control:
