@@ -89,15 +89,17 @@ class Live:
         self.transport = transport
         self.lock = threading.Lock()
 
-    def emit(self, frame: dict[str, Any], urgent: bool = False) -> None:
+    def emit(self, frame: dict[str, Any], urgent: bool = False) -> bool:
         """(The I/O thread.) Queue a frame the protocol sends by itself (Identify, a
-        heartbeat, a re-subscription). If the connection is ending it is dropped
-        quietly: the reader reports why the connection ended, with its close code."""
+        heartbeat, a re-subscription); ``False`` if the connection is ending, and the
+        frame was dropped quietly (the reader reports why the connection ended, with
+        its close code): a caller emitting many frames stops there."""
         payload, binary = self.session.encode(frame)
         try:
             self.transport.send(payload, binary, urgent=urgent)
         except LeapConnectionError:
-            pass
+            return False
+        return True
 
 
 class Future:

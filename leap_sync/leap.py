@@ -174,8 +174,11 @@ class LeapHandler:
         )
         with live.lock:
             for channel_id in missing:
+                if self.core.closing.is_set():  # close() wants the thread: stop re-subscribing
+                    return
                 session.expect_answer(channel_id, True)
-                live.emit(frames.subscribe(channel_id))
+                if not live.emit(frames.subscribe(channel_id)):
+                    return
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         if session is not None and leap_session(session).latency is not None:

@@ -291,8 +291,11 @@ class ElstatClient:
         session = cast(ElstatSession, live.session)
         with live.lock:
             for group in split_request(Op.SUBSCRIBE, wanted):
+                if self._core.closing.is_set():  # close() wants the thread: stop re-subscribing
+                    return
                 self._expect(session, Op.SUBSCRIBE, group, None, [])
-                live.emit({"op": int(Op.SUBSCRIBE), "channels": group})
+                if not live.emit({"op": int(Op.SUBSCRIBE), "channels": group}):
+                    return
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         fatal = self._refusal(error)
