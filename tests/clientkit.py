@@ -50,3 +50,18 @@ class StateRecorder:
 def fast_backoff() -> Backoff:
     """Small, deterministic delays (the ceiling of each step)."""
     return Backoff(base=0.01, cap=0.05, uniform=lambda low, high: high)
+
+
+class CountingTransport:
+    """A stand-in transport for a protocol handler: takes frames until ``limit``, then
+    sets ``closing`` (as close() would, in the middle of a long run of frames)."""
+
+    def __init__(self, closing: threading.Event, limit: int) -> None:
+        self.closing = closing
+        self.limit = limit
+        self.sent = 0
+
+    def send(self, payload: object, binary: bool, urgent: bool = False) -> None:
+        self.sent += 1
+        if self.sent == self.limit:
+            self.closing.set()

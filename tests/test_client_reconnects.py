@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from clientkit import PROJECT, TOKEN, StateRecorder
+from clientkit import PROJECT, TOKEN, CountingTransport, StateRecorder
 from hostile import HostileServer, Peer, leap_session
 
 from leap_sync import Backoff, ChannelUnavailableError, ConnectionState, LeapClient, LeapConnectionError
@@ -436,20 +436,6 @@ def test_answers_and_pushes_in_one_batch_keep_wire_order() -> None:
         client.close()
 
 
-class _CountingTransport:
-    """Takes frames until ``limit``, then sets ``closing`` (close() was called)."""
-
-    def __init__(self, closing: threading.Event, limit: int) -> None:
-        self.closing = closing
-        self.limit = limit
-        self.sent = 0
-
-    def send(self, payload: object, binary: bool, urgent: bool = False) -> None:
-        self.sent += 1
-        if self.sent == self.limit:
-            self.closing.set()
-
-
 def test_close_stops_a_long_resubscription_at_once() -> None:
     """After a reconnect every channel the server did not keep is renewed, frame by
     frame, on the I/O thread: close() in the middle stops it there."""
@@ -460,7 +446,7 @@ def test_close_stops_a_long_resubscription_at_once() -> None:
             handler.subscriptions[f"room-{i}"] = None
     session = handler.new_session()
     session.init = InitEvent(cid="c", connection_count=1, metadata=None, scope="token")
-    transport = _CountingTransport(client._core.closing, limit=100)
+    transport = CountingTransport(client._core.closing, limit=100)
     handler.on_connected(Live(session, transport))  # type: ignore[arg-type]
     assert transport.sent == 100
     client.close()

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from clientkit import StateRecorder, fast_backoff
+from clientkit import CountingTransport, StateRecorder, fast_backoff
 from hostile import HostileServer, Peer
 
 from leap_sync import Backoff, ChannelClosed, ConnectionState, LeapConnectionError, LeapTimeoutError
@@ -572,20 +572,6 @@ def test_leap_sync_elstat_exits_3_when_the_subscribe_itself_is_refused(code: int
     assert f"{code} " in proc.stderr and "refused what this client sent" in proc.stderr
 
 
-class _CountingTransport:
-    """Takes frames until ``limit``, then sets ``closing`` (close() was called)."""
-
-    def __init__(self, closing: threading.Event, limit: int) -> None:
-        self.closing = closing
-        self.limit = limit
-        self.sent = 0
-
-    def send(self, payload: object, binary: bool, urgent: bool = False) -> None:
-        self.sent += 1
-        if self.sent == self.limit:
-            self.closing.set()
-
-
 def test_close_stops_a_long_resubscription_at_once() -> None:
     """After a reconnect every wanted channel is renewed, frame by frame, on the I/O
     thread: close() in the middle stops it there (it used to go on to the end)."""
@@ -594,7 +580,7 @@ def test_close_stops_a_long_resubscription_at_once() -> None:
     with client._lock:
         for i in range(10_000):
             client._wanted[f"status:{i:05d}-" + "x" * 200] = None  # one name per payload
-    transport = _CountingTransport(core.closing, limit=100)
+    transport = CountingTransport(core.closing, limit=100)
     client.on_connected(Live(client.new_session(), transport))  # type: ignore[arg-type]
     assert transport.sent == 100
     client.close()
