@@ -235,7 +235,10 @@ def open_websocket(
                 sock.sendall(answer)
                 return None
         request = events.pop(0)
-        status = refusal(request.path)
+        # A path that is not printable ASCII (RFC 3986; websockets before 17 let
+        # bytes through as Latin-1) is a bad request on every version.
+        printable = request.path.isascii() and request.path.isprintable() and " " not in request.path
+        status = refusal(request.path) if printable else (400, "not a valid HTTP request\n")
         response = ws.reject(*status) if status else ws.accept(request)
         response.headers["Server"] = settings.server_header
         ws.send_response(response)
