@@ -38,6 +38,8 @@ class Endpoint:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")
+        if not parts.hostname.isprintable() or " " in parts.hostname:
+            raise ValueError(f"URL host holds a space or control character: {url!r}")
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -49,6 +49,8 @@ class Backoff:
         self.max_attempts = max_attempts
         # The system's randomness has no state a fork() could copy: forked workers
         # never reconnect in lockstep.
+        if uniform is not None and not callable(uniform):
+            raise TypeError("uniform must be a callable (low, high) -> float, or None")
         self._uniform = uniform if uniform is not None else _random.SystemRandom().uniform
         self.failures = 0
         """Consecutive failures since a connection was last healthy (drives the delay)."""

@@ -72,6 +72,10 @@ class ConnectionCore:
         from .supervisor import Supervisor  # the I/O thread's code; imports this module
 
         ConnectOptions.endpoint(url)  # raises ValueError now, not in a connection attempt
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a leap_sync.Backoff, not {type(backoff).__name__}")
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning seconds")
         self.handler = handler
         self.origin = url
         self.url = url
@@ -111,6 +115,13 @@ class ConnectionCore:
 
     @property
     def state(self) -> StateInfo:
+        """The current state; in a forked child of the connected process, ``CLOSED``
+        with the error every call there raises (the parent's state is not this one's)."""
+        if self.forked():
+            try:
+                self.check_process()
+            except LeapClosedError as exc:
+                return StateInfo(ConnectionState.CLOSED, exc, False)
         return self._state
 
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
@@ -188,6 +199,10 @@ class ConnectionCore:
     # -- event channels ---------------------------------------------------------------------
 
     def new_channel(self, kind: str, maxsize: int, overflow: str) -> EventChannel[Any]:
+        """A channel fed with events of ``kind`` (already ended once the client
+        finished); raises :class:`LeapClosedError` in a forked child, where nothing
+        would ever feed it."""
+        self.check_process()
         channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self._detach)
         with self.lock:
             if self.finished:

@@ -89,6 +89,31 @@ def _hex(encoded: str) -> list[str]:
     return [encoded[i : i + 3] for i in range(0, len(encoded), 3)]
 
 
+PIECE = 12
+"""The shortest run of the token's characters redacted where it shows cut (a server
+echoing it in a close reason, cut to 123 bytes): a piece of ``PIECE`` characters or
+more becomes ``<redacted>``."""
+
+
+def _without_pieces(text: str, token: str) -> str:
+    """``text`` with every run of at least :data:`PIECE` characters taken from the
+    token (as it stands in the token) replaced by ``<redacted>``."""
+    if len(token) < PIECE or len(text) < PIECE:
+        return text
+    for start in range(len(token) - PIECE + 1):
+        window = token[start : start + PIECE]
+        found = text.find(window)
+        while found >= 0:
+            left, right, t_left, t_right = found, found + PIECE, start, start + PIECE
+            while left > 0 and t_left > 0 and text[left - 1] == token[t_left - 1]:
+                left, t_left = left - 1, t_left - 1
+            while right < len(text) and t_right < len(token) and text[right] == token[t_right]:
+                right, t_right = right + 1, t_right + 1
+            text = text[:left] + _REDACTED + text[right:]
+            found = text.find(window)
+    return text
+
+
 def leap_session(session: Any) -> ClientSession:
     """The core's session of a Leap connection is a :class:`ClientSession`."""
     return cast(ClientSession, session)
@@ -239,14 +264,14 @@ class LeapHandler:
 
     def redact(self, text: str) -> str:
         """``text`` with the token replaced by ``<redacted>``, in every form it can take
-        on its way: as is, escaped by ``repr`` or JSON, percent-encoded, or UTF-8 read as
-        Latin-1."""
+        on its way: as is, escaped by ``repr`` or JSON, percent-encoded, UTF-8 read as
+        Latin-1, or cut (any run of :data:`PIECE` of its characters)."""
         for form in self._token_forms:
             if form in text:
                 text = text.replace(form, _REDACTED)
         if self._token_encoded is not None and "%" in text:
             text = self._token_encoded.sub(_REDACTED, text)
-        return text
+        return _without_pieces(text, self._token) if self._token else text
 
     def carries_token(self, text: str) -> bool:
         """Whether ``text``, or its percent-decoded form, holds the token."""

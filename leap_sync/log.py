@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol, TextIO, runtime_checkable
 
-__all__ = ["LEVELS", "FmtLogger", "Logger", "NopLogger", "StdlibLogger"]
+__all__ = ["LEVELS", "FmtLogger", "Logger", "NopLogger", "StdlibLogger", "printable"]
 
 Metadata = Mapping[str, Any] | None
 LEVELS = ("debug", "info", "warn", "error")
@@ -47,6 +47,16 @@ class Logger(Protocol):
     def warn(self, message: str, metadata: Metadata = None) -> None: ...
 
     def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None: ...
+
+
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal and any output encoding: control characters
+    (escape sequences a server may send) and lone surrogates become backslash escapes."""
+    text = text.translate(_CONTROLS)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _format_metadata(metadata: Metadata) -> str:
@@ -74,7 +84,9 @@ class NopLogger:
 class FmtLogger:
     """Prints ``<time> <LEVEL> leap: message key=value...`` lines to ``stream``
     (stderr by default) at or above ``level``, which defaults to the
-    ``HOP_LOGGING_LEVEL`` environment variable (``info`` when unset or unknown)."""
+    ``HOP_LOGGING_LEVEL`` environment variable (``info`` when unset or unknown).
+    Control characters and lone surrogates in a line (a server's text quoted in an
+    error) are written as backslash escapes."""
 
     def __init__(self, level: str | None = None, stream: TextIO | None = None) -> None:
         if level is None:
@@ -97,7 +109,7 @@ class FmtLogger:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level.upper():5} leap: {message}"
         if err is not None:
             line += f" error={err}"
-        line += _format_metadata(metadata)
+        line = printable(line + _format_metadata(metadata))  # a peer's text never drives a terminal
         stream = self._stream if self._stream is not None else sys.stderr
         with self._lock:
             try:

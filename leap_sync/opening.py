@@ -353,13 +353,14 @@ def open_socket(
     except LeapConnectionError:
         _close_quietly(sock)
         raise
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+    except Exception as exc:  # ssl.SSLError is an OSError; anything else fails this attempt only
         _close_quietly(sock)
-        cause = (
-            exc.strerror
-            if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError)
-            else str(exc)
-        )
+        if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+            cause = exc.strerror
+        elif isinstance(exc, (OSError, ValueError)):
+            cause = str(exc)
+        else:  # not a failure the network explains (a setting the OS refused): name its kind
+            cause = f"{type(exc).__name__}: {exc}"
         what = {"tls": "TLS handshake with", "upgrade": "websocket upgrade with", "proxy": "proxy tunnel to"}.get(
             attempt.phase, "connection to"
         )

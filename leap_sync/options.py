@@ -15,7 +15,11 @@ from .proxy import PROXY_TYPES, Proxy
 from .timeouts import check_seconds
 from .tls import check_sslopt, tls_context
 
-__all__ = ["ConnectOptions"]
+__all__ = ["MAX_MESSAGE_SIZE", "ConnectOptions"]
+
+MAX_MESSAGE_SIZE = 2**40
+"""The largest ``max_message_size`` taken, in bytes (1 TiB: beyond what any buffer
+or zlib's limits hold)."""
 
 
 def _check_proxy_auth(auth: Any, proxy_type: str) -> None:
@@ -59,8 +63,10 @@ class ConnectOptions:
         self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
         self.send_timeout = check_seconds(send_timeout, "send_timeout")
         self.close_timeout = check_seconds(close_timeout, "close_timeout")
-        if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size <= 0:
-            raise ValueError("max_message_size must be a positive number of bytes")
+        if isinstance(max_message_size, bool) or not isinstance(max_message_size, int):
+            raise TypeError(f"max_message_size must be an int (bytes), not {type(max_message_size).__name__}")
+        if not 0 < max_message_size <= MAX_MESSAGE_SIZE:
+            raise ValueError(f"max_message_size must be a number of bytes above 0, at most {MAX_MESSAGE_SIZE} (1 TiB)")
         self.max_message_size = max_message_size
         self.sslopt = dict(sslopt or {})
         check_sslopt(self.sslopt)

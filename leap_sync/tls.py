@@ -66,8 +66,9 @@ def check_sslopt(sslopt: Mapping[str, Any]) -> None:
         value = sslopt.get(key)
         if value is not None and not isinstance(value, str):
             raise TypeError(f"sslopt[{key!r}] must be a str, not {type(value).__name__}")
-    if sslopt.get("server_hostname") == "":
-        raise ValueError("sslopt['server_hostname'] must not be empty")
+    name = sslopt.get("server_hostname")
+    if name is not None and (not name or not name.isprintable() or " " in name or len(name) > 253):
+        raise ValueError("sslopt['server_hostname'] must be a host name (printable, no spaces, 1-253 characters)")
     password = sslopt.get("password")
     if password is not None and not (isinstance(password, (str, bytes, bytearray)) or callable(password)):
         raise TypeError("sslopt['password'] must be str, bytes or a callable returning one")

@@ -43,7 +43,14 @@ def test_invalid_arguments(kwargs: dict[str, float]) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"base": "1"}, {"cap": None}, {"reset_after": True}, {"max_attempts": 2.5}, {"max_attempts": "3"}],
+    [
+        {"base": "1"},
+        {"cap": None},
+        {"reset_after": True},
+        {"max_attempts": 2.5},
+        {"max_attempts": "3"},
+        {"uniform": 5},
+    ],
 )
 def test_arguments_of_the_wrong_type(kwargs: dict[str, object]) -> None:
     with pytest.raises(TypeError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import pty
 import select
@@ -14,6 +16,9 @@ from collections.abc import Iterator
 from typing import IO
 
 import pytest
+
+from leap_sync import FmtLogger, LeapError
+from leap_sync.cli.common import to_json
 
 CLI = [sys.executable, "-m", "leap_sync"]
 
@@ -238,3 +243,21 @@ def test_python_dash_m_and_help() -> None:
     assert done.returncode == 0
     for command in ("demo", "listen", "serve"):
         assert command in done.stdout
+
+
+def test_json_lines_hold_whatever_a_server_sends() -> None:
+    """ETF maps may have any term as a key; JSON has no NaN; a lone surrogate cannot be
+    written as UTF-8: every record is still one valid JSON line."""
+    value = {(1, 2): "tuple key", b"\xff": math.nan, "list": [math.inf, {b"k": "\ud800"}], 3: None}
+    line = to_json(value)
+    assert json.loads(line) == {"(1, 2)": "tuple key", "b'\\xff'": None, "list": [None, {"b'k'": "\ud800"}], "3": None}
+    line.encode("utf-8")  # writable
+
+
+def test_fmt_logger_escapes_what_a_server_wrote() -> None:
+    stream = io.StringIO()
+    FmtLogger("debug", stream).error("closed", LeapError("reason \x1b]0;title\x07 \x1b[2J \ud800"), {"x": "\x1b[31m"})
+    line = stream.getvalue()
+    assert "\x1b" not in line and "\x07" not in line
+    assert "reason \\x1b]0;title\\x07 \\x1b[2J \\ud800" in line
+    line.encode("utf-8")

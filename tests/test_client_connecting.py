@@ -457,6 +457,12 @@ def test_bad_options_are_refused_at_construction() -> None:
         {"sslopt": {"cert_reqs": 1.0}},
         {"sslopt": {"cert_reqs": True}},
         {"sslopt": {"password": 5}},
+        {"sslopt": {"server_hostname": "localhost\x00.evil"}},
+        {"sslopt": {"server_hostname": "a b"}},
+        {"max_message_size": 2**41},
+        {"max_message_size": 1.5},
+        {"backoff": 5},
+        {"clock": 5},
     ):
         with pytest.raises((ValueError, TypeError)):
             LeapClient(PROJECT, TOKEN, **options)  # type: ignore[arg-type]

@@ -107,13 +107,20 @@ def test_4006_redirect_keeps_query(
         assert server.connections == []
 
 
-def test_4006_with_garbage_reason_reconnects_to_same_endpoint(server: LeapEdgeServer, make_client: MakeClient) -> None:
+@pytest.mark.parametrize(
+    "reason",
+    ["not a url", "wss://127.0.0.1\x00x:443/ws", "ws://bad host/ws", "ws://h\x07/ws"],
+    ids=["text", "nul", "space", "bell"],
+)
+def test_4006_with_garbage_reason_reconnects_to_same_endpoint(
+    server: LeapEdgeServer, make_client: MakeClient, reason: str
+) -> None:
     recorder = StateRecorder()
     client = make_client(server)
     client.add_state_update_listener(recorder)
     client.connect(wait=True, timeout=10)
     url = client.url
-    server.disconnect(4006, "not a url")
+    server.disconnect(4006, reason)
     recorder.wait_count(CONNECTED, 2)
     assert client.url == url
 

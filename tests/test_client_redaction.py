@@ -17,10 +17,12 @@ from hostile import HostileServer, Peer, leap_session
 from leap_sync import (
     ChannelUnavailableError,
     ConnectionState,
+    FmtLogger,
     LeapAuthorizationError,
     LeapClient,
     LeapConnectionError,
 )
+from leap_sync.leap import PIECE
 
 ERRORED = ConnectionState.ERRORED
 
@@ -145,3 +147,50 @@ def test_a_percent_encoded_token_in_a_4001_reason_is_redacted_everywhere(echo: C
     for info in recorder.infos:
         if isinstance(info.error, LeapConnectionError):
             assert echo(token) not in str(info.error) + (info.error.close_reason or "")
+
+
+def test_a_token_cut_short_in_a_close_reason_is_redacted() -> None:
+    """A close reason holds 123 bytes: a server echoing a long token sends it cut. No
+    run of ``PIECE`` characters of it shows anywhere."""
+    token = "leap_token_" + "Zq8xK2mW9vR4tY7pL3nB6cD1fG5hJ0sA" * 2
+    reason = f"invalid authentication for project project_x with token {token}".encode()[:123].decode()
+    assert token not in reason and token[:40] in reason
+
+    def rejects(peer: Peer) -> None:
+        leap_session(peer)
+        peer.close(4001, reason)
+        peer.wait(5)
+
+    records: list[str] = []
+    with HostileServer(rejects) as server:
+        recorder = StateRecorder()
+        client = LeapClient(PROJECT, token, FmtLogger("debug", _Lines(records)), url=server.url, backoff=fast_backoff())
+        client.add_state_update_listener(recorder)
+        client.connect()
+        recorder.wait_for(lambda infos: infos[-1].connection_state is ERRORED and not infos[-1].will_reconnect)
+        with pytest.raises(LeapAuthorizationError) as rejected:
+            client.wait_connected(timeout=10)
+        client.close()
+    shown = [
+        "".join(traceback.format_exception(rejected.value)),
+        rejected.value.close_reason or "",
+        *(str(info.error) for info in recorder.infos),
+        *records,
+    ]
+    pieces = {token[i : i + PIECE] for i in range(len(token) - PIECE + 1)}
+    assert not [text for text in shown for piece in pieces if piece in text]
+    assert "<redacted>" in str(rejected.value)
+
+
+class _Lines:
+    """A text stream that keeps what is written."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def write(self, text: str) -> int:
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass

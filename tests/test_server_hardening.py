@@ -438,6 +438,24 @@ def test_control_bad_bodies_answer_400_with_an_error(
     assert raw_http(control.port, b"GET /connections HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"DELETE /connections HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"GET /connections HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+        (b"NOT A REQUEST\r\n\r\n", 400),
+    ],
+    ids=["delete", "options", "too-many-headers", "no-request-line"],
+)
+def test_control_refusals_of_http_itself_are_json_too(
+    control: ControlServer, request_bytes: bytes, status: int
+) -> None:
+    answered, headers, body = raw_http(control.port, request_bytes)
+    assert answered == status and headers["Content-Type"] == "application/json"
+    assert set(body) == {"error"} and body["error"]
+
+
 def test_control_a_body_cut_short_answers_400(control: ControlServer) -> None:
     status, headers, body = raw_http(control.port, post("Content-Length: 25\r\n", b'{"event"'), shut=True)
     assert (status, body, headers["Connection"]) == (

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+from ..log import printable
+
 __all__ = ["EXIT_ERROR", "EXIT_FATAL", "EXIT_OK", "Emitter", "add_output_options", "printable", "to_json"]
 
 EXIT_OK = 0
@@ -17,15 +19,19 @@ EXIT_FATAL = 3
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON, always valid: values JSON has no type for are shown as ``str()``,
-    non-finite numbers (NaN, infinities: JSON has none) as ``null``, and a lone
-    surrogate as its ``\\uXXXX`` escape."""
+    """Compact JSON, always valid: values JSON has no type for are shown as ``str()``
+    (map keys too: ETF maps may have any term as a key), non-finite numbers (NaN,
+    infinities: JSON has none) as ``null``, and a lone surrogate as its ``\\uXXXX``
+    escape."""
     try:
         text = _dumps(value)
-    except ValueError:  # NaN or an infinity somewhere in it
-        text = _dumps(_finite(value))
     except RecursionError:
         text = _dumps(str(value))
+    except (ValueError, TypeError):  # NaN or an infinity; a key JSON cannot hold (ETF)
+        try:
+            text = _dumps(_plain(value))
+        except RecursionError:
+            text = _dumps(str(value))
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -33,24 +39,19 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
 
 
-def _finite(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """``value`` with what JSON cannot hold replaced: non-finite numbers by ``None``,
+    map keys that are not text, numbers, booleans or ``None`` by their ``str()``."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {
+            (key if isinstance(key, (str, int, float, bool)) or key is None else str(key)): _plain(item)
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [_plain(item) for item in value]
     return value
-
-
-_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal and any output encoding: control characters
-    (escape sequences a server may send) and lone surrogates become backslash escapes."""
-    text = text.translate(_CONTROLS)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def add_output_options(parser: Any) -> None:

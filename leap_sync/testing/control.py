@@ -77,6 +77,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unsupported method: 501, headers too many or
+        too long: 431, a malformed request line: 400) answered as JSON like every other
+        answer, with a status line even when the request line could not be read."""
+        if self.request_version == "HTTP/0.9" or not getattr(self, "command", None):
+            self.request_version = "HTTP/1.1"  # the request line was unreadable: answer HTTP/1.1
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self._reply(code, {"error": message or self.responses.get(code, ("error",))[0]})
+
     def _unread(self, problem: str) -> _BadBody:
         """A 400 for a body left unread: the connection closes after the answer."""
         self.close_connection = True  # where the next request starts is unknown
