@@ -530,7 +530,8 @@ def test_leap_sync_elstat_prints_whatever_a_server_sends_safely(output: str) -> 
         assert proc.stdout is not None
         try:
             lines: list[bytes] = []
-            while not lines or b"last" not in lines[-1]:
+            # incidents are printed by a thread of their own: wait for both kinds
+            while not (any(b"last" in line for line in lines) and any(b"incident" in line for line in lines)):
                 line = proc.stdout.readline()
                 assert line, f"output ended after {lines!r}"
                 lines.append(line)
