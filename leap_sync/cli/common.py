@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..log import printable
 
-__all__ = ["EXIT_ERROR", "EXIT_FATAL", "EXIT_OK", "Emitter", "add_output_options", "printable", "to_json"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_FATAL",
+    "EXIT_OK",
+    "Emitter",
+    "add_output_options",
+    "follow",
+    "printable",
+    "stopped_at_exit",
+    "to_json",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -100,3 +112,27 @@ class Emitter:
             record["will_reconnect"] = info.will_reconnect
             text += f" ({info.error}; will_reconnect={info.will_reconnect})"
         self("state", text, record)
+
+
+def follow(command: str, client: Any, events: Iterable[Any], emit: Emitter, show: Callable[[Any], None]) -> int:
+    """Show each of ``events`` until the channel ends, which means the client stopped
+    for good (its error on stderr, :data:`EXIT_FATAL`), or until nobody reads the
+    output any more (:data:`EXIT_OK`)."""
+    for event in events:
+        if emit.closed:
+            return EXIT_OK
+        show(event)
+    print(f"leap-sync {command}: stopped: {printable(str(client.state.error))}", file=sys.stderr)
+    return EXIT_FATAL
+
+
+@contextlib.contextmanager
+def stopped_at_exit(client: Any, printer: threading.Thread) -> Iterator[None]:
+    """However the command ends: close ``client``, then wait a little for ``printer``
+    (the thread printing the second channel) if it was started."""
+    try:
+        yield
+    finally:
+        client.close()
+        if printer.is_alive():
+            printer.join(5)

@@ -15,7 +15,16 @@ from typing import Any
 
 from ..elstat.protocol import CloseCode
 from ..errors import LeapError
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options, printable
+from .common import (
+    EXIT_ERROR,
+    EXIT_FATAL,
+    EXIT_OK,
+    Emitter,
+    add_output_options,
+    follow,
+    printable,
+    stopped_at_exit,
+)
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
@@ -52,38 +61,33 @@ def run(args: argparse.Namespace) -> int:
             text = f"{event.kind} #{incident.id} {incident.title or ''}".rstrip()
             emit("incident", text, {"kind": event.kind, "incident": incident.raw})
 
+    def show(event: Any) -> None:
+        record = {
+            "channel": event.channel,
+            "timestamp": event.timestamp.isoformat(),
+            "timestamp_ms": event.timestamp_ms,
+            "value": event.value,
+        }
+        when = event.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        emit("data", f"{event.channel} {_shown(event.kind, event.value)} at {when}", record)
+
     printer = threading.Thread(target=print_incidents, name="leap-sync-cli-incidents", daemon=True)
     try:
-        try:
-            client.connect()
-            printer.start()
-            if args.channel:
-                confirmed = client.subscribe(args.channel, timeout=args.timeout)
-                missing = [c for c in args.channel if c not in confirmed]
-                emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
-        except (ValueError, LeapError) as exc:
-            print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
-            # Elstat refusing the SUBSCRIBE itself (4200/4420) is as fatal as later
-            return EXIT_FATAL if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_ERROR
-        for event in data:
-            if emit.closed:
-                return EXIT_OK  # nobody reads the output any more
-            record = {
-                "channel": event.channel,
-                "timestamp": event.timestamp.isoformat(),
-                "timestamp_ms": event.timestamp_ms,
-                "value": event.value,
-            }
-            when = event.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            emit("data", f"{event.channel} {_shown(event.kind, event.value)} at {when}", record)
-        print(f"leap-sync elstat: stopped: {printable(str(client.state.error))}", file=sys.stderr)
-        return EXIT_FATAL
+        with stopped_at_exit(client, printer):
+            try:
+                client.connect()
+                printer.start()
+                if args.channel:
+                    confirmed = client.subscribe(args.channel, timeout=args.timeout)
+                    missing = [c for c in args.channel if c not in confirmed]
+                    emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
+            except (ValueError, LeapError) as exc:
+                print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
+                # Elstat refusing the SUBSCRIBE itself (4200/4420) is as fatal as later
+                return EXIT_FATAL if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_ERROR
+            return follow("elstat", client, data, emit, show)
     except KeyboardInterrupt:
         return EXIT_OK
-    finally:
-        client.close()
-        if printer.is_alive():
-            printer.join(5)
 
 
 def add_parser(commands: Any) -> None:

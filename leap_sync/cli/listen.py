@@ -14,7 +14,16 @@ import attrs
 
 from ..errors import LeapAuthorizationError, LeapError
 from ..protocol.codec import COMPRESSIONS, ENCODINGS
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK, Emitter, add_output_options, printable
+from .common import (
+    EXIT_ERROR,
+    EXIT_FATAL,
+    EXIT_OK,
+    Emitter,
+    add_output_options,
+    follow,
+    printable,
+    stopped_at_exit,
+)
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
@@ -61,44 +70,37 @@ def run(args: argparse.Namespace) -> int:
             fields = attrs.asdict(event)
             emit("event", f"{name} {_json(fields)}", {"event": name, **fields})
 
+    def show(message: Any) -> None:
+        record = {
+            "channel": message.channel_id,
+            "event": message.event_name,
+            "data": message.data,
+            "direct": message.is_direct_message,
+            "unicast": message.unicast,
+        }
+        where = message.channel_id if message.channel_id is not None else "(direct)"
+        emit("message", f"{where} {message.event_name} {_json(message.data)}", record)
+
     printer = threading.Thread(target=print_events, name="leap-sync-cli-events", daemon=True)
     try:
-        try:
-            client.connect()
-        except LeapError as exc:
-            print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-            return EXIT_ERROR
-        printer.start()
-        try:
-            client.wait_connected(timeout=args.timeout)
-            for channel in args.channel or ():
-                subscribed = client.subscribe(channel, timeout=args.timeout)
-                emit("subscribe", f"{subscribed.id} ({subscribed.type})", {"channel": subscribed.id})
-        except LeapError as exc:
-            print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-            return EXIT_FATAL if isinstance(exc, LeapAuthorizationError) else EXIT_ERROR
-        for message in messages:
-            if emit.closed:
-                return EXIT_OK  # nobody reads the output any more
-            record = {
-                "channel": message.channel_id,
-                "event": message.event_name,
-                "data": message.data,
-                "direct": message.is_direct_message,
-                "unicast": message.unicast,
-            }
-            where = message.channel_id if message.channel_id is not None else "(direct)"
-            emit("message", f"{where} {message.event_name} {_json(message.data)}", record)
-        # the message channel ended: the client will not reconnect
-        error = client.state.error
-        print(f"leap-sync listen: stopped: {printable(str(error))}", file=sys.stderr)
-        return EXIT_FATAL
+        with stopped_at_exit(client, printer):
+            try:
+                client.connect()
+            except LeapError as exc:
+                print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
+                return EXIT_ERROR
+            printer.start()
+            try:
+                client.wait_connected(timeout=args.timeout)
+                for channel in args.channel or ():
+                    subscribed = client.subscribe(channel, timeout=args.timeout)
+                    emit("subscribe", f"{subscribed.id} ({subscribed.type})", {"channel": subscribed.id})
+            except LeapError as exc:
+                print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
+                return EXIT_FATAL if isinstance(exc, LeapAuthorizationError) else EXIT_ERROR
+            return follow("listen", client, messages, emit, show)  # ends when the client stopped
     except KeyboardInterrupt:
         return EXIT_OK
-    finally:
-        client.close()
-        if printer.is_alive():
-            printer.join(5)
 
 
 def add_parser(commands: Any) -> None:
