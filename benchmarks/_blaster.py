@@ -50,7 +50,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from leap_sync.protocol.codec import Codec
-from leap_sync.protocol.wsframes import unmasked_frame_header, unmasked_message
+from leap_sync.wire.wsframes import unmasked_frame_header, unmasked_message
 
 __all__ = [
     "Blaster",

@@ -4,7 +4,7 @@ subscribed connections, with and without one stalled reader among them.
 The server runs in this process (what is measured); the readers run in a child
 process (spawned with ``multiprocessing``) that opens ``--clients`` raw websocket
 connections, identifies and subscribes each, then reads all of them from one thread
-with a selector, parsing frames with ``leap_sync.protocol.wsframes.FrameReader`` and
+with a selector, parsing frames with ``leap_sync.wire.wsframes.FrameReader`` and
 counting messages. The stalled reader subscribes with a 4 KiB receive buffer and never
 reads again: the server sheds it (close 4000) once its queue overflows, and the others
 must not slow down. Prints numbers; asserts nothing.
@@ -50,7 +50,7 @@ def _open(port: int, rcvbuf: int | None = None) -> socket.socket:
         response += sock.recv(4096)
     assert response.startswith(b"HTTP/1.1 101"), response[:80]
     rest = response.split(b"\r\n\r\n", 1)[1]
-    from leap_sync.protocol.wsframes import FrameReader
+    from leap_sync.wire.wsframes import FrameReader
 
     reader = FrameReader()
     frames = reader.feed(rest) if rest else []
@@ -74,7 +74,7 @@ def _open(port: int, rcvbuf: int | None = None) -> socket.socket:
 def _readers(port: int, clients: int, stalled: bool, pipe: Pipe) -> None:  # pragma: no cover - child
     """The child: open and subscribe ``clients`` connections, report ready, then count
     messages until told how many to expect per connection."""
-    from leap_sync.protocol.wsframes import FrameReader
+    from leap_sync.wire.wsframes import FrameReader
 
     socks = [_open(port) for _ in range(clients)]
     stuck = _open(port, rcvbuf=4096) if stalled else None

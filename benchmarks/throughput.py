@@ -52,7 +52,7 @@ from websockets.sync.client import connect as websockets_connect
 
 from leap_sync import LeapClient
 from leap_sync.protocol.codec import Codec
-from leap_sync.protocol.wsframes import unmasked_frame_header
+from leap_sync.wire.wsframes import unmasked_frame_header
 
 _TIMEOUT = 60.0
 # websockets 16+ warns unless a directly used connection opts into ``legacy``.

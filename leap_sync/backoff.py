@@ -19,7 +19,7 @@ from __future__ import annotations
 import random as _random
 from collections.abc import Callable
 
-from .timeouts import check_seconds
+from .connection.timeouts import check_seconds
 
 __all__ = ["Backoff"]
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
+from .connection.timeouts import check_timeout
 from .errors import ChannelClosed, ChannelOverflowError
-from .timeouts import check_timeout
 
 __all__ = ["OVERFLOW_POLICIES", "EventChannel"]
 

@@ -1,7 +1,7 @@
 """``LeapClient``: the thread-based, synchronous Leap Edge client.
 
-A façade over :class:`~leap_sync.core.ConnectionCore` (threads, connection attempts,
-reconnects, state, ``close()``; see :mod:`leap_sync.core` for the thread contract),
+A façade over :class:`~leap_sync.connection.core.ConnectionCore` (threads, connection attempts,
+reconnects, state, ``close()``; see :mod:`leap_sync.connection.core` for the thread contract),
 :class:`~leap_sync.protocol.session.ClientSession` (the Leap Edge protocol) and
 :class:`~leap_sync.leap.LeapHandler` (where events go, which call an answer belongs
 to, what a close code means, token hygiene).
@@ -16,17 +16,18 @@ from typing import Any
 
 from .backoff import Backoff
 from .channels import EventChannel
-from .core import ConnectionCore
+from .connection.core import ConnectionCore
+from .connection.handler import Future
+from .connection.options import ConnectOptions
+from .connection.timeouts import check_timeout
 from .errors import LeapTimeoutError
-from .handler import Future
 from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
 from .log import Logger, StdlibLogger
-from .options import ConnectOptions
 from .protocol import frames
-from .protocol.codec import COMPRESSIONS, DEFAULT_MAX_SIZE, Codec
+from .protocol.codec import COMPRESSIONS, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
 from .state import StateInfo
-from .timeouts import check_timeout
+from .wire.wsframes import DEFAULT_MAX_SIZE
 
 __all__ = ["DEFAULT_URL", "LeapClient", "with_query"]
 

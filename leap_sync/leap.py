@@ -1,5 +1,5 @@
-"""Leap Edge's part of a client connection: what :class:`~leap_sync.core.ConnectionCore`
-asks of ``LeapClient`` (see :class:`~leap_sync.core.Handler`).
+"""Leap Edge's part of a client connection: what :class:`~leap_sync.connection.core.ConnectionCore`
+asks of ``LeapClient`` (see :class:`~leap_sync.connection.core.Handler`).
 
 :class:`LeapHandler` routes what a connection produced (messages and channel events to
 their event channels, AVAILABLE/UNAVAILABLE answers to the ``subscribe()`` calls
@@ -17,15 +17,16 @@ import threading
 import urllib.parse
 from typing import Any, cast
 
-from .core import ConnectionCore
+from .connection.core import ConnectionCore
+from .connection.handler import Decision, Future, Live
+from .connection.options import ConnectOptions
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
-from .handler import Decision, Future, Live
-from .options import ConnectOptions
 from .protocol import frames
 from .protocol.codec import Codec
 from .protocol.models import AvailableEvent, Hello, InitEvent, UnavailableEvent
-from .protocol.opcodes import CloseAction, CloseCode, close_action
+from .protocol.opcodes import CloseCode, close_action
 from .protocol.session import Answer, ClientSession, ReceiveResult
+from .wire.close import CloseAction
 
 __all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "leap_session", "with_query"]
 
@@ -122,7 +123,7 @@ def leap_session(session: Any) -> ClientSession:
 class LeapHandler:
     """The Leap side of one ``LeapClient`` (its :attr:`core` is set right after
     construction). ``waiters`` maps ``(id(session), request)`` to the channel and the
-    :class:`~leap_sync.core.Future` of a ``subscribe()`` call; ``subscriptions`` is an
+    :class:`~leap_sync.connection.core.Future` of a ``subscribe()`` call; ``subscriptions`` is an
     ordered set of channel ids; both are guarded by ``lock``."""
 
     def __init__(

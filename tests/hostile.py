@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from leap_sync.protocol.wsframes import OP_BINARY, OP_CLOSE, OP_TEXT, unmasked_frame
+from leap_sync.wire.wsframes import OP_BINARY, OP_CLOSE, OP_TEXT, unmasked_frame
 
 __all__ = ["HostileServer", "Peer", "init_frame", "leap_session"]
 

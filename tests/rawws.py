@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 
-from leap_sync.protocol.wsframes import unmasked_frame as server_frame
+from leap_sync.wire.wsframes import unmasked_frame as server_frame
 
 __all__ = ["RawConnection", "RawServer", "server_frame"]
 

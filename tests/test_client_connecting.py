@@ -527,7 +527,7 @@ def test_a_bad_tls_record_after_a_good_one_keeps_the_good_one(ca: trustme.CA) ->
     import hashlib
     import json
 
-    from leap_sync.protocol.wsframes import OP_TEXT, unmasked_frame
+    from leap_sync.wire.wsframes import OP_TEXT, unmasked_frame
 
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)

@@ -43,7 +43,7 @@ from leap_sync import (
     LeapTimeoutError,
     MessageEvent,
 )
-from leap_sync.protocol.wsframes import OP_CONTINUATION, OP_PING, OP_TEXT
+from leap_sync.wire.wsframes import OP_CONTINUATION, OP_PING, OP_TEXT
 
 MAX_ATTEMPTS = 2
 FUZZ_SECONDS = float(os.environ.get("LEAP_FUZZ_SECONDS", "0"))

@@ -21,7 +21,7 @@ from leap_sync import (
     LeapEncodeError,
     MessageEvent,
 )
-from leap_sync.protocol.wsframes import MAX_FRAGMENTS, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT, unmasked_frame
+from leap_sync.wire.wsframes import MAX_FRAGMENTS, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT, unmasked_frame
 
 CONNECTED = ConnectionState.CONNECTED
 ERRORED = ConnectionState.ERRORED
@@ -451,7 +451,7 @@ def test_a_close_code_behind_an_answer_that_cannot_go_out_is_kept(
 ) -> None:
     import struct
 
-    from leap_sync.protocol.wsframes import OP_CLOSE, unmasked_frame
+    from leap_sync.wire.wsframes import OP_CLOSE, unmasked_frame
 
     holder: dict[str, str] = {}
 

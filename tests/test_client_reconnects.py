@@ -14,7 +14,7 @@ from clientkit import PROJECT, TOKEN, CountingTransport, StateRecorder
 from hostile import HostileServer, Peer, leap_session
 
 from leap_sync import Backoff, ChannelUnavailableError, ConnectionState, LeapClient, LeapConnectionError
-from leap_sync.handler import Live
+from leap_sync.connection.handler import Live
 from leap_sync.protocol.models import InitEvent
 from leap_sync.testing import LeapEdgeServer
 
@@ -411,7 +411,7 @@ def _try(call: Callable[[], Any]) -> Any:
 def test_answers_and_pushes_in_one_batch_keep_wire_order() -> None:
     import json
 
-    from leap_sync.protocol.wsframes import OP_TEXT, unmasked_frame
+    from leap_sync.wire.wsframes import OP_TEXT, unmasked_frame
 
     channel = {"id": "room", "project_id": PROJECT, "state": {}, "type": "private"}
     answer = {"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True, "error_code": None}}}

@@ -14,9 +14,9 @@ from clientkit import PROJECT, TOKEN
 from hostile import HostileServer, Peer, leap_session
 
 from leap_sync import EventChannel, LeapClient, LeapTimeoutError
+from leap_sync.connection.timeouts import MAX_WAIT, check_timeout, poll_ms
 from leap_sync.elstat import ElstatClient
 from leap_sync.testing import LeapEdgeServer
-from leap_sync.timeouts import MAX_WAIT, check_timeout, poll_ms
 
 
 @pytest.fixture

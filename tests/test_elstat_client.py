@@ -19,11 +19,11 @@ from clientkit import CountingTransport, StateRecorder, fast_backoff
 from hostile import HostileServer, Peer
 
 from leap_sync import Backoff, ChannelClosed, ConnectionState, LeapConnectionError, LeapTimeoutError
+from leap_sync.connection.handler import Live
 from leap_sync.elstat import DataEvent, ElstatClient, IncidentEvent, Op, streaming_url
 from leap_sync.elstat.protocol import MAX_PAYLOAD, split_request
-from leap_sync.handler import Live
-from leap_sync.protocol.wsframes import OP_CLOSE, OP_TEXT, unmasked_frame
 from leap_sync.testing import ElstatServer
+from leap_sync.wire.wsframes import OP_CLOSE, OP_TEXT, unmasked_frame
 
 CONNECTED = ConnectionState.CONNECTED
 ERRORED = ConnectionState.ERRORED

@@ -22,7 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from leap_sync.errors import LeapEncodeError
 from leap_sync.testing import ElstatConnectionInfo, ElstatServer
-from leap_sync.testing.elstat_connection import SLOW_CONSUMER_CLOSE_CODE
+from leap_sync.testing.elstat.connection import SLOW_CONSUMER_CLOSE_CODE
 
 __all__ = ["_no_server_errors"]
 

@@ -30,8 +30,8 @@ from leap_sync import (
     LeapClosedError,
     MessageEvent,
 )
-from leap_sync.protocol.wsframes import OP_CLOSE
 from leap_sync.testing import LeapEdgeServer
+from leap_sync.wire.wsframes import OP_CLOSE
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -28,8 +28,8 @@ from clientkit import fast_backoff
 
 from leap_sync import ConnectionState, LeapClient, StateInfo
 from leap_sync.testing import LeapEdgeServer
-from leap_sync.testing.core import BINARY_IN_JSON_REASON
-from leap_sync.testing.leap_connection import SLOW_CONSUMER_CLOSE_CODE
+from leap_sync.testing.leap.connection import SLOW_CONSUMER_CLOSE_CODE
+from leap_sync.testing.leap.core import BINARY_IN_JSON_REASON
 
 __all__ = ["_no_server_errors"]
 

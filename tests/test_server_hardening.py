@@ -28,10 +28,10 @@ from leap_sync.errors import LeapEncodeError
 from leap_sync.protocol.codec import Codec
 from leap_sync.protocol.server_session import ServerSession
 from leap_sync.testing import ControlServer, ElstatServer, LeapEdgeServer
-from leap_sync.testing import connection as connection_module
-from leap_sync.testing.frames_in import MAX_FRAGMENTS
-from leap_sync.testing.outbox import Outbox, Put
-from leap_sync.testing.sockets import check_close, fit_reason
+from leap_sync.testing.websocket import connection as connection_module
+from leap_sync.testing.websocket.frames_in import MAX_FRAGMENTS
+from leap_sync.testing.websocket.outbox import Outbox, Put
+from leap_sync.testing.websocket.sockets import check_close, fit_reason
 
 __all__ = ["_no_server_errors"]  # the autouse fixture: no server thread may log an error
 

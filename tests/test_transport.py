@@ -14,11 +14,11 @@ import pytest
 import trustme
 from rawws import RawServer, server_frame
 
+from leap_sync.connection.opening import Attempt, open_socket
+from leap_sync.connection.options import ConnectOptions
+from leap_sync.connection.transport import Transport
+from leap_sync.connection.wakeup import Wakeup
 from leap_sync.errors import LeapConnectionError
-from leap_sync.opening import Attempt, open_socket
-from leap_sync.options import ConnectOptions
-from leap_sync.transport import Transport
-from leap_sync.wakeup import Wakeup
 
 
 def open_transport(url: str, **options: Any) -> Transport:

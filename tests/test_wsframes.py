@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leap_sync.errors import LeapProtocolError
-from leap_sync.protocol.wsframes import (
+from leap_sync.wire.wsframes import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
@@ -523,7 +523,7 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes, cut: int, max_s
 
 
 def test_endless_empty_continuation_frames_are_bounded() -> None:
-    from leap_sync.protocol.wsframes import MAX_FRAGMENTS
+    from leap_sync.wire.wsframes import MAX_FRAGMENTS
 
     reader = FrameReader(max_size=1024)
     assert reader.feed(unmasked_frame(OP_TEXT, b"{", fin=False)) == []

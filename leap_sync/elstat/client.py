@@ -1,8 +1,8 @@
 """``ElstatClient``: a synchronous client for Elstat's Streaming API (status pages).
 
-A thin façade over :class:`~leap_sync.core.ConnectionCore`, the same core as
+A thin façade over :class:`~leap_sync.connection.core.ConnectionCore`, the same core as
 ``LeapClient`` (threads, bounded and interruptible connection attempts, backoff,
-state listeners, ``close()``, event channels): see :mod:`leap_sync.core` for the thread
+state listeners, ``close()``, event channels): see :mod:`leap_sync.connection.core` for the thread
 contract. What is Elstat's lives here: subscriptions (split over 256-byte payloads,
 re-subscribed after every reconnect), matching SUBSCRIBED/UNSUBSCRIBED to the calls
 waiting for them, and the close-code policy (4200 and 4420 are fatal: they mean this
@@ -19,14 +19,14 @@ from typing import Any, cast
 
 from ..backoff import Backoff
 from ..channels import EventChannel
-from ..core import ConnectionCore
+from ..connection.core import ConnectionCore
+from ..connection.handler import Decision, Future, Live
+from ..connection.options import ConnectOptions
+from ..connection.timeouts import check_seconds, check_timeout
 from ..errors import LeapConnectionError, LeapTimeoutError
-from ..handler import Decision, Future, Live
 from ..log import Logger, StdlibLogger
-from ..options import ConnectOptions
-from ..protocol.opcodes import CloseAction
 from ..state import StateInfo
-from ..timeouts import check_seconds, check_timeout
+from ..wire.close import CloseAction
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
 from .session import ElstatResult, ElstatSession
 

@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from ..errors import LeapProtocolError
-from ..protocol.codec import decode_json, encode_json
+from ..wire.jsontext import decode_json, encode_json
 
 __all__ = [
     "MAX_PAYLOAD",

@@ -2,7 +2,7 @@
 
 Elstat has no hello and no heartbeats: the connection is usable once upgraded
 (:attr:`ElstatSession.connected` from the start), and liveness comes from websocket
-pings after a quiet interval (:class:`~leap_sync.protocol.heartbeat.PingKeepalive`).
+pings after a quiet interval (:class:`~leap_sync.wire.keepalive.PingKeepalive`).
 SUBSCRIBED and UNSUBSCRIBED answer requests in the order they were sent, per opcode,
 naming the channels they confirm (a subset of those asked): :meth:`ElstatSession.expect_reply`
 numbers a request, and :meth:`receive` hands back each reply with the number of the
@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 
 from ..errors import LeapProtocolError
-from ..protocol.codec import encode_json
-from ..protocol.heartbeat import PingKeepalive, TimerResult
+from ..wire.jsontext import encode_json
+from ..wire.keepalive import PingKeepalive, TimerResult
 from .protocol import DataEvent, IncidentEvent, Op, Reply, parse_server_frame
 
 __all__ = ["ElstatResult", "ElstatSession"]

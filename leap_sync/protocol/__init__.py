@@ -1,4 +1,6 @@
 """The sans-I/O Leap Edge protocol: no sockets, no threads, no clocks of its own.
+(What it shares with Elstat, websocket frames, the HTTP exchanges, SOCKS, JSON text and
+ping keepalives, is in :mod:`leap_sync.wire`.)
 
 - :mod:`.opcodes`: ``Opcode``, ``CloseCode`` and the close-code policy.
 - :mod:`.codec`: JSON and ETF payloads, per-message zlib with a size bound.
@@ -10,11 +12,11 @@
 - :mod:`.heartbeat`: the client's heartbeat schedule and the server's drift check.
 - :mod:`.session`: the client's connection state machine.
 - :mod:`.server_session`: the server's connection rules.
-- :mod:`.wsframes`: the websocket frame reader for server frames.
 """
 
+from ..wire.close import CloseAction
 from .codec import Codec
-from .opcodes import CloseAction, CloseCode, Opcode, close_action
+from .opcodes import CloseCode, Opcode, close_action
 from .parse import parse_client_frame, parse_server_frame
 from .session import ClientSession, ReceiveResult, SessionState
 

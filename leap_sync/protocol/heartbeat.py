@@ -4,10 +4,9 @@
 fixed deadlines ``hello + k * interval``, so sleeping late never accumulates drift),
 acknowledgement tracking, round-trip latency and zombie detection.
 
-:class:`PingKeepalive` is the same idea for protocols without heartbeats of their own
-(Elstat's): websocket pings after a quiet interval, and a dead connection when nothing
-at all arrives for a while after one. :class:`TimerResult` is what a session's timer
-asks of the connection core.
+:class:`~leap_sync.wire.keepalive.PingKeepalive` is the same idea for protocols without
+heartbeats of their own (Elstat's); a session's timer answers with a
+:class:`~leap_sync.wire.keepalive.TimerResult`.
 
 :class:`~leap_sync.protocol.server_heartbeat.DriftMonitor` is the server's side.
 """
@@ -17,67 +16,8 @@ from __future__ import annotations
 import collections
 import enum
 import math
-from typing import Any
 
-import attrs
-
-from ..errors import LeapConnectionError
-from .opcodes import CloseCode
-
-__all__ = ["HeartbeatTracker", "PingKeepalive", "Pulse", "TimerResult"]
-
-
-@attrs.frozen
-class TimerResult:
-    """What a session's ``on_timer`` asks for: ``send`` these frames, send a websocket
-    ``ping``, or end the connection with ``error`` (close code ``close_code``)."""
-
-    send: tuple[dict[str, Any], ...] = ()
-    error: LeapConnectionError | None = None
-    close_code: int = int(CloseCode.UNKNOWN)
-    ping: bool = False
-
-
-class PingKeepalive:
-    """Liveness by websocket pings: after ``interval`` seconds without receiving
-    anything, ping; if nothing at all arrives within ``timeout`` seconds of that ping,
-    the connection is dead. Not thread-safe; time comes in as arguments."""
-
-    def __init__(self, interval: float, timeout: float, now: float) -> None:
-        if not (interval > 0 and timeout > 0):
-            raise ValueError("ping interval and timeout must be positive")
-        self.interval = interval
-        self.timeout = timeout
-        self.last_received = now
-        self.pinged_at: float | None = None
-
-    def received(self, now: float) -> None:
-        """Something (anything: data, a pong) arrived at ``now``."""
-        if now > self.last_received:
-            self.last_received = now
-            if self.pinged_at is not None and now >= self.pinged_at:
-                self.pinged_at = None
-
-    @property
-    def next_timer(self) -> float:
-        if self.pinged_at is not None:
-            return self.pinged_at + self.timeout
-        return self.last_received + self.interval
-
-    def on_timer(self, now: float) -> TimerResult:
-        if self.pinged_at is not None:
-            if now >= self.pinged_at + self.timeout:
-                return TimerResult(
-                    error=LeapConnectionError(
-                        f"no answer to a ping and nothing received for {now - self.last_received:.1f} s: "
-                        "connection presumed dead"
-                    )
-                )
-            return TimerResult()
-        if now >= self.last_received + self.interval:
-            self.pinged_at = now
-            return TimerResult(ping=True)
-        return TimerResult()
+__all__ = ["HeartbeatTracker", "Pulse"]
 
 
 class Pulse(enum.Enum):

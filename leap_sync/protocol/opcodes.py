@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CloseAction", "CloseCode", "Opcode", "close_action"]
+from ..wire.close import UNKNOWN_ERROR, CloseAction
+
+__all__ = ["CloseCode", "Opcode", "close_action"]
 
 
 class Opcode(enum.IntEnum):
@@ -22,21 +24,10 @@ class Opcode(enum.IntEnum):
     """Server to client: ``{"tag", "latency"}`` for an answered tagged request."""
 
 
-class CloseAction(enum.Enum):
-    """What a client does after the connection closes with a given code."""
-
-    RECONNECT = "reconnect"
-    """Reconnect to the same endpoint after a backoff delay."""
-    REDIRECT = "redirect"
-    """Reconnect at once to the endpoint given in the close reason (4006)."""
-    FATAL = "fatal"
-    """Do not reconnect: the error cannot heal by retrying (4001)."""
-
-
 class CloseCode(enum.IntEnum):
     """Leap Edge's websocket close codes."""
 
-    UNKNOWN = 4000
+    UNKNOWN = UNKNOWN_ERROR
     INVALID_AUTH = 4001
     IDENTIFY_TIMEOUT = 4002
     NOT_AUTHENTICATED = 4003

@@ -30,9 +30,10 @@ from typing import Any
 import attrs
 
 from ..errors import LeapConnectionError, LeapProtocolError
+from ..wire.keepalive import TimerResult
 from . import frames
 from .codec import Codec, Payload
-from .heartbeat import HeartbeatTracker, Pulse, TimerResult
+from .heartbeat import HeartbeatTracker, Pulse
 from .models import (
     AvailableEvent,
     HeartbeatAck,

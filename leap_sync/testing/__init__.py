@@ -10,8 +10,8 @@ your test suites (needs the ``server`` extra: ``pip install 'leap-sync[server]'`
   (a ``pytest11`` plugin).
 """
 
-from .control import ControlServer
-from .elstat import ElstatConnectionInfo, ElstatServer
-from .server import ConnectionInfo, LeapEdgeServer
+from .elstat.server import ElstatConnectionInfo, ElstatServer
+from .leap.control import ControlServer
+from .leap.server import ConnectionInfo, LeapEdgeServer
 
 __all__ = ["ConnectionInfo", "ControlServer", "ElstatConnectionInfo", "ElstatServer", "LeapEdgeServer"]

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 if TYPE_CHECKING:
-    from .elstat import ElstatServer
-    from .embedded import EmbeddedServer
-    from .server import LeapEdgeServer
+    from .elstat.server import ElstatServer
+    from .leap.server import LeapEdgeServer
+    from .websocket.embedded import EmbeddedServer
 
 _Server = TypeVar("_Server", bound="EmbeddedServer[Any]")
 
@@ -54,7 +54,7 @@ def _servers(cls: type[_Server]) -> Iterator[Callable[..., _Server]]:
 
 @pytest.fixture
 def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
-    from .server import LeapEdgeServer
+    from .leap.server import LeapEdgeServer
 
     yield from _servers(LeapEdgeServer)
 
@@ -66,7 +66,7 @@ def leap_edge_server(leap_edge_server_factory: Callable[..., LeapEdgeServer]) ->
 
 @pytest.fixture
 def elstat_server_factory() -> Iterator[Callable[..., ElstatServer]]:
-    from .elstat import ElstatServer
+    from .elstat.server import ElstatServer
 
     yield from _servers(ElstatServer)
 

@@ -1,0 +1,89 @@
+"""One connection attempt's target and budget: :class:`Endpoint` (where a ws(s) URL
+points) and :class:`Attempt` (the deadline every phase shares, the event that abandons
+it, the wakeup that interrupts a wait, the phase running now)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+
+import attrs
+
+from ..errors import LeapConnectionError
+from .wakeup import Wakeup
+
+__all__ = ["PHASES", "Attempt", "Endpoint"]
+
+PHASES = ("dns", "tcp", "proxy", "tls", "upgrade")
+"""The phases of an attempt before the websocket is open, in order."""
+
+
+@attrs.frozen
+class Endpoint:
+    """Where a ``ws://`` or ``wss://`` URL points: ``resource`` is path and query."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """Raises ``TypeError`` for a URL that is not a ``str`` and ``ValueError`` for
+        one that is not ``ws(s)://host[:port]/...`` (a port out of range included)."""
+        if not isinstance(url, str):
+            raise TypeError(f"a URL is a str, not {type(url).__name__}")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")
+        if not parts.hostname.isprintable() or " " in parts.hostname:
+            raise ValueError(f"URL host holds a space or control character: {url!r}")
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if any(c in resource for c in " \r\n\0"):
+            raise ValueError(f"URL path holds a space or control character: {url!r}")
+        return cls(secure, parts.hostname, port, resource)
+
+    @property
+    def hostport(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Attempt:
+    """The budget of one connection attempt: a monotonic ``deadline`` for every phase
+    together, the ``stop`` event that abandons it, and the ``wakeup`` that interrupts a
+    wait. :attr:`phase` is the phase running now (read by other threads for error
+    messages)."""
+
+    def __init__(
+        self, timeout: float, stop: threading.Event, wakeup: Wakeup, redact: Callable[[str], str] = str
+    ) -> None:
+        self.timeout = timeout
+        self.redact = redact
+        """Applied to the server's text (HTTP status, headers) before an error quotes
+        and shortens it."""
+        self.deadline = time.monotonic() + timeout
+        self.stop = stop
+        self.wakeup = wakeup
+        self.phase = "dns"
+        self.host = ""
+        self.resolving = False
+        """Whether the thread is inside ``getaddrinfo()`` right now (uninterruptible)."""
+
+    def expired_error(self) -> LeapConnectionError:
+        """The error for an attempt past its deadline, naming the phase it was in."""
+        message = _TIMEOUTS[self.phase].format(host=self.host, t=self.timeout)
+        return LeapConnectionError(f"could not connect: {message}", phase=self.phase)
+
+
+_TIMEOUTS = {
+    "dns": "DNS lookup of {host!r} did not finish within {t:g} s",
+    "tcp": "TCP connect to {host} did not complete within {t:g} s",
+    "proxy": "proxy did not open a tunnel to {host} within {t:g} s",
+    "tls": "TLS handshake with {host} did not complete within {t:g} s",
+    "upgrade": "no websocket upgrade within {t:g} s from {host}",
+}
