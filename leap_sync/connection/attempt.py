@@ -14,10 +14,15 @@ import attrs
 from ..errors import LeapConnectionError
 from .wakeup import Wakeup
 
-__all__ = ["PHASES", "Attempt", "Endpoint"]
+__all__ = ["PHASES", "Abandoned", "Attempt", "Endpoint"]
 
 PHASES = ("dns", "tcp", "proxy", "tls", "upgrade")
 """The phases of an attempt before the websocket is open, in order."""
+
+
+class Abandoned(Exception):
+    """Raised inside an attempt's phases when ``Attempt.stop`` is set (``close()``);
+    :func:`~leap_sync.connection.opening.open_socket` turns it into its error."""
 
 
 @attrs.frozen

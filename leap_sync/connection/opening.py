@@ -14,12 +14,16 @@ raises, ``close()`` returns), and the I/O thread, once the lookup returns (after
 system resolver's own timeout at worst), sees the attempt is over and ends without
 opening anything. Proxies (HTTP CONNECT, SOCKS4/4a/5/5h) are spoken here, with the same
 bounded, interruptible waits as every other phase.
+
+The TCP phase tries a name's addresses by Happy Eyeballs (RFC 8305, see
+:mod:`~leap_sync.connection.eyeballs`): the next address starts 250 ms after the last
+while earlier ones stay in flight, so one dead address never spends the whole deadline.
+A proxy's own addresses are tried the same way; with ``socks5h``/``socks4a`` the target
+name goes to the proxy unresolved.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import select
 import socket
 import ssl
@@ -49,7 +53,8 @@ from ..wire.socks import (
     socks5_greeting,
     socks5_method,
 )
-from .attempt import PHASES, Attempt, Endpoint
+from .attempt import PHASES, Abandoned, Attempt, Endpoint
+from .eyeballs import connect_first
 from .proxy import Proxy, choose_proxy
 from .timeouts import poll_ms
 
@@ -58,17 +63,9 @@ __all__ = ["PHASES", "Attempt", "Endpoint", "open_socket"]  # Attempt and Endpoi
 _READ_SIZE = 16 * 1024
 _MAX_ADDRESSES = 16
 _HAS_POLL = hasattr(select, "poll")
-_IN_PROGRESS = {
-    errno.EINPROGRESS,
-    errno.EWOULDBLOCK,
-    errno.EAGAIN,
-    errno.EALREADY,
-    getattr(errno, "WSAEWOULDBLOCK", -1),
-}
 
 
-class _Stop(Exception):
-    """Internal: the attempt was abandoned (close())."""
+_Stop = Abandoned  # the attempt was abandoned (close())
 
 
 def _error(attempt: Attempt, message: str, **extra: Any) -> LeapConnectionError:
@@ -146,34 +143,6 @@ def _resolve(host: str, port: int, attempt: Attempt) -> list[tuple[Any, ...]]:
     if not infos:
         raise _error(attempt, f"DNS lookup of {host!r} found no address")
     return infos[:_MAX_ADDRESSES]
-
-
-def _connect_tcp(infos: Sequence[tuple[Any, ...]], host: str, port: int, attempt: Attempt) -> socket.socket:
-    attempt.phase = "tcp"
-    attempt.host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    failures: list[tuple[str, str]] = []
-    for family, kind, proto, _name, address in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            code = sock.connect_ex(address)
-            if code in _IN_PROGRESS:
-                _wait(sock, True, attempt)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code == 0:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-            failures.append((str(address[0]), os.strerror(code)))
-        except BaseException:
-            sock.close()
-            raise
-        sock.close()
-    if len(failures) == 1:
-        address, cause = failures[0]
-        where = attempt.host if address == host else f"{attempt.host} ({address})"
-        raise _error(attempt, f"TCP connect to {where} failed: {cause}")
-    causes = "; ".join(f"{address}: {cause}" for address, cause in failures)
-    raise _error(attempt, f"TCP connect to {attempt.host} failed at every address ({causes})")
 
 
 def _read_head(sock: socket.socket, attempt: Attempt, early: bytes = b"") -> tuple[ResponseHead, Response | str]:
@@ -324,7 +293,7 @@ def open_socket(
             raise _error(attempt, f"bad proxy setting in the environment: {exc}") from None
         target = chosen or Proxy("direct", endpoint.host, endpoint.port)
         infos = _resolve(target.host, target.port, attempt)
-        sock = _connect_tcp(infos, target.host, target.port, attempt)
+        sock = connect_first(infos, target.host, target.port, attempt)
         early = b""
         if chosen is not None:
             early = (
