@@ -129,6 +129,9 @@ def connect_first(
             if attempt.stop.is_set():
                 raise Abandoned
             now = time.monotonic()
+            remaining = attempt.deadline - now
+            if remaining <= 0:
+                raise _failed(attempt, host, tried, len(pending), timed_out=True)
             if pending and (now >= next_start or not flying):
                 current = pending.pop(0)
                 tried.append(current)
@@ -143,9 +146,6 @@ def connect_first(
                 continue
             if not flying:
                 raise _failed(attempt, host, tried, len(pending), timed_out=False)
-            remaining = attempt.deadline - now
-            if remaining <= 0:
-                raise _failed(attempt, host, tried, len(pending), timed_out=True)
             wait = min(remaining, next_start - now) if pending else remaining
             ready, woken = _poll(flying, attempt, max(wait, 0.0))
             if woken:
@@ -229,9 +229,8 @@ def _close(current: _Try) -> None:
 def _failed(attempt: Attempt, host: str, tried: list[_Try], untried: int, *, timed_out: bool) -> LeapConnectionError:
     """The one error for a race nobody won: every address tried and its outcome."""
     alone = len(tried) == 1 and not untried and tried[0].label == host
-    outcomes = "; ".join(f"{t.label}: {t.outcome}" for t in tried)
-    if untried:
-        outcomes += f"; {untried} more not tried"
+    parts = [f"{t.label}: {t.outcome}" for t in tried] + ([f"{untried} more not tried"] if untried else [])
+    outcomes = "; ".join(parts)
     if timed_out:
         error = attempt.expired_error()
         return error if alone else error.with_message(f"{error} ({outcomes})")
