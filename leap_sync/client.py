@@ -19,6 +19,7 @@ from .channels import EventChannel
 from .connection.core import ConnectionCore
 from .connection.handler import Future
 from .connection.options import ConnectOptions
+from .connection.stats import Stats
 from .connection.timeouts import check_timeout
 from .errors import LeapTimeoutError
 from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
@@ -162,6 +163,13 @@ class LeapClient:
         live = self._core.live
         latency = leap_session(live.session).latency if live is not None else None
         return latency if latency is not None else self._handler.latency  # else the last connection's
+
+    @property
+    def stats(self) -> Stats:
+        """A :class:`~leap_sync.Stats` snapshot: time connected, connections and
+        reconnects, messages and bytes in and out, the last heartbeat round trip, each
+        event channel's depth and drops. Cheap and safe from any thread."""
+        return self._core.stats(self.latency)
 
     @property
     def subscriptions(self) -> tuple[str, ...]:

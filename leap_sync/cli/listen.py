@@ -4,7 +4,9 @@ JSON object per line when piped)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import json
 import os
 import sys
 import threading
@@ -101,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
             return follow("listen", client, messages, emit, show)  # ends when the client stopped
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        if args.stats:  # on stderr: stdout may be a pipe of JSON lines
+            with contextlib.suppress(OSError, ValueError):
+                print(f"stats: {json.dumps(client.stats.as_dict())}", file=sys.stderr, flush=True)
 
 
 def add_parser(commands: Any) -> None:
@@ -119,5 +125,8 @@ def add_parser(commands: Any) -> None:
     listen.add_argument("--encoding", choices=ENCODINGS, default="json")
     listen.add_argument("--compression", choices=COMPRESSIONS, default="none")
     listen.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for connect and subscribe")
+    listen.add_argument(
+        "--stats", action="store_true", help="at exit, print the client's stats as one JSON line on stderr"
+    )
     add_output_options(listen)
     listen.set_defaults(func=run)

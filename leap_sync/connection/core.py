@@ -40,6 +40,7 @@ from ..state import ConnectionState, StateInfo
 from .callbacks import Callbacks, StateListener
 from .handler import Handler, Live, Session
 from .options import ConnectOptions
+from .stats import Counters, Stats
 from .supervisor import Supervisor
 from .timeouts import check_timeout
 
@@ -81,6 +82,7 @@ class ConnectionCore:
         self.options = options
         self.backoff = backoff if backoff is not None else Backoff()
         self.clock = clock
+        self.counters = Counters(clock)  # client.stats
         self.number = next(_numbers)
         self.pid: int | None = None  # the process connect() was called in
         self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
@@ -123,6 +125,10 @@ class ConnectionCore:
                 return StateInfo(ConnectionState.CLOSED, exc, False)
         return self._state
 
+    def stats(self, heartbeat_rtt: float | None) -> Stats:
+        """A :class:`~leap_sync.connection.stats.Stats` snapshot (any thread, cheap)."""
+        return self.counters.snapshot(heartbeat_rtt, self._channels, self.state.connection_state)
+
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         if not callable(listener):
             raise TypeError("listener must be callable")
@@ -144,6 +150,7 @@ class ConnectionCore:
             if self._state.connection_state is ConnectionState.CLOSED:
                 return
             self._state = info
+            self.counters.state_changed(state)
             self._state_cond.notify_all()
         if state is ConnectionState.ERRORED:
             self.log.warn(

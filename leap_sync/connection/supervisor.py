@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .callbacks import Callbacks
     from .handler import Handler, Session
     from .options import ConnectOptions
+    from .stats import Counters
 
 __all__ = ["Core", "Supervisor"]
 
@@ -63,6 +64,7 @@ class Core(Protocol):
     url: str
     run: Any
     live: Live | None
+    counters: Counters
 
     def set_state(
         self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
@@ -228,6 +230,7 @@ class Supervisor:
             early=early,
             send_timeout=options.send_timeout,
             max_message_size=options.max_message_size,
+            counters=core.counters,
         )
 
     # -- serving one connection -------------------------------------------------------------
@@ -292,6 +295,7 @@ class Supervisor:
                 batch = transport.receive(None if wait is None else max(0.0, wait - now))
                 if not batch:
                     continue
+                core.counters.received(batch)
                 with live.lock:
                     result = session.receive(batch, clock())
                 for frame in result.send:

@@ -22,6 +22,7 @@ from ..channels import EventChannel
 from ..connection.core import ConnectionCore
 from ..connection.handler import Decision, Future, Live
 from ..connection.options import ConnectOptions
+from ..connection.stats import Stats
 from ..connection.timeouts import check_seconds, check_timeout
 from ..errors import LeapConnectionError, LeapTimeoutError
 from ..log import Logger, StdlibLogger
@@ -122,6 +123,13 @@ class ElstatClient:
     def state(self) -> StateInfo:
         """The current :class:`~leap_sync.state.StateInfo`."""
         return self._core.state
+
+    @property
+    def stats(self) -> Stats:
+        """A :class:`~leap_sync.Stats` snapshot, as ``LeapClient.stats``
+        (``heartbeat_rtt`` always ``None``: Elstat has no heartbeats). Cheap and safe
+        from any thread."""
+        return self._core.stats(None)
 
     @property
     def url(self) -> str:
