@@ -1,0 +1,119 @@
+"""squid as an HTTP CONNECT proxy between the client and the embedded server, with and
+without basic auth."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from peers import (
+    CONNECTED,
+    ERRORED,
+    Daemon,
+    Stream,
+    prepare,
+    require,
+    squid_argv,
+    start_daemon,
+    stopping,
+    workdir_for,
+)
+
+from leap_sync import ConnectionState, LeapConnectionError
+from leap_sync.testing import LeapEdgeServer
+
+pytestmark = pytest.mark.timeout(60)
+
+FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
+USER, PASSWORD = "leap", "squid-pw"
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    yield from stopping()
+
+
+@pytest.fixture
+def squid() -> str:
+    return require("squid", "squid")
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    yield from workdir_for("squid")
+
+
+@pytest.fixture
+def edge() -> Iterator[LeapEdgeServer]:
+    with LeapEdgeServer(heartbeat_interval=5.0) as server:
+        prepare(server)
+        yield server
+
+
+def passwords(workdir: Path) -> Path:
+    """An htpasswd file for squid's basic_ncsa_auth (MD5-crypt, made by openssl)."""
+    openssl = require("openssl", "openssl")
+    hashed = subprocess.run([openssl, "passwd", "-apr1", PASSWORD], check=True, capture_output=True, text=True)
+    path = workdir / "passwords"
+    path.write_text(f"{USER}:{hashed.stdout.strip()}\n")
+    path.chmod(0o644)
+    return path
+
+
+def through_squid(
+    squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon], auth: bool, **options: object
+) -> tuple[Daemon, Stream]:
+    argv = squid_argv(squid, workdir, passwords(workdir) if auth else None)
+    daemon = start_daemon("squid", workdir, argv, stop_signal=signal.SIGKILL)
+    daemons.append(daemon)
+    stream = Stream(edge, edge.url, http_proxy_host="127.0.0.1", http_proxy_port=daemon.port, **options)
+    return daemon, stream
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "basic-auth"])
+def test_squid_stream_in_order_and_a_restart_reconnects(
+    squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon], auth: bool
+) -> None:
+    credentials = {"http_proxy_auth": (USER, PASSWORD)} if auth else {}
+    daemon, stream = through_squid(squid, workdir, edge, daemons, auth, **credentials)
+    try:
+        stream.open()
+        stream.slice()
+        assert stream.recorder.states == FIRST_CONNECT
+        daemon.stop(signal.SIGTERM)  # the tunnel is cut; the port refuses until squid is back
+        stream.recorder.wait_count(ERRORED, 1)
+        restarted = start_daemon(
+            "squid", workdir, lambda port: daemon.argv, port=daemon.port, stop_signal=signal.SIGKILL
+        )
+        daemons.append(restarted)
+        stream.recorder.wait_count(CONNECTED, 2)
+        stream.slice()
+        stream.check()
+        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
+        assert str(errored.error) == "connection lost: closed without a close frame"
+        assert len(edge.all_connections) == 2
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("credentials", [None, (USER, "wrong")], ids=["none", "wrong"])
+def test_squid_407_names_the_proxy_phase_and_the_status(
+    squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon], credentials: tuple[str, str] | None
+) -> None:
+    options = {"http_proxy_auth": credentials} if credentials else {}
+    daemon, stream = through_squid(squid, workdir, edge, daemons, True, **options)
+    try:
+        with pytest.raises(LeapConnectionError) as failed:
+            stream.client.connect()
+        assert (failed.value.phase, failed.value.status_code) == ("proxy", 407)
+        assert str(failed.value) == (
+            f"could not connect: http proxy 127.0.0.1:{daemon.port} refused CONNECT to 127.0.0.1:{edge.port}: "
+            "HTTP 407 Proxy Authentication Required"
+        )
+        assert PASSWORD not in str(failed.value) and "wrong" not in str(failed.value)
+    finally:
+        stream.close()
