@@ -197,7 +197,8 @@ def test_nginx_with_an_untrusted_certificate_reports_the_tls_phase(
             untrusting.client.connect()
         assert failed.value.phase == "tls"
         assert str(failed.value) == (
-            f"could not connect: TLS handshake with localhost:{daemon.port} failed: unable to get local issuer certificate"
+            f"could not connect: TLS handshake with localhost:{daemon.port} failed: "
+            "unable to get local issuer certificate"
         )
     finally:
         untrusting.close()
