@@ -254,15 +254,18 @@ backend edge
     return make
 
 
-def squid_argv(squid: str, workdir: Path, passwords: Path | None) -> Callable[[int], list[str]]:
+def squid_argv(
+    squid: str, workdir: Path, passwords: Path | None, stock_ports: bool = False
+) -> Callable[[int], list[str]]:
     """squid as an HTTP CONNECT proxy, no cache; with ``passwords`` (an htpasswd
-    file) it requires basic auth."""
+    file) it requires basic auth; ``stock_ports``: the stock config's rule allowing
+    CONNECT to port 443 only."""
 
     def make(port: int) -> list[str]:
-        auth = ""
+        auth = "acl SSL_ports port 443\nhttp_access deny CONNECT !SSL_ports\n" if stock_ports else ""
         allow = "http_access allow CONNECT local"
         if passwords is not None:
-            auth = f"auth_param basic program {SQUID_AUTH_HELPER} {passwords}\nauth_param basic children 1\n"
+            auth += f"auth_param basic program {SQUID_AUTH_HELPER} {passwords}\nauth_param basic children 1\n"
             auth += "acl authed proxy_auth REQUIRED\n"
             allow = "http_access allow CONNECT local authed"
         conf = workdir / "squid.conf"
@@ -277,9 +280,9 @@ coredump_dir {workdir}
 netdb_filename none
 pinger_enable off
 shutdown_lifetime 0 seconds
-{auth}acl local src 127.0.0.0/8
+acl local src 127.0.0.0/8
 acl CONNECT method CONNECT
-{allow}
+{auth}{allow}
 http_access deny all
 """
         )
@@ -304,7 +307,11 @@ socksmethod: {method}
 user.privileged: root
 user.unprivileged: nobody
 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
-socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }}
+socks pass {{
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+    command: connect
+    log: connect
+}}
 """
         )
         return [danted, "-f", str(conf), "-p", f"{workdir}/danted.pid", "-N", "1"]

@@ -12,8 +12,10 @@ import pytest
 from peers import (
     CONNECTED,
     ERRORED,
+    Certificates,
     Daemon,
     Stream,
+    nginx_argv,
     prepare,
     require,
     squid_argv,
@@ -115,5 +117,53 @@ def test_squid_407_names_the_proxy_phase_and_the_status(
             "HTTP 407 Proxy Authentication Required"
         )
         assert PASSWORD not in str(failed.value) and "wrong" not in str(failed.value)
+    finally:
+        stream.close()
+
+
+def test_squid_stock_rule_refusing_connect_to_a_port_other_than_443_names_the_proxy_phase_and_403(
+    squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
+) -> None:
+    daemon = start_daemon(
+        "squid", workdir, squid_argv(squid, workdir, None, stock_ports=True), stop_signal=signal.SIGKILL
+    )
+    daemons.append(daemon)
+    stream = Stream(edge, edge.url, http_proxy_host="127.0.0.1", http_proxy_port=daemon.port)
+    try:
+        with pytest.raises(LeapConnectionError) as failed:
+            stream.client.connect()
+        assert (failed.value.phase, failed.value.status_code) == ("proxy", 403)
+        assert str(failed.value) == (
+            f"could not connect: http proxy 127.0.0.1:{daemon.port} refused CONNECT to 127.0.0.1:{edge.port}: "
+            "HTTP 403 Forbidden"
+        )
+    finally:
+        stream.close()
+
+
+def test_squid_then_nginx_wss_through_connect_to_a_tls_terminator(
+    squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
+) -> None:
+    # The corporate path: CONNECT through squid, TLS with nginx inside the tunnel
+    # (verified against nginx's name, not squid's), plain ws behind nginx.
+    nginx = require("nginx", "nginx")
+    certs = Certificates(workdir)
+    front = start_daemon("nginx", workdir, nginx_argv(nginx, workdir, edge.port, certs.cert, certs.key, "60s"))
+    daemons.append(front)
+    proxy = start_daemon("squid", workdir, squid_argv(squid, workdir, None), stop_signal=signal.SIGKILL)
+    daemons.append(proxy)
+    url = f"wss://localhost:{front.port}/ws"
+    options = {"http_proxy_host": "127.0.0.1", "http_proxy_port": proxy.port, "sslopt": {"ca_certs": str(certs.ca)}}
+    stream = Stream(edge, url, **options)
+    try:
+        stream.open()
+        stream.slice()
+        front.stop()  # nginx restarts behind squid
+        stream.recorder.wait_count(ERRORED, 1)
+        daemons.append(start_daemon("nginx", workdir, lambda port: front.argv, port=front.port))
+        stream.recorder.wait_count(CONNECTED, 2)
+        stream.slice()
+        stream.check()
+        assert len(edge.all_connections) == 2
     finally:
         stream.close()
