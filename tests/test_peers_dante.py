@@ -142,3 +142,20 @@ def test_dante_refusing_the_destination_names_the_proxy_phase_and_the_reply(
         )
     finally:
         stream.close()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="client defect: a refused TCP connect to the proxy names only an address, not the proxy"
+)
+def test_dante_down_the_tcp_error_names_the_proxy(
+    danted: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
+) -> None:
+    daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5")
+    daemon.stop()
+    try:
+        with pytest.raises(LeapConnectionError) as failed:
+            stream.client.connect()
+        assert failed.value.phase == "tcp"
+        assert f"socks5 proxy 127.0.0.1:{daemon.port}" in str(failed.value)
+    finally:
+        stream.close()

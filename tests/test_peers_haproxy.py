@@ -153,3 +153,24 @@ def test_haproxy_with_the_edge_down_reports_the_upgrade_phase_and_503(
         )
     finally:
         stream.close()
+
+
+def test_haproxy_passes_the_servers_close_code_and_reason_through(
+    haproxy: str, workdir: Path, daemons: list[Daemon]
+) -> None:
+    with LeapEdgeServer(heartbeat_interval=5.0) as edge:
+        prepare(edge)
+        _, stream = behind_haproxy(haproxy, workdir, edge, daemons)
+        try:
+            stream.open()
+            stream.slice()
+            edge.disconnect(4005, "bye")
+            stream.recorder.wait_count(CONNECTED, 2)
+            stream.slice()
+            stream.check()
+            errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+            assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
+            assert (errored.error.close_code, errored.error.close_reason) == (4005, "bye")
+            assert str(errored.error) == "server closed the connection (code 4005: bye)"
+        finally:
+            stream.close()

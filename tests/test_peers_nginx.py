@@ -202,3 +202,22 @@ def test_nginx_with_an_untrusted_certificate_reports_the_tls_phase(
         )
     finally:
         untrusting.close()
+
+
+def test_nginx_passes_the_servers_close_code_and_reason_through(
+    nginx: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
+) -> None:
+    _, stream = behind_nginx(nginx, workdir, edge, daemons)
+    try:
+        stream.open()
+        stream.slice()
+        edge.disconnect(4005, "bye")
+        stream.recorder.wait_count(CONNECTED, 2)
+        stream.slice()
+        stream.check()
+        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
+        assert (errored.error.close_code, errored.error.close_reason) == (4005, "bye")
+        assert str(errored.error) == "server closed the connection (code 4005: bye)"
+    finally:
+        stream.close()

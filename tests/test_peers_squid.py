@@ -167,3 +167,22 @@ def test_squid_then_nginx_wss_through_connect_to_a_tls_terminator(
         assert len(edge.all_connections) == 2
     finally:
         stream.close()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="client defect: a refused TCP connect to the proxy names only an address, not the proxy"
+)
+def test_squid_down_the_tcp_error_names_the_proxy(
+    squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
+) -> None:
+    # While squid restarts its port refuses: the error (phase tcp) says "TCP connect to
+    # 127.0.0.1:PORT failed", with nothing telling that this address is the proxy's.
+    daemon, stream = through_squid(squid, workdir, edge, daemons, False)
+    daemon.stop()
+    try:
+        with pytest.raises(LeapConnectionError) as failed:
+            stream.client.connect()
+        assert failed.value.phase == "tcp"
+        assert f"http proxy 127.0.0.1:{daemon.port}" in str(failed.value)
+    finally:
+        stream.close()
