@@ -121,6 +121,11 @@ class Daemon:
     def send(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop (SIGSTOP) or continue every process of the daemon: its sockets stay
+        open, nothing is read or answered."""
+        os.killpg(self.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def wait(self, timeout: float) -> int:
         """Wait for the process to exit; its exit code."""
         assert self.process is not None
@@ -136,6 +141,7 @@ class Daemon:
             signum = self.stop_signal
         if process.poll() is None:
             os.kill(process.pid, signum)
+            os.killpg(process.pid, signal.SIGCONT)  # a test may have frozen it
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -186,3 +186,32 @@ def test_squid_down_the_tcp_error_names_the_proxy(
         assert f"http proxy 127.0.0.1:{daemon.port}" in str(failed.value)
     finally:
         stream.close()
+
+
+def test_squid_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
+    squid: str, workdir: Path, daemons: list[Daemon]
+) -> None:
+    # A proxy that hangs (SIGSTOP) keeps every socket open and forwards nothing.
+    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
+        prepare(edge)
+        daemon, stream = through_squid(squid, workdir, edge, daemons, False, connect_timeout=1.0)
+        try:
+            stream.open()
+            stream.slice()
+            daemon.freeze()
+            infos = stream.recorder.wait_count(ERRORED, 3)
+            daemon.freeze(False)
+            stream.recorder.wait_count(CONNECTED, 2)
+            stream.slice()
+            stream.check()
+            dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
+            assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
+            assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
+            for attempt in attempts:  # connects to the frozen proxy's backlog, then waits for its answer
+                assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
+                assert attempt.error.phase == "proxy"
+                assert str(attempt.error) == (
+                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} within 1 s"
+                )
+        finally:
+            stream.close()
