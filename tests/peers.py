@@ -60,6 +60,8 @@ def require(binary: str, package: str) -> str:
 
 
 def require_socks_user() -> None:
+    if os.geteuid() != 0:
+        unavailable("dante's username method checks passwords in /etc/shadow: it needs root")
     try:
         pwd.getpwnam(SOCKS_USER)
     except KeyError:
@@ -152,6 +154,9 @@ class Daemon:
         except (ProcessLookupError, PermissionError):
             pass
         self.process = None
+        if "-n" in self.argv:  # squid's shared memory segments, left behind by SIGKILL
+            for path in Path("/dev/shm").glob(f"{self.argv[self.argv.index('-n') + 1]}-*.shm"):
+                path.unlink(missing_ok=True)
 
     def log(self) -> str:
         texts = [path.read_text(errors="replace")[-3000:] for path in sorted(self.workdir.glob("*.log"))]
@@ -260,6 +265,10 @@ backend edge
     return make
 
 
+def squid_service(port: int) -> str:
+    return f"leapsync{port}"
+
+
 def squid_argv(
     squid: str, workdir: Path, passwords: Path | None, stock_ports: bool = False
 ) -> Callable[[int], list[str]]:
@@ -292,7 +301,9 @@ acl CONNECT method CONNECT
 http_access deny all
 """
         )
-        return [squid, "-N", "-f", str(conf)]
+        # -n: a service name of its own names its shared memory segments (two squids
+        # never share them); Daemon.stop removes them
+        return [squid, "-N", "-n", squid_service(port), "-f", str(conf)]
 
     return make
 
@@ -303,6 +314,9 @@ def dante_argv(danted: str, workdir: Path, username: bool) -> Callable[[int], li
 
     def make(port: int) -> list[str]:
         method = "username" if username else "none"
+        privileged, unprivileged = (
+            ("root", "nobody") if os.geteuid() == 0 else (pwd.getpwuid(os.geteuid()).pw_name,) * 2
+        )
         conf = workdir / "danted.conf"
         conf.write_text(
             f"""logoutput: {workdir}/danted.log
@@ -310,8 +324,8 @@ internal: 127.0.0.1 port = {port}
 external: 127.0.0.1
 clientmethod: none
 socksmethod: {method}
-user.privileged: root
-user.unprivileged: nobody
+user.privileged: {privileged}
+user.unprivileged: {unprivileged}
 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
 socks pass {{
     from: 127.0.0.0/8 to: 0.0.0.0/0
