@@ -144,9 +144,6 @@ def test_dante_refusing_the_destination_names_the_proxy_phase_and_the_reply(
         stream.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="client defect: a refused TCP connect to the proxy names only an address, not the proxy"
-)
 def test_dante_down_the_tcp_error_names_the_proxy(
     danted: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
 ) -> None:
@@ -184,7 +181,8 @@ def test_dante_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
                 assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
                 assert attempt.error.phase == "proxy"
                 assert str(attempt.error) == (
-                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} within 1 s"
+                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
+                    f"through the socks5 proxy 127.0.0.1:{daemon.port} within 1 s"
                 )
         finally:
             stream.close()

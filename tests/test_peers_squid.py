@@ -169,9 +169,6 @@ def test_squid_then_nginx_wss_through_connect_to_a_tls_terminator(
         stream.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="client defect: a refused TCP connect to the proxy names only an address, not the proxy"
-)
 def test_squid_down_the_tcp_error_names_the_proxy(
     squid: str, workdir: Path, edge: LeapEdgeServer, daemons: list[Daemon]
 ) -> None:
@@ -211,7 +208,8 @@ def test_squid_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
                 assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
                 assert attempt.error.phase == "proxy"
                 assert str(attempt.error) == (
-                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} within 1 s"
+                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
+                    f"through the http proxy 127.0.0.1:{daemon.port} within 1 s"
                 )
         finally:
             stream.close()
