@@ -15,7 +15,7 @@ class ConnectionState(enum.Enum):
     ``IDLE`` before ``connect()``; ``CONNECTING`` while opening the websocket (first
     time or after a backoff delay); ``AUTHENTICATING`` once upgraded, until INIT;
     ``CONNECTED`` after INIT; ``ERRORED`` after a failure (see
-    :attr:`StateInfo.will_reconnect`); ``CLOSED`` after ``close()``.
+    :attr:`~leap_sync.StateInfo.will_reconnect`); ``CLOSED`` after ``close()``.
     """
 
     IDLE = "idle"
