@@ -111,3 +111,13 @@ def test_a_test_function_in_the_docs_is_run() -> None:
     code = next(code for _, code, mark in blocks(page) if "def test_" in code and not mark)
     exec(compile(code, f"{where}:1", "exec"), namespace)
     assert run_tests(namespace, where) == 1
+
+
+def test_the_readme_links_point_at_files_that_exist() -> None:
+    """README.md is not part of the site (whose links Sphinx checks): its own links into
+    docs/ and the repository are checked here."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert len(local) >= 20
+    assert [t for t in local if not (ROOT / t).is_file()] == []
