@@ -34,7 +34,7 @@ myst_heading_anchors = 3  # [text](page.md#a-heading) links resolve, and are che
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True}
 autodoc_preserve_defaults = True
 
 # No network at build time: Python's own objects are named, not linked.

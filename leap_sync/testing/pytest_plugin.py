@@ -74,7 +74,7 @@ def leap_edge_server(leap_edge_server_factory: Callable[..., LeapEdgeServer]) ->
 
 @pytest.fixture
 def elstat_server_factory() -> Iterator[Callable[..., ElstatServer]]:
-    """``factory(**options)`` starts a :class:`~leap_sync.testing.ElstatServer` with
+    """``factory(**options)`` starts an :class:`~leap_sync.testing.ElstatServer` with
     those options (``channels=[...]`` and so on) and returns it, started; every server
     it made is closed after the test."""
     from .elstat.server import ElstatServer
