@@ -31,6 +31,11 @@ class StateInfo:
     """A state transition: the new state, the error that caused an ``ERRORED`` state,
     and whether the client will try to reconnect by itself."""
 
+    #: The new state.
     connection_state: ConnectionState
+    #: What caused an ``ERRORED`` state (a :class:`~leap_sync.LeapError`), else
+    #: ``None``; not compared by ``==``.
     error: BaseException | None = attrs.field(default=None, eq=False)
+    #: In an ``ERRORED`` state: whether the client will try again by itself (``False``:
+    #: it gave up, or the error is fatal).
     will_reconnect: bool = False
