@@ -49,7 +49,7 @@ from .protocol.models import (
 from .protocol.opcodes import CloseCode, Opcode
 from .state import ConnectionState, StateInfo
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_URL",

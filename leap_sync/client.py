@@ -280,7 +280,7 @@ class LeapClient:
     def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send UNSUBSCRIBE and forget the subscription. The server's answer (a graceful
         UNAVAILABLE) arrives on channel-event channels; it never answers a later
-        :meth:`subscribe` of the same channel."""
+        :meth:`subscribe` of the same channel. Blocks and raises as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
         with self._lock:
             self._handler.subscriptions.pop(channel_id, None)
@@ -294,7 +294,8 @@ class LeapClient:
     def set_channel_state(
         self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None
     ) -> None:
-        """Send SET_CHANNEL_STATE (``state`` is a JSON object)."""
+        """Send SET_CHANNEL_STATE (``state`` is a JSON object; ``TypeError`` for
+        anything else). Blocks and raises as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
         if not isinstance(state, dict):
             raise TypeError("channel state must be a dict")
@@ -310,20 +311,29 @@ class LeapClient:
         timeout: float | None = None,
     ) -> None:
         """Send a MESSAGE to a channel; ``data`` is any JSON value (with
-        ``encoding="etf"``, ``bytes`` too: they travel as binaries). Returns once
-        written to the socket."""
+        ``encoding="etf"``, ``bytes`` too: they travel as binaries).
+
+        Every send (this, :meth:`set_channel_state`, :meth:`unsubscribe` and the pipe
+        room calls) blocks the calling thread, any thread, until the I/O thread has
+        written the frame to the socket. It raises :class:`LeapConnectionError` when
+        not connected (with ``wait=True`` it first waits for the connection), when the
+        connection ends before the frame is written or when the frame waits longer than
+        ``send_timeout``; :class:`LeapTimeoutError` once ``timeout`` seconds (the whole
+        call) have passed, the frame possibly still written later;
+        :class:`LeapEncodeError` for a value that cannot be encoded, before anything is
+        sent; :class:`LeapClosedError` after :meth:`close`."""
         _check_id(channel_id, "channel_id")
         _check_id(event_name, "event_name")
         self._core.send(frames.message(channel_id, event_name, data), wait, timeout)
 
     def subscribe_pipe_room(self, join_token: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send PIPE_ROOM_SUBSCRIBE; the room's events arrive on channel-event
-        channels."""
+        channels. Blocks and raises as :meth:`send_message`."""
         _check_id(join_token, "join_token")
         self._core.send(frames.pipe_room_subscribe(join_token), wait, timeout)
 
     def unsubscribe_pipe_room(self, room_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
-        """Send PIPE_ROOM_UNSUBSCRIBE."""
+        """Send PIPE_ROOM_UNSUBSCRIBE. Blocks and raises as :meth:`send_message`."""
         _check_id(room_id, "room_id")
         self._core.send(frames.pipe_room_unsubscribe(room_id), wait, timeout)
 

@@ -38,15 +38,32 @@ logging.getLogger("leap_sync").addHandler(logging.NullHandler())
 
 @runtime_checkable
 class Logger(Protocol):
-    """The logging interface leap-sync calls (the Go SDK's, method for method)."""
+    """The logging interface leap-sync calls (the Go SDK's, method for method).
 
-    def debug(self, message: str, metadata: Metadata = None) -> None: ...
+    Any object with these four methods will do (a structural protocol: no base class
+    needed). The client calls them on its callbacks thread, one at a time, in order;
+    ``metadata`` is a mapping of extra fields (``None`` when there are none) and holds
+    no token."""
 
-    def info(self, message: str, metadata: Metadata = None) -> None: ...
+    def debug(self, message: str, metadata: Metadata = None) -> None:
+        """The connection's story, step by step: connecting, upgrade, hello, identify
+        (the token redacted), init, subscribe."""
+        ...
 
-    def warn(self, message: str, metadata: Metadata = None) -> None: ...
+    def info(self, message: str, metadata: Metadata = None) -> None:
+        """Events of the connection's life: an attempt that failed, a close and its
+        code, a redirect, the delay before reconnecting."""
+        ...
 
-    def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None: ...
+    def warn(self, message: str, metadata: Metadata = None) -> None:
+        """Something the client handles but you may want to know: a connection
+        presumed dead, a close code ignored, a thread that did not stop in time."""
+        ...
+
+    def error(self, message: str, err: BaseException | None = None, metadata: Metadata = None) -> None:
+        """A failure, with the exception behind it when there is one (``err`` may be
+        ``None``): a protocol error from the server, the client giving up."""
+        ...
 
 
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}

@@ -18,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from . import demo, elstat, listen, serve
 from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="leap-sync",
         description="Synchronous Leap Edge and Elstat client: demo, listen, elstat, and an embedded test server.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for command in (demo, listen, serve, elstat):

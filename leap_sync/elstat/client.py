@@ -194,8 +194,8 @@ class ElstatClient:
         A long list goes out in as many payloads as the 256-byte limit needs; a name
         that cannot fit even alone raises ``ValueError`` before anything is sent. The
         channels are re-subscribed after every reconnect. Raises
-        :class:`LeapConnectionError` (not connected, or the connection dropped before
-        every answer came) and :class:`LeapTimeoutError` after ``timeout`` seconds.
+        :class:`~leap_sync.LeapConnectionError` (not connected, or the connection dropped before
+        every answer came) and :class:`~leap_sync.LeapTimeoutError` after ``timeout`` seconds.
         """
         return self._request(Op.SUBSCRIBE, _names(channels), timeout, wait)
 

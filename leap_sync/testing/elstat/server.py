@@ -116,14 +116,13 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
     and HTTP opening handshake, ``close_timeout`` the closing handshake (after which
     the TCP connection is cut; the default keeps :meth:`close` within a second even
     with clients that stopped reading), ``send_queue_limit`` the bytes queued for one
-    client (beyond it the client is shed, see
-    :data:`~leap_sync.testing.elstat.connection.SLOW_CONSUMER_CLOSE_CODE`),
+    client (beyond it the client is shed: closed 1013, try again later),
     ``history_limit`` how many closed connections :attr:`all_connections` keeps listed
     (the oldest are forgotten; :attr:`frames_in`/:attr:`frames_out` still count them). Threads:
     ``leap-sync-server-elstat-<n>`` accepts, and each connection gets one named
     ``leap-sync-server-elstat-<n>-conn``. Nothing starts until :meth:`start`.
 
-    Faults come from :class:`~leap_sync.testing.websocket.embedded.EmbeddedServer`:
+    Faults come from the generic embedded websocket server it extends:
     :meth:`send_raw` (any text or binary frame), :meth:`disconnect` (any close code,
     4200 and 4420 included; 1000 by default) and :meth:`drop` (TCP cut, no close
     frame), to every open connection or to one ``cid``; so do :meth:`wait_for`,

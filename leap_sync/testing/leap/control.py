@@ -366,10 +366,15 @@ class ControlServer:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` (an IPv6 host in brackets), for ``curl`` and tests."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
     def start(self) -> ControlServer:
+        """Serve in the ``leap-sync-control-<n>`` thread; returns at once, with the
+        server (the socket is bound at construction). Routes: ``POST
+        /channels/{id}/messages`` (``{"event": ..., "data": ...}``), ``PUT
+        /channels/{id}/state``, ``POST /tokens/{token}/messages``, ``GET /connections``."""
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},  # close() waits up to one poll interval

@@ -97,7 +97,7 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
 
     def start(self: _S) -> _S:
         """Bind and start accepting. Raises ``OSError`` when the address cannot be
-        bound, :class:`LeapError` when running. A :meth:`close` running on another
+        bound, :class:`~leap_sync.LeapError` when running. A :meth:`close` running on another
         thread is waited for first."""
         with self._close_lock:
             if self._listener is not None:
