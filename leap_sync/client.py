@@ -234,25 +234,29 @@ class LeapClient:
 
         Raises :class:`ChannelUnavailableError` (with ``error_code``, e.g.
         ``"NOT_GRANTED"``) when refused, :class:`LeapConnectionError` when not
-        connected or when the connection drops before the answer, and
-        :class:`LeapTimeoutError` after ``timeout`` seconds (the server's later answer
-        still updates :attr:`subscriptions`). With ``wait=True``, first waits (within
-        the same ``timeout``) for the connection. Answers are matched to requests in
-        the order they were sent, so an UNAVAILABLE answering an earlier
-        :meth:`unsubscribe` never fails this call. The subscription is remembered:
-        after a reconnect the client subscribes again if the server did not keep it.
+        connected (nothing is sent, nothing changes) or when the connection drops
+        before the answer, and :class:`LeapTimeoutError` after ``timeout`` seconds.
+        With ``wait=True``, first waits (within the same ``timeout``) for the
+        connection.
+
+        Answers are matched to requests in the order they were sent, per channel, so
+        an UNAVAILABLE answering an earlier :meth:`unsubscribe` never fails this call.
+        A call that gives up (a timeout) frees its place: a retry is answered by the
+        next answer for the channel, never left behind the abandoned request. The
+        abandoned request's answer, if the server still sends it, is the server's word
+        on the channel and updates :attr:`subscriptions` like any other (an AVAILABLE:
+        the server did subscribe, so the channel is listed; call :meth:`unsubscribe`
+        if it is no longer wanted). The subscription is remembered: after a reconnect
+        the client subscribes again if the server did not keep it.
         """
         _check_id(channel_id, "channel_id")
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Future()
-        keys: list[tuple[int, int]] = []
+        requests: list[tuple[Any, int]] = []
 
         def register(session: Any) -> None:
-            key = (id(session), leap_session(session).expect_answer(channel_id, True))
-            keys.append(key)
-            with self._lock:
-                self._waiters[key] = (channel_id, waiter)
+            requests.append((session, self._handler.subscribing(leap_session(session), channel_id, waiter)))
 
         try:
             self._core.send(frames.subscribe(channel_id), wait, timeout, register)
@@ -261,26 +265,31 @@ class LeapClient:
             if not waiter.wait(remaining):
                 raise LeapTimeoutError(f"no answer to SUBSCRIBE {channel_id!r} within {timeout:g} s")
         finally:
-            with self._lock:
-                for key in keys:
-                    self._waiters.pop(key, None)
+            for session, request in requests:
+                if not waiter.done:  # gave up: free the request's place
+                    self._handler.release(session, channel_id, request)
+                with self._lock:
+                    self._waiters.pop((id(session), request), None)
         if waiter.error is not None:
             raise waiter.error
         channel: Channel = waiter.value
         return channel
 
     def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
-        """Send UNSUBSCRIBE and forget the subscription. The server's answer (a graceful
-        UNAVAILABLE) arrives on channel-event channels; it never answers a later
-        :meth:`subscribe` of the same channel."""
+        """Send UNSUBSCRIBE and forget the subscription: once the frame is queued, the
+        channel leaves :attr:`subscriptions` and is never re-subscribed after a
+        reconnect (if the server still has it then, because the connection ended
+        before the server read the UNSUBSCRIBE, the client sends it again). When not
+        connected it raises :class:`LeapConnectionError` and changes nothing (the
+        channel stays subscribed, and is re-subscribed after a reconnect). The
+        server's answer (a graceful UNAVAILABLE) arrives on channel-event channels; it
+        never answers a later :meth:`subscribe` of the same channel."""
         _check_id(channel_id, "channel_id")
-        with self._lock:
-            self._handler.subscriptions.pop(channel_id, None)
         self._core.send(
             frames.unsubscribe(channel_id),
             wait,
             timeout,
-            lambda session: leap_session(session).expect_answer(channel_id, False),
+            lambda session: self._handler.unsubscribed(leap_session(session), channel_id),
         )
 
     def set_channel_state(

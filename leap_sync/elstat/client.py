@@ -11,6 +11,7 @@ client sent something Elstat refuses, which reconnecting would only repeat).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import urllib.parse
@@ -60,14 +61,19 @@ def _names(channels: str | Iterable[str]) -> list[str]:
 
 
 class _Request:
-    """A SUBSCRIBE/UNSUBSCRIBE on the wire: what it asked, and who waits for it."""
+    """A SUBSCRIBE/UNSUBSCRIBE on the wire: what it asked, its answer (``future``: the
+    channels confirmed, set whether or not anyone still waits), how many calls wait
+    for it, and the session (connection) it went out on."""
 
-    __slots__ = ("channels", "future", "op")
+    __slots__ = ("channels", "future", "number", "op", "session", "waiters")
 
-    def __init__(self, op: Op, channels: list[str], future: Future | None) -> None:
+    def __init__(self, op: Op, channels: list[str], session: ElstatSession, number: int, waiters: int) -> None:
         self.op = op
         self.channels = channels
-        self.future = future
+        self.future = Future()
+        self.session = session
+        self.number = number
+        self.waiters = waiters
 
 
 class ElstatClient:
@@ -198,49 +204,87 @@ class ElstatClient:
         return self._request(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
 
     def _request(self, op: Op, channels: list[str], timeout: float | None, wait: bool) -> list[str]:
-        groups = split_request(op, channels)  # ValueError before anything is sent
+        """Send ``op`` for ``channels`` and wait for the answers (see the module
+        :mod:`leap_sync.elstat.session` for how answers find their requests).
+
+        A channel whose latest pending request on this connection is of the same kind
+        and still awaited is not sent again: this call shares that request's answer
+        for it. A call that gives up (a timeout, an error) leaves its requests to
+        their answers, which still update :attr:`subscriptions`, and lets a later
+        request take their channels over."""
+        names = [name for group in split_request(op, channels) for name in group]  # ValueError before anything
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        names = [name for group in groups for name in group]
-        futures: list[Future] = []
-        keys: list[tuple[int, int]] = []
+        held: list[_Request] = []  # the requests this call waits for (their ``waiters`` count it)
+        answered_by: dict[str, _Request] = {}
         try:
-            for group in groups:
-                future = Future()
-                futures.append(future)
+            if wait:
+                self._core.wait_connected(timeout, lambda: True)
+            live = self._core.live
+            if live is not None and live.session.connected and not self._core.closing.is_set():
+                session = cast(ElstatSession, live.session)
+                with live.lock, self._lock:
+                    for name in names:
+                        number = session.sharing(op, name)
+                        shared = self._requests.get((id(session), number)) if number is not None else None
+                        if shared is not None and shared.session is session:
+                            if shared not in held:
+                                shared.waiters += 1
+                                held.append(shared)
+                            answered_by[name] = shared
+            shared_count = len(held)
+            to_send = [name for name in names if name not in answered_by]
+            for group in split_request(op, to_send) if to_send else ():
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 self._core.send(
                     {"op": int(op), "channels": group},
-                    wait,
+                    False,
                     remaining,
-                    functools.partial(self._expect, op=op, group=group, future=future, keys=keys),
+                    functools.partial(self._expect, op=op, group=group, held=held),
                 )
-                wait = False  # connected now; later groups go on the same connection
-            self._core.log.debug("subscribe" if op is Op.SUBSCRIBE else "unsubscribe", {"channels": len(names)})
-            confirmed: list[str] = []
-            for future in futures:
+            for request in held[shared_count:]:  # this call's own requests
+                for name in request.channels:
+                    answered_by[name] = request
+            self._core.log.debug(
+                "subscribe" if op is Op.SUBSCRIBE else "unsubscribe",
+                {"channels": len(names), "shared": len(names) - len(to_send)},
+            )
+            for request in held:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not future.wait(remaining):
+                if not request.future.wait(remaining):
                     raise LeapTimeoutError(f"no answer to {op.name} within {timeout:g} s")
-                if future.error is not None:
-                    raise future.error
-                confirmed += future.value
-            return confirmed
+                if request.future.error is not None:
+                    raise request.future.error
+            return [name for name in names if name in answered_by[name].future.value]
         finally:
-            with self._lock:
-                for key in keys:
-                    request = self._requests.get(key)
-                    if request is not None:
-                        request.future = None  # its answer still updates subscriptions
+            self._let_go(held)
 
-    def _expect(self, session: Any, op: Op, group: list[str], future: Future | None, keys: list[Any]) -> None:
+    def _let_go(self, held: list[_Request]) -> None:
+        """A call stops waiting for ``held``: a request nobody waits for any more and
+        still unanswered is abandoned in its session (see
+        :meth:`ElstatSession.abandon`)."""
+        if not held:
+            return
+        live = self._core.live
+        with live.lock if live is not None else contextlib.nullcontext(), self._lock:
+            for request in held:
+                request.waiters -= 1
+                unanswered = request.waiters == 0 and not request.future.done
+                if unanswered and live is not None and request.session is live.session:
+                    request.session.abandon(request.number)
+
+    def _expect(self, session: Any, op: Op, group: list[str], held: list[_Request] | None) -> None:
         """(Under the connection's lock, right before the frame is queued.) Record the
-        request, and what the application wants from now on: a call that fails before
-        sending changes nothing."""
-        key = (id(session), cast(ElstatSession, session).expect_reply(op, group))
-        keys.append(key)
+        request (awaited by the calling call, if ``held`` is given), and what the
+        application wants from now on: a call that fails before sending changes
+        nothing."""
+        session = cast(ElstatSession, session)
+        number = session.expect_reply(op, group)
+        request = _Request(op, group, session, number, 0 if held is None else 1)
+        if held is not None:
+            held.append(request)
         with self._lock:
-            self._requests[key] = _Request(op, group, future)
+            self._requests[(id(session), number)] = request
             for name in group:
                 if op is Op.SUBSCRIBE:
                     self._wanted[name] = None
@@ -260,40 +304,46 @@ class ElstatClient:
         if result.incidents:
             for channel in core.channels(_INCIDENTS):
                 channel._put_many(result.incidents)
-        for number, reply in result.replies:
+        for number, reply, claimed in result.replies:
             with self._lock:
                 request = self._requests.pop((id(live.session), number), None) if number is not None else None
                 if reply.op is Op.SUBSCRIBED:
-                    for name in request.channels if request is not None else ():
+                    for name in claimed:
                         if name not in reply.channels:
                             self._confirmed.pop(name, None)  # refused (again)
-                    asked = request.channels if request is not None else self._wanted
+                    asked = claimed if request is not None else self._wanted
                     for name in reply.channels:
-                        if name in asked:  # never a channel this client did not ask for
+                        # never a channel this client did not ask for, nor one a
+                        # later call unsubscribed (its UNSUBSCRIBE follows this answer)
+                        if name in asked and name in self._wanted:
                             self._confirmed[name] = None
                 else:
                     for name in reply.channels:
                         self._confirmed.pop(name, None)
-            if request is not None and request.future is not None:
+            if request is not None:
                 request.future.set([name for name in request.channels if name in reply.channels])
         for op in result.unknown_ops:
             core.log.info("ignoring a frame with an unknown op", {"op": op})
 
     def on_connected(self, live: Live) -> None:
-        with self._lock:
-            # A new connection has no subscription yet: what stands is what is wanted and
-            # was confirmed before, until the answers to the re-subscriptions say otherwise.
-            self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
-            wanted = list(self._wanted)
-        if not wanted:
-            return
-        self._core.log.debug("resubscribing", {"channels": len(wanted)})
         session = cast(ElstatSession, live.session)
+        # Under the connection's lock, as calls register theirs: an unsubscribe()
+        # either registers first (and is not re-subscribed here) or its UNSUBSCRIBE
+        # follows the re-subscription on the wire (and the server ends unsubscribed).
         with live.lock:
+            with self._lock:
+                # A new connection has no subscription yet: what stands is what is wanted
+                # and was confirmed before, until the answers to the re-subscriptions say
+                # otherwise.
+                self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
+                wanted = list(self._wanted)
+            if not wanted:
+                return
+            self._core.log.debug("resubscribing", {"channels": len(wanted)})
             for group in split_request(Op.SUBSCRIBE, wanted):
                 if self._core.closing.is_set():  # close() wants the thread: stop re-subscribing
                     return
-                self._expect(session, Op.SUBSCRIBE, group, None, [])
+                self._expect(session, Op.SUBSCRIBE, group, None)
                 if not live.emit({"op": int(Op.SUBSCRIBE), "channels": group}):
                     return
 
@@ -309,8 +359,7 @@ class ElstatClient:
             requests = list(self._requests.values())
             self._requests.clear()
         for request in requests:
-            if request.future is not None:
-                request.future.fail(error)
+            request.future.fail(error)
 
     def awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start

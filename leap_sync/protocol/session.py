@@ -135,6 +135,28 @@ class ClientSession:
         self._pending.setdefault(channel_id, collections.deque()).append((self._requests, subscribe))
         return self._requests
 
+    def release(self, channel_id: str, request: int) -> bool:
+        """Forget request ``request`` (a SUBSCRIBE of ``channel_id`` whose caller gave
+        up): the next answer for the channel goes to the request behind it, so a retry
+        is never handed an abandoned request's place. Its answer, should it still come,
+        is then a push (it still tells the channel's state). ``False`` if it was
+        answered (or released) already."""
+        queue = self._pending.get(channel_id)
+        if not queue:
+            return False
+        for index, (number, _subscribe) in enumerate(queue):
+            if number == request:
+                del queue[index]
+                if not queue:
+                    del self._pending[channel_id]
+                return True
+        return False
+
+    def pending(self, channel_id: str) -> tuple[tuple[int, bool], ...]:
+        """The requests of ``channel_id`` awaiting an answer, oldest first:
+        ``(request number, True for SUBSCRIBE)``."""
+        return tuple(self._pending.get(channel_id, ()))
+
     def _match(self, channel_id: str | None, event: AvailableEvent | UnavailableEvent) -> int | None:
         """The request ``event`` answers, or ``None`` for a push from the server.
 

@@ -1,0 +1,258 @@
+"""A caller that gives up frees its place in answer matching; a call that fails changes
+nothing, and a call that succeeded is never undone (issue 16, kinds 4 and 5).
+
+Each test states what every call reported, what ``client.subscriptions`` says and what
+the server has (``LeapEdgeServer.connections[...].subscriptions``): the three agree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from clientkit import PROJECT, TOKEN, StateRecorder
+from hostile import HostileServer, Peer, init_frame
+
+from leap_sync import (
+    AvailableEvent,
+    Backoff,
+    ConnectionState,
+    LeapClient,
+    LeapConnectionError,
+    LeapTimeoutError,
+    UnavailableEvent,
+)
+from leap_sync.testing import LeapEdgeServer
+from leap_sync.testing.leap.handling import ClientFrames
+
+CONNECTED = ConnectionState.CONNECTED
+
+
+class HoldingServer(LeapEdgeServer):
+    """A Leap Edge server that keeps the next ``hold`` SUBSCRIBEs to itself: it neither
+    acts on them nor answers, until :meth:`release_held` (the late answer), or never
+    (``lose=True``: the request was lost)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hold = 0
+        self.lose = False
+        self.held: list[tuple[Any, str]] = []
+
+    def _subscribe(self, conn: Any, channel_id: str) -> None:
+        if self.hold > 0:
+            self.hold -= 1
+            if not self.lose:
+                self.held.append((conn, channel_id))
+            return
+        super()._subscribe(conn, channel_id)
+
+    def release_held(self) -> None:
+        with self._lock:
+            held, self.held = self.held, []
+            for conn, channel_id in held:
+                ClientFrames._subscribe(self, conn, channel_id)
+        self.connection_changed()
+
+
+@pytest.fixture
+def server() -> Iterator[HoldingServer]:
+    with HoldingServer() as srv:
+        srv.add_token(TOKEN, project_id=PROJECT)
+        srv.create_channel("room", project_id=PROJECT, type="unprotected")
+        srv.create_channel("other", project_id=PROJECT, type="unprotected")
+        yield srv
+
+
+def _server_subscriptions(server: LeapEdgeServer) -> frozenset[str]:
+    (conn,) = server.connections
+    return conn.subscriptions
+
+
+def _steady(delay: float) -> Backoff:
+    return Backoff(base=delay, cap=delay, uniform=lambda low, high: high)
+
+
+def test_a_retry_after_a_subscribe_the_server_never_answered_is_answered(server: HoldingServer) -> None:
+    server.hold, server.lose = 1, True
+    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        assert client.subscriptions == ()
+        assert _server_subscriptions(server) == frozenset()
+        # the retry is answered (before the fix it took the lost request's place and
+        # timed out, as did every later retry)
+        assert client.subscribe("room", timeout=5).id == "room"
+        assert client.subscriptions == ("room",)
+        assert _server_subscriptions(server) == {"room"}
+        assert client.subscribe("room", timeout=5).id == "room"  # and so is the next one
+        assert client.subscribe("other", timeout=5).id == "other"
+        assert client.subscriptions == ("room", "other")
+        assert _server_subscriptions(server) == {"room", "other"}
+
+
+def test_a_late_answer_to_an_abandoned_subscribe_is_the_servers_word(server: HoldingServer) -> None:
+    server.hold = 1
+    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        assert client.subscriptions == ()
+        server.release_held()  # the server subscribes after all, and says so
+        event = events.get(timeout=5)
+        assert isinstance(event, AvailableEvent) and event.channel_id == "room"
+        assert client.subscriptions == ("room",)
+        assert _server_subscriptions(server) == {"room"}
+
+
+def test_a_retry_while_the_abandoned_request_is_still_in_flight(server: HoldingServer) -> None:
+    server.hold = 1
+    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        assert client.subscribe("room", timeout=5).id == "room"  # answered at once
+        server.release_held()  # then the first request's answer: a push, same word
+        event = events.get(timeout=5)
+        assert isinstance(event, AvailableEvent) and event.channel_id == "room"
+        assert client.subscriptions == ("room",)
+        assert _server_subscriptions(server) == {"room"}
+
+
+def test_a_late_subscribe_answer_after_unsubscribe_follows_the_server(server: HoldingServer) -> None:
+    server.hold = 1
+    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        client.unsubscribe("room")
+        gone = events.get(timeout=5)
+        assert isinstance(gone, UnavailableEvent) and gone.graceful
+        assert client.subscriptions == ()
+        server.release_held()  # the server acts on the held SUBSCRIBE last: subscribed
+        late = events.get(timeout=5)
+        assert isinstance(late, AvailableEvent)
+        assert client.subscriptions == ("room",)
+        assert _server_subscriptions(server) == {"room"}
+
+
+def test_unsubscribe_while_disconnected_changes_nothing(server: HoldingServer) -> None:
+    recorder = StateRecorder()
+    with LeapClient(PROJECT, url=server.url, backoff=_steady(1.0)) as client:  # tokenless
+        client.add_state_update_listener(recorder)
+        messages = client.message_event_channel()
+        client.connect(wait=True, timeout=5)
+        client.subscribe("room", timeout=5)
+        server.disconnect(4000)
+        recorder.wait_for(lambda infos: infos[-1].connection_state is not CONNECTED)
+        with pytest.raises(LeapConnectionError, match="not connected"):
+            client.unsubscribe("room")
+        assert client.subscriptions == ("room",)  # before the fix: () and never re-subscribed
+        recorder.wait_count(CONNECTED, 2)
+        server.wait_for(lambda s: len(s.connections) == 1 and s.connections[0].subscriptions == {"room"})
+        server.publish("room", "chat", {"n": 1})
+        assert messages.get(timeout=5).data == {"n": 1}
+        assert client.subscriptions == ("room",)
+
+
+def test_subscribe_while_disconnected_changes_nothing(server: HoldingServer) -> None:
+    recorder = StateRecorder()
+    with LeapClient(PROJECT, url=server.url, backoff=_steady(1.0)) as client:
+        client.add_state_update_listener(recorder)
+        client.connect(wait=True, timeout=5)
+        server.disconnect(4000)
+        recorder.wait_for(lambda infos: infos[-1].connection_state is not CONNECTED)
+        with pytest.raises(LeapConnectionError, match="not connected"):
+            client.subscribe("room", timeout=5)
+        assert client.subscriptions == ()
+        recorder.wait_count(CONNECTED, 2)
+        client.subscribe("other", timeout=5)  # a marker: the connection is serving calls
+        assert client.subscriptions == ("other",)
+        assert _server_subscriptions(server) == {"other"}
+
+
+def test_an_unsubscribe_the_server_never_read_is_not_undone_by_the_reconnect(server: HoldingServer) -> None:
+    recorder = StateRecorder()
+    with LeapClient(PROJECT, TOKEN, url=server.url, backoff=_steady(0.05)) as client:
+        client.add_state_update_listener(recorder)
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        client.subscribe("room", timeout=5)
+        client.subscribe("other", timeout=5)
+        server.silence()  # the server reads nothing more on this connection
+        client.unsubscribe("room")  # returns: written to the socket
+        assert client.subscriptions == ("other",)
+        server.disconnect(4000)
+        recorder.wait_count(CONNECTED, 2)
+        # the token's session kept "room" (INIT lists it): the client unsubscribes again
+        # instead of taking it back (before the fix: subscriptions said "room" again)
+        server.wait_for(lambda s: len(s.connections) == 1 and s.connections[0].subscriptions == {"other"})
+        gone = events.get(timeout=5)
+        assert isinstance(gone, UnavailableEvent) and gone.channel_id == "room" and gone.graceful
+        assert client.subscriptions == ("other",)
+
+
+def test_an_answer_to_the_resubscription_never_undoes_an_unsubscribe_that_returned() -> None:
+    """The reconnect re-subscribes "room"; the user's unsubscribe() returns while that
+    SUBSCRIBE is unanswered; the server then answers AVAILABLE (to the SUBSCRIBE) and
+    UNAVAILABLE (to the UNSUBSCRIBE). Between the two, ``subscriptions`` must not say
+    "room" again."""
+    resubscribed = threading.Event()
+    unsubscribed = threading.Event()
+    seen: list[dict[str, Any]] = []
+
+    def first(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        request = peer.read_json()
+        assert request["d"]["e"] == "SUBSCRIBE"
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.stop.wait(0.2)
+        peer.close(4000)
+        peer.drain(2)
+
+    def second(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c2", scope="noauth"))  # a tokenless session starts empty
+        seen.append(peer.read_json())  # the re-subscription
+        resubscribed.set()
+        seen.append(peer.read_json())  # the user's UNSUBSCRIBE
+        unsubscribed.wait(5)
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.message("marker", "after-available", 1)
+        peer.stop.wait(0.5)
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True, "error_code": None}}})
+        peer.message("marker", "after-unavailable", 2)
+        peer.drain(5)
+
+    with HostileServer([first, second]) as hostile:
+        recorder = StateRecorder()
+        with LeapClient(PROJECT, url=hostile.url, backoff=_steady(0.05)) as client:
+            client.add_state_update_listener(recorder)
+            messages = client.message_event_channel()
+            client.connect(wait=True, timeout=5)
+            assert client.subscribe("room", timeout=5).id == "room"
+            assert resubscribed.wait(10)
+            client.unsubscribe("room")
+            unsubscribed.set()
+            assert client.subscriptions == ()
+            assert messages.get(timeout=5).event_name == "after-available"
+            assert client.subscriptions == ()  # before the fix: ("room",) until the UNAVAILABLE
+            assert messages.get(timeout=5).event_name == "after-unavailable"
+            assert client.subscriptions == ()
+        assert [(f["d"]["e"], f["d"]["c"]) for f in seen] == [("SUBSCRIBE", "room"), ("UNSUBSCRIBE", "room")]
+        assert hostile.errors == []
+
+
+def _channel(channel_id: str) -> dict[str, Any]:
+    return {"id": channel_id, "project_id": PROJECT, "state": {}, "type": "unprotected"}
