@@ -295,11 +295,19 @@ class LeapClient:
     def set_channel_state(
         self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None
     ) -> None:
-        """Send SET_CHANNEL_STATE (``state`` is a JSON object)."""
+        """Send SET_CHANNEL_STATE (``state`` is a JSON object). Returns once written
+        to the socket. A server that refuses it (not subscribed) answers UNAVAILABLE
+        ``UNKNOWN``, which arrives on channel-event channels and never fails a later
+        :meth:`subscribe`."""
         _check_id(channel_id, "channel_id")
         if not isinstance(state, dict):
             raise TypeError("channel state must be a dict")
-        self._core.send(frames.set_channel_state(channel_id, state), wait, timeout)
+        self._core.send(
+            frames.set_channel_state(channel_id, state),
+            wait,
+            timeout,
+            lambda session: self._handler.sending(leap_session(session), channel_id),
+        )
 
     def send_message(
         self,
@@ -312,10 +320,17 @@ class LeapClient:
     ) -> None:
         """Send a MESSAGE to a channel; ``data`` is any JSON value (with
         ``encoding="etf"``, ``bytes`` too: they travel as binaries). Returns once
-        written to the socket."""
+        written to the socket. A server that refuses it (not subscribed) answers
+        UNAVAILABLE ``UNKNOWN``, which arrives on channel-event channels and never
+        fails a later :meth:`subscribe`."""
         _check_id(channel_id, "channel_id")
         _check_id(event_name, "event_name")
-        self._core.send(frames.message(channel_id, event_name, data), wait, timeout)
+        self._core.send(
+            frames.message(channel_id, event_name, data),
+            wait,
+            timeout,
+            lambda session: self._handler.sending(leap_session(session), channel_id),
+        )
 
     def subscribe_pipe_room(self, join_token: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send PIPE_ROOM_SUBSCRIBE; the room's events arrive on channel-event

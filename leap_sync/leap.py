@@ -213,6 +213,15 @@ class LeapHandler:
             self.subscriptions.pop(channel_id, None)
             self.unsubscribing[channel_id] = None
 
+    def sending(self, session: ClientSession, channel_id: str) -> None:
+        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: if this client is
+        not subscribed to it, the server's refusal (UNAVAILABLE ``UNKNOWN``) answers
+        this frame, never a ``subscribe()`` sent after it."""
+        with self.lock:
+            subscribed = channel_id in self.subscriptions
+        if not subscribed:
+            session.expect_refusal(channel_id)
+
     def release(self, session: Any, channel_id: str, request: int) -> None:
         """(A ``subscribe()`` call that gave up.) Free its request in answer matching,
         if ``session`` is still the live one (else it ended with its connection)."""

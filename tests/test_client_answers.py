@@ -24,6 +24,10 @@ from leap_sync import (
     LeapTimeoutError,
     UnavailableEvent,
 )
+from leap_sync.protocol import frames
+from leap_sync.protocol.codec import Codec
+from leap_sync.protocol.models import Channel, InitEvent
+from leap_sync.protocol.session import MAX_REFUSALS, Answer, ClientSession
 from leap_sync.testing import LeapEdgeServer
 from leap_sync.testing.leap.handling import ClientFrames
 
@@ -256,3 +260,103 @@ def test_an_answer_to_the_resubscription_never_undoes_an_unsubscribe_that_return
 
 def _channel(channel_id: str) -> dict[str, Any]:
     return {"id": channel_id, "project_id": PROJECT, "state": {}, "type": "unprotected"}
+
+
+@pytest.mark.parametrize("call", ["send_message", "set_channel_state"])
+def test_a_refused_message_never_answers_a_later_subscribe(call: str) -> None:
+    """MESSAGE (or SET_CHANNEL_STATE) to a channel this client is not subscribed to,
+    then SUBSCRIBE; the server refuses the first (UNAVAILABLE UNKNOWN) and grants the
+    second (AVAILABLE), in that order, after reading both."""
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        assert peer.read_json()["d"]["e"] in ("MESSAGE", "SET_CHANNEL_STATE")
+        assert peer.read_json()["d"]["e"] == "SUBSCRIBE"
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}})
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        if call == "send_message":
+            client.send_message("room", "chat", {"n": 1})
+        else:
+            client.set_channel_state("room", {"topic": "x"})
+        # before the fix: ChannelUnavailableError(UNKNOWN), then subscriptions said "room"
+        assert client.subscribe("room", timeout=5).id == "room"
+        assert client.subscriptions == ("room",)
+        refused = events.get(timeout=5)
+        assert isinstance(refused, UnavailableEvent) and refused.error_code == "UNKNOWN"
+        assert events.qsize() == 0
+        assert hostile.errors == []
+
+
+def test_a_message_before_subscribing_against_the_embedded_server(server: HoldingServer) -> None:
+    with LeapClient(PROJECT, url=server.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        for _ in range(20):  # the refusal races the SUBSCRIBE: either order must hold
+            client.send_message("room", "chat", 1)
+            assert client.subscribe("room", timeout=5).id == "room"
+            assert client.subscriptions == ("room",)
+            assert _server_subscriptions(server) == {"room"}
+            refused = events.get(timeout=5)
+            assert isinstance(refused, UnavailableEvent) and refused.error_code == "UNKNOWN"
+            client.unsubscribe("room")
+            gone = events.get(timeout=5)
+            assert isinstance(gone, UnavailableEvent) and gone.graceful
+            assert client.subscriptions == ()
+        server.wait_for(lambda s: s.connections[0].subscriptions == frozenset())
+
+
+def _answers(session: ClientSession, *events: Any) -> list[int | None]:
+    """The request each event answers (``None``: a push)."""
+    result = session.receive([Codec("json").encode(frames.server_frame(e)) for e in events], 1.0)
+    assert result.error is None
+    return [e.request if isinstance(e, Answer) else None for e in result.events]
+
+
+def test_session_matching_rules() -> None:
+    """The sans-I/O rules behind the tests above (ClientSession)."""
+    codec = Codec("json")
+    session = ClientSession(PROJECT, None, codec)
+    session.receive([codec.encode(frames.hello(30000)), codec.encode(frames.server_frame(_INIT))], 0.0)
+    available = AvailableEvent("room", Channel("room", PROJECT))
+    unknown = UnavailableEvent("room", False, "UNKNOWN")
+    graceful = UnavailableEvent("room", True, None)
+    # a released SUBSCRIBE frees its place: the next answer goes to the retry
+    lost = session.expect_answer("room", True)
+    retry = session.expect_answer("room", True)
+    assert session.release("room", lost)
+    assert not session.release("room", lost)
+    assert _answers(session, available, available) == [retry, None]
+    # a refusable frame's refusal never answers the SUBSCRIBE behind it
+    message = session.expect_refusal("room")
+    subscribe = session.expect_answer("room", True)
+    assert _answers(session, unknown, available) == [message, subscribe]
+    # frames behind a SUBSCRIBE that succeeds are accepted: the next UNKNOWN is the
+    # next SUBSCRIBE's
+    subscribe = session.expect_answer("room", True)
+    session.expect_refusal("room")
+    assert _answers(session, available) == [subscribe]
+    again = session.expect_answer("room", True)
+    assert _answers(session, unknown) == [again]
+    # a graceful UNAVAILABLE answers an UNSUBSCRIBE, skipping accepted frames, never
+    # when a SUBSCRIBE waits first
+    session.expect_refusal("room")
+    unsubscribe = session.expect_answer("room", False)
+    assert _answers(session, graceful) == [unsubscribe]
+    subscribe = session.expect_answer("room", True)
+    session.expect_answer("room", False)
+    assert _answers(session, graceful) == [None]
+    assert _answers(session, available) == [subscribe]
+    # refusable frames waiting for a refusal are bounded per channel
+    numbers = [session.expect_refusal("busy") for _ in range(MAX_REFUSALS + 1)]
+    assert None not in numbers[:-1] and numbers[-1] is None
+
+
+_INIT = InitEvent("c1", 1, None, "noauth", ())
