@@ -20,8 +20,8 @@ from .connection.core import ConnectionCore
 from .connection.handler import Future
 from .connection.options import ConnectOptions
 from .connection.timeouts import check_timeout
-from .errors import LeapTimeoutError
-from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
+from .errors import LeapConnectionError, LeapTimeoutError
+from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, Undo, leap_session, with_query
 from .log import Logger, StdlibLogger
 from .protocol import frames
 from .protocol.codec import COMPRESSIONS, Codec
@@ -281,16 +281,26 @@ class LeapClient:
         reconnect (if the server still has it then, because the connection ended
         before the server read the UNSUBSCRIBE, the client sends it again). When not
         connected it raises :class:`LeapConnectionError` and changes nothing (the
-        channel stays subscribed, and is re-subscribed after a reconnect). The
+        channel stays subscribed, and is re-subscribed after a reconnect); so it does,
+        changing nothing, when the connection ends before the frame is written. The
         server's answer (a graceful UNAVAILABLE) arrives on channel-event channels; it
         never answers a later :meth:`subscribe` of the same channel."""
         _check_id(channel_id, "channel_id")
-        self._core.send(
-            frames.unsubscribe(channel_id),
-            wait,
-            timeout,
-            lambda session: self._handler.unsubscribed(leap_session(session), channel_id),
-        )
+        before: list[Undo] = []
+        try:
+            self._core.send(
+                frames.unsubscribe(channel_id),
+                wait,
+                timeout,
+                lambda session: before.append(self._handler.unsubscribed(leap_session(session), channel_id)),
+            )
+        except LeapConnectionError:
+            for undo in before:  # queued, never written: the connection ended first
+                self._handler.undo_unsubscribe(channel_id, undo)
+            raise
+        finally:
+            for undo in before:
+                self._handler.unsubscribe_done(channel_id, undo)
 
     def set_channel_state(
         self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None

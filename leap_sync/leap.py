@@ -11,11 +11,15 @@ blocks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any, cast
+
+import attrs
 
 from .connection.core import ConnectionCore
 from .connection.handler import Decision, Future, Live
@@ -28,7 +32,7 @@ from .protocol.opcodes import CloseCode, close_action
 from .protocol.session import Answer, ClientSession, ReceiveResult
 from .wire.close import CloseAction
 
-__all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "leap_session", "with_query"]
+__all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "Undo", "leap_session", "with_query"]
 
 MESSAGES = "messages"
 CHANNEL_EVENTS = "channel_events"
@@ -120,6 +124,29 @@ def leap_session(session: Any) -> ClientSession:
     return cast(ClientSession, session)
 
 
+@contextlib.contextmanager
+def _holding_live(core: ConnectionCore, lock: threading.RLock) -> Iterator[Live | None]:
+    """Hold the live connection's lock (if there is one), then ``lock`` (the order
+    every thread takes them in), with ``core.live`` still that connection; yields it."""
+    while True:
+        live = core.live
+        with live.lock if live is not None else contextlib.nullcontext(), lock:
+            if core.live is live:
+                yield live
+                return
+
+
+@attrs.define(eq=False)
+class Undo:
+    """What an ``unsubscribe()`` call changed: the connection generation it was
+    recorded on, and whether the channel was subscribed and being unsubscribed
+    before."""
+
+    generation: int
+    subscribed: bool
+    unsubscribing: bool
+
+
 class LeapHandler:
     """The Leap side of one ``LeapClient`` (its :attr:`core` is set right after
     construction). ``waiters`` maps ``(id(session), request)`` to the channel and the
@@ -141,6 +168,8 @@ class LeapHandler:
         self.waiters: dict[tuple[int, int], tuple[str, Future]] = {}
         self.subscriptions: dict[str, None] = {}
         self.unsubscribing: dict[str, None] = {}  # unsubscribed by a call, not yet answered
+        self.generation = 0  # connections set up (on_connected)
+        self.calls: dict[str, Undo] = {}  # the unsubscribe() call in progress that named each channel last
         self.init_event: InitEvent | None = None
         self.latency: float | None = None  # the last connection's
 
@@ -201,17 +230,46 @@ class LeapHandler:
         request = session.expect_answer(channel_id, True)
         with self.lock:
             self.unsubscribing.pop(channel_id, None)  # the latest call wins
+            self.calls.pop(channel_id, None)
             self.waiters[(id(session), request)] = (channel_id, waiter)
         return request
 
-    def unsubscribed(self, session: ClientSession, channel_id: str) -> None:
+    def unsubscribed(self, session: ClientSession, channel_id: str) -> Undo:
         """Record an ``unsubscribe()`` call's UNSUBSCRIBE: the channel is forgotten
         now, and neither re-subscribed nor kept from a later INIT until a call
-        subscribes it again."""
+        subscribes it again. Returns what :meth:`undo_unsubscribe` needs (the call
+        hands it back to :meth:`unsubscribe_done` when it ends)."""
         session.expect_answer(channel_id, False)
         with self.lock:
+            undo = Undo(self.generation, channel_id in self.subscriptions, channel_id in self.unsubscribing)
             self.subscriptions.pop(channel_id, None)
             self.unsubscribing[channel_id] = None
+            self.calls[channel_id] = undo
+        return undo
+
+    def unsubscribe_done(self, channel_id: str, undo: Undo) -> None:
+        """The ``unsubscribe()`` call that recorded ``undo`` ended."""
+        with self.lock:
+            if self.calls.get(channel_id) is undo:
+                del self.calls[channel_id]
+
+    def undo_unsubscribe(self, channel_id: str, undo: Undo) -> None:
+        """(An ``unsubscribe()`` whose frame was never written: the connection ended
+        first.) Put the channel back as it was, unless a later call named it. If a
+        newer connection was already set up without it, subscribe it there again."""
+        with _holding_live(self.core, self.lock) as live:
+            if self.calls.get(channel_id) is not undo:
+                return  # a later call decided
+            if undo.unsubscribing:
+                self.unsubscribing[channel_id] = None
+            else:
+                self.unsubscribing.pop(channel_id, None)
+            if undo.subscribed:
+                self.subscriptions[channel_id] = None
+            resend = undo.subscribed and self.generation != undo.generation
+            if resend and live is not None and live.session.connected and not self.core.closing.is_set():
+                leap_session(live.session).expect_answer(channel_id, True)
+                live.emit(frames.subscribe(channel_id))
 
     def sending(self, session: ClientSession, channel_id: str) -> None:
         """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: if this client is
@@ -243,6 +301,7 @@ class LeapHandler:
         # follows the re-subscription on the wire (and the server ends unsubscribed).
         with live.lock:
             with self.lock:
+                self.generation += 1
                 missing = [c for c in self.subscriptions if c not in kept]
                 stale = [c for c in kept if c in self.unsubscribing]  # unsubscribed; the server never heard
                 for channel_id in [c for c in self.unsubscribing if c not in kept]:

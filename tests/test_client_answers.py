@@ -360,3 +360,76 @@ def test_session_matching_rules() -> None:
 
 
 _INIT = InitEvent("c1", 1, None, "noauth", ())
+
+
+def test_an_unsubscribe_never_written_changes_nothing() -> None:
+    """The connection ends (a peer that stopped reading, ``send_timeout``) while the
+    UNSUBSCRIBE waits behind a large message: ``unsubscribe()`` raises, the channel is
+    still subscribed, and the next (tokenless) connection re-subscribes it."""
+    second_got: list[dict[str, Any]] = []
+
+    def stops_reading(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        assert peer.read_json()["d"]["e"] == "SUBSCRIBE"
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.wait()  # reads nothing more
+
+    def serves(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c2", scope="noauth"))
+        second_got.append(peer.read_json())
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.drain(5)
+
+    with HostileServer([stops_reading, serves]) as hostile:
+        recorder = StateRecorder()
+        with LeapClient(PROJECT, url=hostile.url, send_timeout=1.0, backoff=_steady(0.5)) as client:
+            client.add_state_update_listener(recorder)
+            events = client.channel_event_channel()
+            client.connect(wait=True, timeout=5)
+            assert client.subscribe("room", timeout=5).id == "room"
+            queued = threading.Event()
+            unsubscribed = client._handler.unsubscribed
+
+            def recording(*args: Any) -> Any:
+                try:
+                    return unsubscribed(*args)
+                finally:
+                    queued.set()
+
+            client._handler.unsubscribed = recording  # type: ignore[method-assign]
+            flooding = threading.Event()
+            sending = client._handler.sending
+
+            def recording_send(*args: Any) -> None:
+                sending(*args)
+                flooding.set()  # the big frame is queued right after, under the same lock
+
+            client._handler.sending = recording_send  # type: ignore[method-assign]
+            big: list[BaseException] = []
+
+            def flood() -> None:
+                try:
+                    client.send_message("room", "big", "x" * (64 << 20))
+                except LeapConnectionError as exc:
+                    big.append(exc)
+
+            flooder = threading.Thread(target=flood, name="test-flood", daemon=True)
+            flooder.start()
+            assert flooding.wait(10)
+            with pytest.raises(LeapConnectionError):
+                client.unsubscribe("room")
+            assert queued.is_set()  # it was queued, then never written
+            assert client.subscriptions == ("room",)  # before the fix: ()
+            flooder.join(10)
+            assert len(big) == 1
+            recorder.wait_count(CONNECTED, 2)
+            assert isinstance(events.get(timeout=5), AvailableEvent)  # the re-subscription's answer
+            assert client.subscriptions == ("room",)
+        assert [(f["d"]["e"], f["d"]["c"]) for f in second_got] == [("SUBSCRIBE", "room")]
+        assert hostile.errors == []

@@ -207,3 +207,35 @@ def test_session_shares_and_takes_over() -> None:
     result = session.receive([('{"op":2,"channels":[]}', False), ('{"op":1,"channels":[]}', False)], 0.0)
     assert [(number, claimed) for number, _, claimed in result.replies] == [(unsub, {A}), (None, frozenset())]
     assert isinstance(result.replies[0][1], Reply)
+
+
+@pytest.mark.parametrize("op", ["subscribe", "unsubscribe"])
+def test_a_call_the_connection_fails_changes_nothing(elstat: HoldingElstat, op: str) -> None:
+    """The connection drops while the server holds the request: the call raises, and
+    the next connection has exactly what stood before the call."""
+    recorder = StateRecorder()
+    with ElstatClient(elstat.base_url, backoff=Backoff(base=0.05, cap=0.05, uniform=lambda low, high: high)) as client:
+        client.add_state_update_listener(recorder)
+        client.connect(wait=True, timeout=5)
+        assert client.subscribe([B], timeout=5) == [B]
+        elstat.hold = 1
+        call = getattr(client, op)
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call([A] if op == "subscribe" else [B], timeout=10)
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=run, name="test-elstat-call", daemon=True)
+        thread.start()
+        elstat.wait_for(lambda s: s.requests == 2)
+        elstat.drop()
+        thread.join(10)
+        assert len(failed) == 1 and isinstance(failed[0], LeapConnectionError)
+        recorder.wait_count(CONNECTED, 2)
+        # before the fix: the reconnect subscribed A (a failed subscribe) or left B out
+        # (a failed unsubscribe)
+        elstat.wait_for(lambda s: len(s.connections) == 1 and s.connections[0].subscriptions == {B})
+        elstat.wait_for(lambda s: client.subscriptions == (B,))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from ..backoff import Backoff
@@ -60,12 +61,24 @@ def _names(channels: str | Iterable[str]) -> list[str]:
     return [channels] if isinstance(channels, str) else list(channels)
 
 
+@contextlib.contextmanager
+def _holding_live(core: ConnectionCore, lock: threading.RLock) -> Iterator[Live | None]:
+    """Hold the live connection's lock (if there is one), then ``lock`` (the order
+    every thread takes them in), with ``core.live`` still that connection; yields it."""
+    while True:
+        live = core.live
+        with live.lock if live is not None else contextlib.nullcontext(), lock:
+            if core.live is live:
+                yield live
+                return
+
+
 class _Request:
     """A SUBSCRIBE/UNSUBSCRIBE on the wire: what it asked, its answer (``future``: the
     channels confirmed, set whether or not anyone still waits), how many calls wait
     for it, and the session (connection) it went out on."""
 
-    __slots__ = ("channels", "future", "number", "op", "session", "waiters")
+    __slots__ = ("before", "channels", "future", "generation", "number", "op", "session", "waiters")
 
     def __init__(self, op: Op, channels: list[str], session: ElstatSession, number: int, waiters: int) -> None:
         self.op = op
@@ -74,6 +87,8 @@ class _Request:
         self.session = session
         self.number = number
         self.waiters = waiters
+        self.before: dict[str, bool] = {}  # whether each channel was wanted before this request
+        self.generation = 0  # the connection (counted by on_connected) it went out on
 
 
 class ElstatClient:
@@ -120,6 +135,8 @@ class ElstatClient:
         self._requests: dict[tuple[int, int], _Request] = {}
         self._wanted: dict[str, None] = {}  # what the application asked for: re-subscribed after reconnects
         self._confirmed: dict[str, None] = {}  # what the server confirmed
+        self._owner: dict[str, _Request] = {}  # the latest request of a call naming each channel
+        self._generation = 0  # connections set up (on_connected)
 
     def __repr__(self) -> str:
         return f"<ElstatClient state={self.state.connection_state.value} url={self.url!r}>"
@@ -216,6 +233,7 @@ class ElstatClient:
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         held: list[_Request] = []  # the requests this call waits for (their ``waiters`` count it)
+        shared_count = 0  # the first ones are other calls' requests it shares
         answered_by: dict[str, _Request] = {}
         try:
             if wait:
@@ -256,8 +274,16 @@ class ElstatClient:
                 if request.future.error is not None:
                     raise request.future.error
             return [name for name in names if name in answered_by[name].future.value]
+        except LeapConnectionError:
+            self._undo(held[shared_count:])
+            raise
         finally:
             self._let_go(held)
+            with self._lock:
+                for request in held[shared_count:]:
+                    for name in request.channels:
+                        if self._owner.get(name) is request:
+                            del self._owner[name]
 
     def _let_go(self, held: list[_Request]) -> None:
         """A call stops waiting for ``held``: a request nobody waits for any more and
@@ -273,6 +299,40 @@ class ElstatClient:
                 if unanswered and live is not None and request.session is live.session:
                     request.session.abandon(request.number)
 
+    def _undo(self, requests: list[_Request]) -> None:
+        """(A call that failed with a connection error: the connection ended.) Put
+        back what ``requests`` changed in what the application wants, for every
+        channel no later call named since, so that the call changes nothing. If a newer
+        connection was already set up with the changed wishes, send it what puts it
+        back (an UNSUBSCRIBE for what the call subscribed, a SUBSCRIBE for what it
+        unsubscribed)."""
+        if not requests:
+            return
+        with _holding_live(self._core, self._lock) as live:
+            fix: dict[Op, list[str]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}
+            for request in requests:
+                for name, was_wanted in request.before.items():
+                    if self._owner.get(name) is not request:
+                        continue  # a later call decided
+                    if was_wanted:
+                        self._wanted[name] = None
+                    else:
+                        self._wanted.pop(name, None)
+                        self._confirmed.pop(name, None)
+                    changed = was_wanted is (request.op is Op.UNSUBSCRIBE)
+                    if changed and request.generation != self._generation:
+                        fix[Op.SUBSCRIBE if was_wanted else Op.UNSUBSCRIBE].append(name)
+            if live is None or not live.session.connected:
+                return
+            session = cast(ElstatSession, live.session)
+            for op, names in fix.items():
+                for group in split_request(op, names) if names else ():
+                    if self._core.closing.is_set():
+                        return
+                    self._expect(session, op, group, None)
+                    if not live.emit({"op": int(op), "channels": group}):
+                        return
+
     def _expect(self, session: Any, op: Op, group: list[str], held: list[_Request] | None) -> None:
         """(Under the connection's lock, right before the frame is queued.) Record the
         request (awaited by the calling call, if ``held`` is given), and what the
@@ -285,7 +345,11 @@ class ElstatClient:
             held.append(request)
         with self._lock:
             self._requests[(id(session), number)] = request
+            request.generation = self._generation
             for name in group:
+                request.before[name] = name in self._wanted
+                if held is not None:  # a call's, not the client's own re-subscription
+                    self._owner[name] = request
                 if op is Op.SUBSCRIBE:
                     self._wanted[name] = None
                 else:
@@ -335,6 +399,7 @@ class ElstatClient:
                 # A new connection has no subscription yet: what stands is what is wanted
                 # and was confirmed before, until the answers to the re-subscriptions say
                 # otherwise.
+                self._generation += 1
                 self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
                 wanted = list(self._wanted)
             if not wanted:
