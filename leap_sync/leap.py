@@ -11,18 +11,16 @@ blocks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any, cast
 
 import attrs
 
 from .connection.core import ConnectionCore
-from .connection.handler import Decision, Future, Live
+from .connection.handler import Decision, Future, Live, holding_live
 from .connection.options import ConnectOptions
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
 from .protocol import frames
@@ -122,18 +120,6 @@ def _without_pieces(text: str, token: str) -> str:
 def leap_session(session: Any) -> ClientSession:
     """The core's session of a Leap connection is a :class:`ClientSession`."""
     return cast(ClientSession, session)
-
-
-@contextlib.contextmanager
-def _holding_live(core: ConnectionCore, lock: threading.RLock) -> Iterator[Live | None]:
-    """Hold the live connection's lock (if there is one), then ``lock`` (the order
-    every thread takes them in), with ``core.live`` still that connection; yields it."""
-    while True:
-        live = core.live
-        with live.lock if live is not None else contextlib.nullcontext(), lock:
-            if core.live is live:
-                yield live
-                return
 
 
 @attrs.define(eq=False)
@@ -257,7 +243,7 @@ class LeapHandler:
         """(An ``unsubscribe()`` whose frame was never written: the connection ended
         first.) Put the channel back as it was, unless a later call named it. If a
         newer connection was already set up without it, subscribe it there again."""
-        with _holding_live(self.core, self.lock) as live:
+        with holding_live(self.core, self.lock) as live:
             if self.calls.get(channel_id) is not undo:
                 return  # a later call decided
             if undo.unsubscribing:

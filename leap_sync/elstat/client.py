@@ -3,33 +3,32 @@
 A thin façade over :class:`~leap_sync.connection.core.ConnectionCore`, the same core as
 ``LeapClient`` (threads, bounded and interruptible connection attempts, backoff,
 state listeners, ``close()``, event channels): see :mod:`leap_sync.connection.core` for the thread
-contract. What is Elstat's lives here: subscriptions (split over 256-byte payloads,
-re-subscribed after every reconnect), matching SUBSCRIBED/UNSUBSCRIBED to the calls
-waiting for them, and the close-code policy (4200 and 4420 are fatal: they mean this
-client sent something Elstat refuses, which reconnecting would only repeat).
+contract. What is Elstat's lives here and in :mod:`leap_sync.elstat.requests`:
+subscriptions (split over 256-byte payloads, re-subscribed after every reconnect),
+matching SUBSCRIBED/UNSUBSCRIBED to the calls waiting for them, and the close-code
+policy (4200 and 4420 are fatal: they mean this client sent something Elstat refuses,
+which reconnecting would only repeat).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import Decision, Future, Live
+from ..connection.handler import Decision, Live
 from ..connection.options import ConnectOptions
 from ..connection.timeouts import check_seconds, check_timeout
-from ..errors import LeapConnectionError, LeapTimeoutError
+from ..errors import LeapConnectionError
 from ..log import Logger, StdlibLogger
 from ..state import StateInfo
 from ..wire.close import CloseAction
-from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
+from .protocol import CloseCode, DataEvent, IncidentEvent, Op
+from .requests import Requests
 from .session import ElstatResult, ElstatSession
 
 __all__ = ["ElstatClient", "streaming_url"]
@@ -59,36 +58,6 @@ def streaming_url(url: str) -> str:
 
 def _names(channels: str | Iterable[str]) -> list[str]:
     return [channels] if isinstance(channels, str) else list(channels)
-
-
-@contextlib.contextmanager
-def _holding_live(core: ConnectionCore, lock: threading.RLock) -> Iterator[Live | None]:
-    """Hold the live connection's lock (if there is one), then ``lock`` (the order
-    every thread takes them in), with ``core.live`` still that connection; yields it."""
-    while True:
-        live = core.live
-        with live.lock if live is not None else contextlib.nullcontext(), lock:
-            if core.live is live:
-                yield live
-                return
-
-
-class _Request:
-    """A SUBSCRIBE/UNSUBSCRIBE on the wire: what it asked, its answer (``future``: the
-    channels confirmed, set whether or not anyone still waits), how many calls wait
-    for it, and the session (connection) it went out on."""
-
-    __slots__ = ("before", "channels", "future", "generation", "number", "op", "session", "waiters")
-
-    def __init__(self, op: Op, channels: list[str], session: ElstatSession, number: int, waiters: int) -> None:
-        self.op = op
-        self.channels = channels
-        self.future = Future()
-        self.session = session
-        self.number = number
-        self.waiters = waiters
-        self.before: dict[str, bool] = {}  # whether each channel was wanted before this request
-        self.generation = 0  # the connection (counted by on_connected) it went out on
 
 
 class ElstatClient:
@@ -132,11 +101,8 @@ class ElstatClient:
             clock=clock,
         )
         self._lock = self._core.lock
-        self._requests: dict[tuple[int, int], _Request] = {}
-        self._wanted: dict[str, None] = {}  # what the application asked for: re-subscribed after reconnects
-        self._confirmed: dict[str, None] = {}  # what the server confirmed
-        self._owner: dict[str, _Request] = {}  # the latest request of a call naming each channel
-        self._generation = 0  # connections set up (on_connected)
+        self._calls = Requests(self._core)
+        self._wanted = self._calls.wanted  # the same dict
 
     def __repr__(self) -> str:
         return f"<ElstatClient state={self.state.connection_state.value} url={self.url!r}>"
@@ -156,7 +122,7 @@ class ElstatClient:
         """The channels the server confirmed (and that were not unsubscribed since),
         in the order they were confirmed."""
         with self._lock:
-            return tuple(self._confirmed)
+            return tuple(self._calls.confirmed)
 
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         """As ``LeapClient.add_state_update_listener``: on the callbacks thread, in
@@ -210,150 +176,23 @@ class ElstatClient:
         that cannot fit even alone raises ``ValueError`` before anything is sent. The
         channels are re-subscribed after every reconnect. Raises
         :class:`LeapConnectionError` (not connected, or the connection dropped before
-        every answer came) and :class:`LeapTimeoutError` after ``timeout`` seconds.
+        every answer came: either way the call changes nothing, and the next
+        connection is subscribed to what stood before it) and
+        :class:`LeapTimeoutError` after ``timeout`` seconds (the server's later answer
+        still counts). A channel another call is already subscribing (unanswered) is
+        not sent again: this call shares that answer. A retry after a timeout sends
+        its channels again and is answered even if the server never answers the
+        first request.
         """
-        return self._request(Op.SUBSCRIBE, _names(channels), timeout, wait)
+        return self._calls.call(Op.SUBSCRIBE, _names(channels), timeout, wait)
 
     def unsubscribe(
         self, channels: str | Iterable[str], timeout: float | None = 10.0, *, wait: bool = False
     ) -> list[str]:
-        """Unsubscribe; return the channels the server confirmed it unsubscribed."""
-        return self._request(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
-
-    def _request(self, op: Op, channels: list[str], timeout: float | None, wait: bool) -> list[str]:
-        """Send ``op`` for ``channels`` and wait for the answers (see the module
-        :mod:`leap_sync.elstat.session` for how answers find their requests).
-
-        A channel whose latest pending request on this connection is of the same kind
-        and still awaited is not sent again: this call shares that request's answer
-        for it. A call that gives up (a timeout, an error) leaves its requests to
-        their answers, which still update :attr:`subscriptions`, and lets a later
-        request take their channels over."""
-        names = [name for group in split_request(op, channels) for name in group]  # ValueError before anything
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        held: list[_Request] = []  # the requests this call waits for (their ``waiters`` count it)
-        shared_count = 0  # the first ones are other calls' requests it shares
-        answered_by: dict[str, _Request] = {}
-        try:
-            if wait:
-                self._core.wait_connected(timeout, lambda: True)
-            live = self._core.live
-            if live is not None and live.session.connected and not self._core.closing.is_set():
-                session = cast(ElstatSession, live.session)
-                with live.lock, self._lock:
-                    for name in names:
-                        number = session.sharing(op, name)
-                        shared = self._requests.get((id(session), number)) if number is not None else None
-                        if shared is not None and shared.session is session:
-                            if shared not in held:
-                                shared.waiters += 1
-                                held.append(shared)
-                            answered_by[name] = shared
-            shared_count = len(held)
-            to_send = [name for name in names if name not in answered_by]
-            for group in split_request(op, to_send) if to_send else ():
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._core.send(
-                    {"op": int(op), "channels": group},
-                    False,
-                    remaining,
-                    functools.partial(self._expect, op=op, group=group, held=held),
-                )
-            for request in held[shared_count:]:  # this call's own requests
-                for name in request.channels:
-                    answered_by[name] = request
-            self._core.log.debug(
-                "subscribe" if op is Op.SUBSCRIBE else "unsubscribe",
-                {"channels": len(names), "shared": len(names) - len(to_send)},
-            )
-            for request in held:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not request.future.wait(remaining):
-                    raise LeapTimeoutError(f"no answer to {op.name} within {timeout:g} s")
-                if request.future.error is not None:
-                    raise request.future.error
-            return [name for name in names if name in answered_by[name].future.value]
-        except LeapConnectionError:
-            self._undo(held[shared_count:])
-            raise
-        finally:
-            self._let_go(held)
-            with self._lock:
-                for request in held[shared_count:]:
-                    for name in request.channels:
-                        if self._owner.get(name) is request:
-                            del self._owner[name]
-
-    def _let_go(self, held: list[_Request]) -> None:
-        """A call stops waiting for ``held``: a request nobody waits for any more and
-        still unanswered is abandoned in its session (see
-        :meth:`ElstatSession.abandon`)."""
-        if not held:
-            return
-        live = self._core.live
-        with live.lock if live is not None else contextlib.nullcontext(), self._lock:
-            for request in held:
-                request.waiters -= 1
-                unanswered = request.waiters == 0 and not request.future.done
-                if unanswered and live is not None and request.session is live.session:
-                    request.session.abandon(request.number)
-
-    def _undo(self, requests: list[_Request]) -> None:
-        """(A call that failed with a connection error: the connection ended.) Put
-        back what ``requests`` changed in what the application wants, for every
-        channel no later call named since, so that the call changes nothing. If a newer
-        connection was already set up with the changed wishes, send it what puts it
-        back (an UNSUBSCRIBE for what the call subscribed, a SUBSCRIBE for what it
-        unsubscribed)."""
-        if not requests:
-            return
-        with _holding_live(self._core, self._lock) as live:
-            fix: dict[Op, list[str]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}
-            for request in requests:
-                for name, was_wanted in request.before.items():
-                    if self._owner.get(name) is not request:
-                        continue  # a later call decided
-                    if was_wanted:
-                        self._wanted[name] = None
-                    else:
-                        self._wanted.pop(name, None)
-                        self._confirmed.pop(name, None)
-                    changed = was_wanted is (request.op is Op.UNSUBSCRIBE)
-                    if changed and request.generation != self._generation:
-                        fix[Op.SUBSCRIBE if was_wanted else Op.UNSUBSCRIBE].append(name)
-            if live is None or not live.session.connected:
-                return
-            session = cast(ElstatSession, live.session)
-            for op, names in fix.items():
-                for group in split_request(op, names) if names else ():
-                    if self._core.closing.is_set():
-                        return
-                    self._expect(session, op, group, None)
-                    if not live.emit({"op": int(op), "channels": group}):
-                        return
-
-    def _expect(self, session: Any, op: Op, group: list[str], held: list[_Request] | None) -> None:
-        """(Under the connection's lock, right before the frame is queued.) Record the
-        request (awaited by the calling call, if ``held`` is given), and what the
-        application wants from now on: a call that fails before sending changes
-        nothing."""
-        session = cast(ElstatSession, session)
-        number = session.expect_reply(op, group)
-        request = _Request(op, group, session, number, 0 if held is None else 1)
-        if held is not None:
-            held.append(request)
-        with self._lock:
-            self._requests[(id(session), number)] = request
-            request.generation = self._generation
-            for name in group:
-                request.before[name] = name in self._wanted
-                if held is not None:  # a call's, not the client's own re-subscription
-                    self._owner[name] = request
-                if op is Op.SUBSCRIBE:
-                    self._wanted[name] = None
-                else:
-                    self._wanted.pop(name, None)
+        """Unsubscribe; return the channels the server confirmed it unsubscribed.
+        Raises as :meth:`subscribe` (a call that fails changes nothing: the channels
+        stay subscribed, and are re-subscribed after a reconnect)."""
+        return self._calls.call(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
 
     # -- what the core asks (the I/O thread; never blocks) ----------------------------------
 
@@ -368,63 +207,20 @@ class ElstatClient:
         if result.incidents:
             for channel in core.channels(_INCIDENTS):
                 channel._put_many(result.incidents)
-        for number, reply, claimed in result.replies:
-            with self._lock:
-                request = self._requests.pop((id(live.session), number), None) if number is not None else None
-                if reply.op is Op.SUBSCRIBED:
-                    for name in claimed:
-                        if name not in reply.channels:
-                            self._confirmed.pop(name, None)  # refused (again)
-                    asked = claimed if request is not None else self._wanted
-                    for name in reply.channels:
-                        # never a channel this client did not ask for, nor one a
-                        # later call unsubscribed (its UNSUBSCRIBE follows this answer)
-                        if name in asked and name in self._wanted:
-                            self._confirmed[name] = None
-                else:
-                    for name in reply.channels:
-                        self._confirmed.pop(name, None)
-            if request is not None:
-                request.future.set([name for name in request.channels if name in reply.channels])
+        if result.replies:
+            self._calls.on_replies(live, result.replies)
         for op in result.unknown_ops:
             core.log.info("ignoring a frame with an unknown op", {"op": op})
 
     def on_connected(self, live: Live) -> None:
-        session = cast(ElstatSession, live.session)
-        # Under the connection's lock, as calls register theirs: an unsubscribe()
-        # either registers first (and is not re-subscribed here) or its UNSUBSCRIBE
-        # follows the re-subscription on the wire (and the server ends unsubscribed).
-        with live.lock:
-            with self._lock:
-                # A new connection has no subscription yet: what stands is what is wanted
-                # and was confirmed before, until the answers to the re-subscriptions say
-                # otherwise.
-                self._generation += 1
-                self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
-                wanted = list(self._wanted)
-            if not wanted:
-                return
-            self._core.log.debug("resubscribing", {"channels": len(wanted)})
-            for group in split_request(Op.SUBSCRIBE, wanted):
-                if self._core.closing.is_set():  # close() wants the thread: stop re-subscribing
-                    return
-                self._expect(session, Op.SUBSCRIBE, group, None)
-                if not live.emit({"op": int(Op.SUBSCRIBE), "channels": group}):
-                    return
+        self._calls.on_connected(live)
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         fatal = self._refusal(error)
-        self._fail_requests(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
+        self._calls.fail(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
 
     def on_finish(self, error: BaseException) -> None:
-        self._fail_requests(error)
-
-    def _fail_requests(self, error: BaseException) -> None:
-        with self._lock:
-            requests = list(self._requests.values())
-            self._requests.clear()
-        for request in requests:
-            request.future.fail(error)
+        self._calls.fail(error)
 
     def awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
