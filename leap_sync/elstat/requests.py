@@ -80,8 +80,9 @@ class Requests:
         shared_count = 0  # the first ones are other calls' requests it shares
         answered_by: dict[str, Request] = {}
         try:
-            if wait:
-                self.core.wait_connected(timeout, lambda: True)
+            if wait:  # as core.send(wait=True): no settle(), nothing is reported
+                self.core.check_process()
+                self.core._wait_connected(deadline, timeout, lambda: True)
             live = self.core.live
             if live is not None and live.session.connected and not self.core.closing.is_set():
                 session = cast(ElstatSession, live.session)
