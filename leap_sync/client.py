@@ -21,8 +21,8 @@ from .connection.handler import Future
 from .connection.options import ConnectOptions
 from .connection.stats import Stats
 from .connection.timeouts import check_timeout
-from .errors import LeapTimeoutError
-from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
+from .errors import LeapConnectionError, LeapTimeoutError
+from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, Undo, leap_session, with_query
 from .log import Logger, StdlibLogger
 from .protocol import frames
 from .protocol.codec import COMPRESSIONS, Codec
@@ -242,25 +242,29 @@ class LeapClient:
 
         Raises :class:`ChannelUnavailableError` (with ``error_code``, e.g.
         ``"NOT_GRANTED"``) when refused, :class:`LeapConnectionError` when not
-        connected or when the connection drops before the answer, and
-        :class:`LeapTimeoutError` after ``timeout`` seconds (the server's later answer
-        still updates :attr:`subscriptions`). With ``wait=True``, first waits (within
-        the same ``timeout``) for the connection. Answers are matched to requests in
-        the order they were sent, so an UNAVAILABLE answering an earlier
-        :meth:`unsubscribe` never fails this call. The subscription is remembered:
-        after a reconnect the client subscribes again if the server did not keep it.
+        connected (nothing is sent, nothing changes) or when the connection drops
+        before the answer, and :class:`LeapTimeoutError` after ``timeout`` seconds.
+        With ``wait=True``, first waits (within the same ``timeout``) for the
+        connection.
+
+        Answers are matched to requests in the order they were sent, per channel, so
+        an UNAVAILABLE answering an earlier :meth:`unsubscribe` never fails this call.
+        A call that gives up (a timeout) frees its place: a retry is answered by the
+        next answer for the channel, never left behind the abandoned request. The
+        abandoned request's answer, if the server still sends it, is the server's word
+        on the channel and updates :attr:`subscriptions` like any other (an AVAILABLE:
+        the server did subscribe, so the channel is listed; call :meth:`unsubscribe`
+        if it is no longer wanted). The subscription is remembered: after a reconnect
+        the client subscribes again if the server did not keep it.
         """
         _check_id(channel_id, "channel_id")
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Future()
-        keys: list[tuple[int, int]] = []
+        requests: list[tuple[Any, int]] = []
 
         def register(session: Any) -> None:
-            key = (id(session), leap_session(session).expect_answer(channel_id, True))
-            keys.append(key)
-            with self._lock:
-                self._waiters[key] = (channel_id, waiter)
+            requests.append((session, self._handler.subscribing(leap_session(session), channel_id, waiter)))
 
         try:
             self._core.send(frames.subscribe(channel_id), wait, timeout, register)
@@ -269,37 +273,60 @@ class LeapClient:
             if not waiter.wait(remaining):
                 raise LeapTimeoutError(f"no answer to SUBSCRIBE {channel_id!r} within {timeout:g} s")
         finally:
-            with self._lock:
-                for key in keys:
-                    self._waiters.pop(key, None)
+            for session, request in requests:
+                if not waiter.done:  # gave up: free the request's place
+                    self._handler.release(session, channel_id, request)
+                with self._lock:
+                    self._waiters.pop((id(session), request), None)
         if waiter.error is not None:
             raise waiter.error
         channel: Channel = waiter.value
         return channel
 
     def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
-        """Send UNSUBSCRIBE and forget the subscription. The server's answer (a graceful
-        UNAVAILABLE) arrives on channel-event channels; it never answers a later
-        :meth:`subscribe` of the same channel. Blocks and raises as :meth:`send_message`."""
+        """Send UNSUBSCRIBE and forget the subscription: once the frame is queued, the
+        channel leaves :attr:`subscriptions` and is never re-subscribed after a
+        reconnect (if the server still has it then, because the connection ended
+        before the server read the UNSUBSCRIBE, the client sends it again). When not
+        connected it raises :class:`LeapConnectionError` and changes nothing (the
+        channel stays subscribed, and is re-subscribed after a reconnect); so it does,
+        changing nothing, when the connection ends before the frame is written. The
+        server's answer (a graceful UNAVAILABLE) arrives on channel-event channels; it
+        never answers a later :meth:`subscribe` of the same channel. Blocks and raises
+        as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
-        with self._lock:
-            self._handler.subscriptions.pop(channel_id, None)
-        self._core.send(
-            frames.unsubscribe(channel_id),
-            wait,
-            timeout,
-            lambda session: leap_session(session).expect_answer(channel_id, False),
-        )
+        before: list[Undo] = []
+        try:
+            self._core.send(
+                frames.unsubscribe(channel_id),
+                wait,
+                timeout,
+                lambda session: before.append(self._handler.unsubscribed(leap_session(session), channel_id)),
+            )
+        except LeapConnectionError:
+            for undo in before:  # queued, never written: the connection ended first
+                self._handler.undo_unsubscribe(channel_id, undo)
+            raise
+        finally:
+            for undo in before:
+                self._handler.unsubscribe_done(channel_id, undo)
 
     def set_channel_state(
         self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None
     ) -> None:
         """Send SET_CHANNEL_STATE (``state`` is a JSON object; ``TypeError`` for
-        anything else). Blocks and raises as :meth:`send_message`."""
+        anything else). A server that refuses it (not subscribed) answers UNAVAILABLE
+        ``UNKNOWN``, which arrives on channel-event channels and never fails a later
+        :meth:`subscribe`. Blocks and raises as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
         if not isinstance(state, dict):
             raise TypeError("channel state must be a dict")
-        self._core.send(frames.set_channel_state(channel_id, state), wait, timeout)
+        self._core.send(
+            frames.set_channel_state(channel_id, state),
+            wait,
+            timeout,
+            lambda session: self._handler.sending(leap_session(session), channel_id),
+        )
 
     def send_message(
         self,
@@ -311,7 +338,9 @@ class LeapClient:
         timeout: float | None = None,
     ) -> None:
         """Send a MESSAGE to a channel; ``data`` is any JSON value (with
-        ``encoding="etf"``, ``bytes`` too: they travel as binaries).
+        ``encoding="etf"``, ``bytes`` too: they travel as binaries). A server that
+        refuses it (not subscribed) answers UNAVAILABLE ``UNKNOWN``, which arrives on
+        channel-event channels and never fails a later :meth:`subscribe`.
 
         Every send (this, :meth:`set_channel_state`, :meth:`unsubscribe` and the pipe
         room calls) blocks the calling thread, any thread, until the I/O thread has
@@ -324,7 +353,12 @@ class LeapClient:
         sent; :class:`LeapClosedError` after :meth:`close`."""
         _check_id(channel_id, "channel_id")
         _check_id(event_name, "event_name")
-        self._core.send(frames.message(channel_id, event_name, data), wait, timeout)
+        self._core.send(
+            frames.message(channel_id, event_name, data),
+            wait,
+            timeout,
+            lambda session: self._handler.sending(leap_session(session), channel_id),
+        )
 
     def subscribe_pipe_room(self, join_token: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send PIPE_ROOM_SUBSCRIBE; the room's events arrive on channel-event

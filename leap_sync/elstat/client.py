@@ -3,32 +3,33 @@
 A thin façade over :class:`~leap_sync.connection.core.ConnectionCore`, the same core as
 ``LeapClient`` (threads, bounded and interruptible connection attempts, backoff,
 state listeners, ``close()``, event channels): see :mod:`leap_sync.connection.core` for the thread
-contract. What is Elstat's lives here: subscriptions (split over 256-byte payloads,
-re-subscribed after every reconnect), matching SUBSCRIBED/UNSUBSCRIBED to the calls
-waiting for them, and the close-code policy (4200 and 4420 are fatal: they mean this
-client sent something Elstat refuses, which reconnecting would only repeat).
+contract. What is Elstat's lives here and in :mod:`leap_sync.elstat.requests`:
+subscriptions (split over 256-byte payloads, re-subscribed after every reconnect),
+matching SUBSCRIBED/UNSUBSCRIBED to the calls waiting for them, and the close-code
+policy (4200 and 4420 are fatal: they mean this client sent something Elstat refuses,
+which reconnecting would only repeat).
 """
 
 from __future__ import annotations
 
-import functools
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import Decision, Future, Live
+from ..connection.handler import Decision, Live
 from ..connection.options import ConnectOptions
 from ..connection.stats import Stats
 from ..connection.timeouts import check_seconds, check_timeout
-from ..errors import LeapConnectionError, LeapTimeoutError
+from ..errors import LeapConnectionError
 from ..log import Logger, StdlibLogger
 from ..state import StateInfo
 from ..wire.close import CloseAction
-from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
+from .protocol import CloseCode, DataEvent, IncidentEvent, Op
+from .requests import Requests
 from .session import ElstatResult, ElstatSession
 
 __all__ = ["ElstatClient", "streaming_url"]
@@ -58,17 +59,6 @@ def streaming_url(url: str) -> str:
 
 def _names(channels: str | Iterable[str]) -> list[str]:
     return [channels] if isinstance(channels, str) else list(channels)
-
-
-class _Request:
-    """A SUBSCRIBE/UNSUBSCRIBE on the wire: what it asked, and who waits for it."""
-
-    __slots__ = ("channels", "future", "op")
-
-    def __init__(self, op: Op, channels: list[str], future: Future | None) -> None:
-        self.op = op
-        self.channels = channels
-        self.future = future
 
 
 class ElstatClient:
@@ -112,9 +102,8 @@ class ElstatClient:
             clock=clock,
         )
         self._lock = self._core.lock
-        self._requests: dict[tuple[int, int], _Request] = {}
-        self._wanted: dict[str, None] = {}  # what the application asked for: re-subscribed after reconnects
-        self._confirmed: dict[str, None] = {}  # what the server confirmed
+        self._calls = Requests(self._core)
+        self._wanted = self._calls.wanted  # the same dict
 
     def __repr__(self) -> str:
         return f"<ElstatClient state={self.state.connection_state.value} url={self.url!r}>"
@@ -141,7 +130,7 @@ class ElstatClient:
         """The channels the server confirmed (and that were not unsubscribed since),
         in the order they were confirmed."""
         with self._lock:
-            return tuple(self._confirmed)
+            return tuple(self._calls.confirmed)
 
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         """As ``LeapClient.add_state_update_listener``: on the callbacks thread, in
@@ -195,65 +184,23 @@ class ElstatClient:
         that cannot fit even alone raises ``ValueError`` before anything is sent. The
         channels are re-subscribed after every reconnect. Raises
         :class:`~leap_sync.LeapConnectionError` (not connected, or the connection dropped before
-        every answer came) and :class:`~leap_sync.LeapTimeoutError` after ``timeout`` seconds.
+        every answer came: either way the call changes nothing, and the next
+        connection is subscribed to what stood before it) and
+        :class:`~leap_sync.LeapTimeoutError` after ``timeout`` seconds (the server's later answer
+        still counts). A channel another call is already subscribing (unanswered) is
+        not sent again: this call shares that answer. A retry after a timeout sends
+        its channels again and is answered even if the server never answers the
+        first request.
         """
-        return self._request(Op.SUBSCRIBE, _names(channels), timeout, wait)
+        return self._calls.call(Op.SUBSCRIBE, _names(channels), timeout, wait)
 
     def unsubscribe(
         self, channels: str | Iterable[str], timeout: float | None = 10.0, *, wait: bool = False
     ) -> list[str]:
-        """Unsubscribe; return the channels the server confirmed it unsubscribed."""
-        return self._request(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
-
-    def _request(self, op: Op, channels: list[str], timeout: float | None, wait: bool) -> list[str]:
-        groups = split_request(op, channels)  # ValueError before anything is sent
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        names = [name for group in groups for name in group]
-        futures: list[Future] = []
-        keys: list[tuple[int, int]] = []
-        try:
-            for group in groups:
-                future = Future()
-                futures.append(future)
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._core.send(
-                    {"op": int(op), "channels": group},
-                    wait,
-                    remaining,
-                    functools.partial(self._expect, op=op, group=group, future=future, keys=keys),
-                )
-                wait = False  # connected now; later groups go on the same connection
-            self._core.log.debug("subscribe" if op is Op.SUBSCRIBE else "unsubscribe", {"channels": len(names)})
-            confirmed: list[str] = []
-            for future in futures:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not future.wait(remaining):
-                    raise LeapTimeoutError(f"no answer to {op.name} within {timeout:g} s")
-                if future.error is not None:
-                    raise future.error
-                confirmed += future.value
-            return confirmed
-        finally:
-            with self._lock:
-                for key in keys:
-                    request = self._requests.get(key)
-                    if request is not None:
-                        request.future = None  # its answer still updates subscriptions
-
-    def _expect(self, session: Any, op: Op, group: list[str], future: Future | None, keys: list[Any]) -> None:
-        """(Under the connection's lock, right before the frame is queued.) Record the
-        request, and what the application wants from now on: a call that fails before
-        sending changes nothing."""
-        key = (id(session), cast(ElstatSession, session).expect_reply(op, group))
-        keys.append(key)
-        with self._lock:
-            self._requests[key] = _Request(op, group, future)
-            for name in group:
-                if op is Op.SUBSCRIBE:
-                    self._wanted[name] = None
-                else:
-                    self._wanted.pop(name, None)
+        """Unsubscribe; return the channels the server confirmed it unsubscribed.
+        Raises as :meth:`subscribe` (a call that fails changes nothing: the channels
+        stay subscribed, and are re-subscribed after a reconnect)."""
+        return self._calls.call(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
 
     # -- what the core asks (the I/O thread; never blocks) ----------------------------------
 
@@ -268,57 +215,20 @@ class ElstatClient:
         if result.incidents:
             for channel in core.channels(_INCIDENTS):
                 channel._put_many(result.incidents)
-        for number, reply in result.replies:
-            with self._lock:
-                request = self._requests.pop((id(live.session), number), None) if number is not None else None
-                if reply.op is Op.SUBSCRIBED:
-                    for name in request.channels if request is not None else ():
-                        if name not in reply.channels:
-                            self._confirmed.pop(name, None)  # refused (again)
-                    asked = request.channels if request is not None else self._wanted
-                    for name in reply.channels:
-                        if name in asked:  # never a channel this client did not ask for
-                            self._confirmed[name] = None
-                else:
-                    for name in reply.channels:
-                        self._confirmed.pop(name, None)
-            if request is not None and request.future is not None:
-                request.future.set([name for name in request.channels if name in reply.channels])
+        if result.replies:
+            self._calls.on_replies(live, result.replies)
         for op in result.unknown_ops:
             core.log.info("ignoring a frame with an unknown op", {"op": op})
 
     def on_connected(self, live: Live) -> None:
-        with self._lock:
-            # A new connection has no subscription yet: what stands is what is wanted and
-            # was confirmed before, until the answers to the re-subscriptions say otherwise.
-            self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
-            wanted = list(self._wanted)
-        if not wanted:
-            return
-        self._core.log.debug("resubscribing", {"channels": len(wanted)})
-        session = cast(ElstatSession, live.session)
-        with live.lock:
-            for group in split_request(Op.SUBSCRIBE, wanted):
-                if self._core.closing.is_set():  # close() wants the thread: stop re-subscribing
-                    return
-                self._expect(session, Op.SUBSCRIBE, group, None, [])
-                if not live.emit({"op": int(Op.SUBSCRIBE), "channels": group}):
-                    return
+        self._calls.on_connected(live)
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         fatal = self._refusal(error)
-        self._fail_requests(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
+        self._calls.fail(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
 
     def on_finish(self, error: BaseException) -> None:
-        self._fail_requests(error)
-
-    def _fail_requests(self, error: BaseException) -> None:
-        with self._lock:
-            requests = list(self._requests.values())
-            self._requests.clear()
-        for request in requests:
-            if request.future is not None:
-                request.future.fail(error)
+        self._calls.fail(error)
 
     def awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
