@@ -347,8 +347,11 @@ class ConnectionCore:
         run = self._supervisor.start(deadline)
         limit = self.options.connect_timeout + _FIRST_ATTEMPT_GRACE
         callers = False
-        if deadline is not None and deadline - time.monotonic() < limit:
-            limit, callers = max(0.0, deadline - time.monotonic()), True
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining < self.options.connect_timeout - _FIRST_ATTEMPT_GRACE:
+            # The caller's deadline comes first (clearly: at about the same time, the
+            # attempt's own error says more, naming its phase).
+            limit, callers = max(0.0, remaining), True
         if not run.first.wait(limit):
             attempt = run.attempt
             error: LeapError
