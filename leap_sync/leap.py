@@ -149,7 +149,7 @@ class LeapHandler:
     def deliver(self, live: Live, result: ReceiveResult) -> None:
         core = self.core
         if result.messages:
-            core.feed(MESSAGES, result.messages)
+            core.registry.feed(MESSAGES, result.messages)
         events: list[Any] = []
         session_id = id(live.session)
         for event in result.events:  # in wire order, answers in their place
@@ -172,7 +172,7 @@ class LeapHandler:
                 self._track(event)
                 events.append(event)
         if events:
-            core.feed(CHANNEL_EVENTS, events)
+            core.registry.feed(CHANNEL_EVENTS, events)
 
     def _track(self, event: Any) -> None:
         """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them."""

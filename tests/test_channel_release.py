@@ -51,7 +51,7 @@ def test_a_dropped_channel_is_freed_and_no_longer_fed(server: LeapEdgeServer, co
     server.publish_many("room", "n", range(3, 6))
     assert take(kept, 3) == [3, 4, 5]  # the client keeps receiving
     assert connected._core.channels(MESSAGES) == (kept,)
-    assert len(connected._core._channels[MESSAGES]) == 1  # its reference was pruned too
+    assert connected._core.registry.references(MESSAGES) == 1  # its reference was pruned too
 
 
 def test_memory_stays_flat_over_many_messages_after_a_channel_is_dropped(
@@ -132,7 +132,7 @@ def test_a_request_handler_that_returns_without_closing_leaks_nothing(
     assert connected._core.channels(MESSAGES) == ()
     assert connected._core.channels(CHANNEL_EVENTS) == ()
     connected.message_event_channel()  # the next change prunes whatever a busy lock left
-    assert connected._core._channels.get(CHANNEL_EVENTS, ()) == ()
+    assert connected._core.registry.references(CHANNEL_EVENTS) == 0
 
 
 def test_a_closed_channel_is_detached_and_a_held_one_still_ends_at_close(

@@ -34,8 +34,7 @@ import itertools
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ..backoff import Backoff
@@ -46,6 +45,7 @@ from ..state import ConnectionState, StateInfo
 from .callbacks import Callbacks, StateListener
 from .handler import Handler, Live, Session
 from .options import ConnectOptions
+from .registry import ChannelRegistry
 from .supervisor import Supervisor
 from .timeouts import check_timeout
 
@@ -97,8 +97,7 @@ class ConnectionCore:
         self.live: Live | None = None
         self.run: Any = None  # the supervisor's current run
         self._supervisor = Supervisor(self)
-        self._channels: dict[str, tuple[weakref.ref[EventChannel[Any]], ...]] = {}
-        self._on_release = _releaser(weakref.ref(self))  # holds the core weakly: no cycle
+        self.registry = ChannelRegistry(self.lock)
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
 
@@ -202,76 +201,30 @@ class ConnectionCore:
                     raise LeapTimeoutError(f"not connected within {timeout:g} s (state: {state.value})")
                 self._state_cond.wait(remaining)
 
-    # -- event channels ---------------------------------------------------------------------
-    #
-    # The core holds its channels weakly: a channel the application no longer references
-    # (dropped without close(), say by a request handler that returned) is freed by the
-    # garbage collector and stops being fed. A consumer blocked in get() or iterating
-    # holds a reference, so a channel in use is never dropped. The registry is a tuple
-    # of weak references per kind, rebuilt (under ``lock``) when a channel is added,
-    # closed or freed; the reader only walks the current tuple.
+    # -- event channels (held weakly: see :mod:`leap_sync.connection.registry`) ------------
 
     def new_channel(self, kind: str, maxsize: int, overflow: str) -> EventChannel[Any]:
         """A channel fed with events of ``kind`` (already ended once the client
         finished) for as long as the application holds it; raises
         :class:`LeapClosedError` in a forked child, where nothing would ever feed it."""
         self.check_process()
-        channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self._detach)
+        channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self.registry.detach)
         with self.lock:
             if self.finished:
                 channel._finish(None)
             else:
-                self._prune()
-                self._channels[kind] = (*self._channels.get(kind, ()), weakref.ref(channel, self._on_release))
+                self.registry.add(kind, channel)
         return channel
 
     def channels(self, kind: str) -> tuple[EventChannel[Any], ...]:
         """The open channels of ``kind`` still referenced (a snapshot; lock-free)."""
-        return tuple(c for c in (ref() for ref in self._channels.get(kind, ())) if c is not None)
-
-    def feed(self, kind: str, events: Sequence[Any]) -> None:
-        """Append ``events`` to every channel of ``kind`` still referenced (the I/O
-        thread, once per batch; lock-free, never blocks)."""
-        for ref in self._channels.get(kind, ()):
-            channel = ref()
-            if channel is not None:
-                channel._put_many(events)
-
-    def _all_channels(self) -> list[EventChannel[Any]]:
-        return [c for refs in self._channels.values() for c in (ref() for ref in refs) if c is not None]
-
-    def _prune(self) -> None:
-        """(Under ``lock``.) Drop the references of freed channels."""
-        self._channels = {
-            kind: kept
-            for kind, refs in self._channels.items()
-            if (kept := tuple(ref for ref in refs if ref() is not None))
-        }
-
-    def _released(self) -> None:
-        """A channel was freed (on whichever thread dropped the last reference, maybe
-        inside any code: so never blocks). Its reference is pruned now if ``lock`` is
-        free, else by the next change; the reader skips it meanwhile."""
-        if self.lock.acquire(blocking=False):
-            try:
-                self._prune()
-            finally:
-                self.lock.release()
-
-    def _detach(self, channel: EventChannel[Any]) -> None:
-        with self.lock:
-            self._channels = {
-                kind: kept
-                for kind, refs in self._channels.items()
-                if (kept := tuple(ref for ref in refs if ref() is not channel and ref() is not None))
-            }
+        return self.registry.channels(kind)
 
     def finish(self, error: BaseException) -> None:
         """Nothing more will be delivered: end every channel, fail every waiter."""
         with self.lock:
             self.finished = True
-            channels = self._all_channels()
-            self._channels = {}
+            channels = self.registry.clear()
         for channel in channels:
             channel._finish(None)
         self.handler.on_finish(error)
@@ -342,7 +295,7 @@ class ConnectionCore:
         self.check_process()
         self.pid = os.getpid()
         with self.lock:
-            for channel in self._all_channels():
+            for channel in self.registry.all():
                 channel._pid = self.pid  # made before a fork(), fed in this process
         run = self._supervisor.start(deadline)
         limit = self.options.connect_timeout + _FIRST_ATTEMPT_GRACE
@@ -421,14 +374,3 @@ class ConnectionCore:
             self._closed_reported = True
         self.finish(LeapClosedError("the client was closed"))
         self.set_state(ConnectionState.CLOSED)
-
-
-def _releaser(core: weakref.ref[ConnectionCore]) -> Callable[[weakref.ref[EventChannel[Any]]], None]:
-    """The weak reference callback of a core's channels."""
-
-    def released(_: weakref.ref[EventChannel[Any]]) -> None:
-        target = core()
-        if target is not None:
-            target._released()
-
-    return released

@@ -113,12 +113,10 @@ class Supervisor:
     # -- runs (called by connect()) --------------------------------------------------------
 
     def start(self, deadline: float | None = None) -> _Run:
-        """Start a run (``connect()``). The previous run's thread, if its first attempt
-        failed, is in its last steps: it is joined (until ``deadline``, monotonic, at
-        most ``close_timeout``) *without* holding ``core.lock``, which those steps take;
-        then the checks are made again, since another ``connect()`` may have started a
-        run meanwhile. Raises :class:`LeapClosedError`, :class:`LeapError` (a run is
-        going), or :class:`LeapTimeoutError` (the previous thread did not end in time)."""
+        """Start a run (``connect()``). A previous run whose first attempt failed is
+        joined first *outside* ``core.lock`` (its last steps take it), then checked
+        again. Raises :class:`LeapClosedError`, :class:`LeapError` (a run is going) or
+        :class:`LeapTimeoutError` (that thread did not end by ``deadline``)."""
         core = self.core
         while True:
             with core.lock:
@@ -139,12 +137,7 @@ class Supervisor:
                     core.log.start()
                     run.thread.start()
                     return run
-            # Outside the lock: the ending thread takes it on its way out.
-            limit = core.options.close_timeout
-            if deadline is not None:
-                limit = min(limit, max(0.0, deadline - time.monotonic()))
-            ending.join(limit)
-            if ending.is_alive():
+            if not self._join(ending, deadline):  # outside the lock, which the thread takes on its way out
                 raise LeapTimeoutError("the previous connection attempt's thread did not end in time")
 
     def abandon(self, run: _Run, error: LeapError) -> bool:
@@ -165,10 +158,16 @@ class Supervisor:
         """After a failed first attempt: let the thread end so a retry can start (until
         ``deadline``, monotonic, at most ``close_timeout``; never under ``core.lock``)."""
         if run.thread is not threading.current_thread():
-            limit = self.core.options.close_timeout
-            if deadline is not None:
-                limit = min(limit, max(0.0, deadline - time.monotonic()))
-            run.thread.join(limit)
+            self._join(run.thread, deadline)
+
+    def _join(self, thread: threading.Thread, deadline: float | None) -> bool:
+        """Join ``thread`` until ``deadline`` (monotonic), at most ``close_timeout``;
+        whether it ended. Never called under ``core.lock``."""
+        limit = self.core.options.close_timeout
+        if deadline is not None:
+            limit = min(limit, max(0.0, deadline - time.monotonic()))
+        thread.join(limit)
+        return not thread.is_alive()
 
     # -- the thread -------------------------------------------------------------------------
 

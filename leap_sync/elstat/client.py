@@ -256,9 +256,9 @@ class ElstatClient:
     def deliver(self, live: Live, result: ElstatResult) -> None:
         core = self._core
         if result.data:
-            core.feed(_DATA, result.data)
+            core.registry.feed(_DATA, result.data)
         if result.incidents:
-            core.feed(_INCIDENTS, result.incidents)
+            core.registry.feed(_INCIDENTS, result.incidents)
         for number, reply in result.replies:
             with self._lock:
                 request = self._requests.pop((id(live.session), number), None) if number is not None else None
