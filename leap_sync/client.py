@@ -189,7 +189,9 @@ class LeapClient:
     def message_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[MessageEvent]:
         """A new channel of :class:`MessageEvent` (channel and direct messages), in
         wire order. See :class:`~leap_sync.channels.EventChannel` for ``maxsize`` and
-        ``overflow``. Ends when the client closes or will not reconnect."""
+        ``overflow``. Ends when the client closes or will not reconnect. Fed for as
+        long as the application holds it: a channel dropped without ``close()`` is
+        freed and no longer fed."""
         return self._core.new_channel(MESSAGES, maxsize, overflow)
 
     def channel_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[ChannelEvent]:
@@ -210,7 +212,12 @@ class LeapClient:
         failed and why) if the attempt fails or does not finish within
         ``connect_timeout``; the client is then ``ERRORED`` (``will_reconnect=False``)
         and ``connect()`` may be called again. Once connected, the client reconnects by
-        itself until :meth:`close` or a fatal error.
+        itself until :meth:`close` or a fatal error. ``timeout`` bounds the whole call:
+        when it passes before the attempt ended (a ``connect_timeout`` longer than it),
+        the attempt is abandoned and :class:`LeapTimeoutError` is raised (``ERRORED``,
+        ``will_reconnect=False``; ``connect()`` may be called again). Safe to call
+        again from a state listener or any thread after a failed attempt: it never
+        waits under the client's lock.
 
         With ``wait=True``, also blocks until ``CONNECTED`` (INIT received) and raises
         :class:`LeapAuthorizationError` (4001), :class:`LeapConnectionError` (the
@@ -219,7 +226,7 @@ class LeapClient:
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._core.connect(deadline)
+        self._core.connect(deadline, timeout)
         if wait:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.wait_connected(remaining)

@@ -165,8 +165,7 @@ class LeapHandler:
     def deliver(self, live: Live, result: ReceiveResult) -> None:
         core = self.core
         if result.messages:
-            for channel in core.channels(MESSAGES):
-                channel._put_many(result.messages)
+            core.registry.feed(MESSAGES, result.messages)
         events: list[Any] = []
         session_id = id(live.session)
         for event in result.events:  # in wire order, answers in their place
@@ -189,8 +188,7 @@ class LeapHandler:
                 self._track(event)
                 events.append(event)
         if events:
-            for channel in core.channels(CHANNEL_EVENTS):
-                channel._put_many(events)
+            core.registry.feed(CHANNEL_EVENTS, events)
 
     def _track(self, event: Any) -> None:
         """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them.

@@ -138,7 +138,8 @@ class ElstatClient:
         return self._core.add_state_update_listener(listener)
 
     def data_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[DataEvent]:
-        """A new channel of :class:`~leap_sync.elstat.DataEvent`, in wire order."""
+        """A new channel of :class:`~leap_sync.elstat.DataEvent`, in wire order (fed
+        for as long as the application holds it; see ``LeapClient.message_event_channel``)."""
         return self._core.new_channel(_DATA, maxsize, overflow)
 
     def incident_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[IncidentEvent]:
@@ -154,7 +155,7 @@ class ElstatClient:
         ``CONNECTED`` once the websocket is open)."""
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._core.connect(deadline)
+        self._core.connect(deadline, timeout)
         if wait:
             self.wait_connected(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
@@ -210,11 +211,9 @@ class ElstatClient:
     def deliver(self, live: Live, result: ElstatResult) -> None:
         core = self._core
         if result.data:
-            for channel in core.channels(_DATA):
-                channel._put_many(result.data)
+            core.registry.feed(_DATA, result.data)
         if result.incidents:
-            for channel in core.channels(_INCIDENTS):
-                channel._put_many(result.incidents)
+            core.registry.feed(_INCIDENTS, result.incidents)
         if result.replies:
             self._calls.on_replies(live, result.replies)
         for op in result.unknown_ops:
