@@ -79,7 +79,9 @@ class ConnectionCore:
         self.origin = url
         self.url = url
         self.options = options
-        self.backoff = backoff if backoff is not None else Backoff()
+        # A Backoff is a policy the application may share between clients: each client
+        # counts its failures on a copy of its own.
+        self.backoff = backoff.for_client() if backoff is not None else Backoff()
         self.clock = clock
         self.number = next(_numbers)
         self.pid: int | None = None  # the process connect() was called in

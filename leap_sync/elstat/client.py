@@ -24,7 +24,7 @@ from ..connection.handler import Decision, Future, Live
 from ..connection.options import ConnectOptions
 from ..connection.timeouts import check_seconds, check_timeout
 from ..errors import LeapConnectionError, LeapTimeoutError
-from ..log import Logger, StdlibLogger
+from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
@@ -86,7 +86,7 @@ class ElstatClient:
     def __init__(
         self,
         url: str,
-        logger: Logger | None = None,
+        logger: AnyLogger | None = None,
         *,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
@@ -98,7 +98,7 @@ class ElstatClient:
         **options: Any,
     ) -> None:
         ping = (check_seconds(ping_interval, "ping_interval"), check_seconds(ping_timeout, "ping_timeout"))
-        self.logger: Logger = logger if logger is not None else StdlibLogger()
+        self.logger: Logger = as_logger(logger)
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
         self._ping = ping
