@@ -98,15 +98,15 @@ class ElstatClient:
         **options: Any,
     ) -> None:
         ping = (check_seconds(ping_interval, "ping_interval"), check_seconds(ping_timeout, "ping_timeout"))
-        self.logger: Logger = as_logger(logger)
+        self._logger: Logger = as_logger(logger)
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
         self._ping = ping
         self._core = ConnectionCore(
-            self,
+            _ElstatHandler(self),
             url=streaming_url(url),
             options=ConnectOptions(sslopt=sslopt, max_message_size=max_message_size, **options),
-            logger=self.logger,
+            logger=self._logger,
             backoff=backoff,
             clock=clock,
         )
@@ -247,12 +247,12 @@ class ElstatClient:
                 else:
                     self._wanted.pop(name, None)
 
-    # -- what the core asks (the I/O thread; never blocks) ----------------------------------
+    # -- what the core asks (the I/O thread; never blocks), through _ElstatHandler -----------
 
-    def new_session(self) -> ElstatSession:
+    def _new_session(self) -> ElstatSession:
         return ElstatSession(*self._ping)
 
-    def deliver(self, live: Live, result: ElstatResult) -> None:
+    def _deliver(self, live: Live, result: ElstatResult) -> None:
         core = self._core
         if result.data:
             for channel in core.channels(_DATA):
@@ -279,7 +279,7 @@ class ElstatClient:
         for op in result.unknown_ops:
             core.log.info("ignoring a frame with an unknown op", {"op": op})
 
-    def on_connected(self, live: Live) -> None:
+    def _on_connected(self, live: Live) -> None:
         with self._lock:
             # A new connection has no subscription yet: what stands is what is wanted and
             # was confirmed before, until the answers to the re-subscriptions say otherwise.
@@ -297,11 +297,11 @@ class ElstatClient:
                 if not live.emit({"op": int(Op.SUBSCRIBE), "channels": group}):
                     return
 
-    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+    def _on_lost(self, error: LeapConnectionError, session: Any) -> None:
         fatal = self._refusal(error)
         self._fail_requests(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
 
-    def on_finish(self, error: BaseException) -> None:
+    def _on_finish(self, error: BaseException) -> None:
         self._fail_requests(error)
 
     def _fail_requests(self, error: BaseException) -> None:
@@ -312,10 +312,10 @@ class ElstatClient:
             if request.future is not None:
                 request.future.fail(error)
 
-    def awaiting(self, session: Any) -> tuple[str, str]:
+    def _awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
 
-    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
+    def _decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
         fatal = self._refusal(error)  # fatal whatever was written (DESIGN.md)
         if fatal is not None:
             return Decision(CloseAction.FATAL, fatal)
@@ -334,8 +334,46 @@ class ElstatClient:
             "(it refused what this client sent; reconnecting would only repeat it)"
         )
 
-    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+    def _scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         return error  # Elstat has no secrets
 
-    def redact(self, text: str) -> str:
+    def _redact(self, text: str) -> str:
         return text
+
+
+class _ElstatHandler:
+    """What the connection core calls (:class:`~leap_sync.connection.handler.Handler`),
+    kept off the client's public surface: each call goes to the client's private
+    method of the same name."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: ElstatClient) -> None:
+        self.client = client
+
+    def new_session(self) -> ElstatSession:
+        return self.client._new_session()
+
+    def deliver(self, live: Live, result: ElstatResult) -> None:
+        self.client._deliver(live, result)
+
+    def on_connected(self, live: Live) -> None:
+        self.client._on_connected(live)
+
+    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+        self.client._on_lost(error, session)
+
+    def on_finish(self, error: BaseException) -> None:
+        self.client._on_finish(error)
+
+    def awaiting(self, session: Any) -> tuple[str, str]:
+        return self.client._awaiting(session)
+
+    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
+        return self.client._decide(error, session, wrote)
+
+    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+        return self.client._scrub(error)
+
+    def redact(self, text: str) -> str:
+        return self.client._redact(text)
