@@ -17,7 +17,7 @@ from typing import Any
 from .backoff import Backoff
 from .channels import EventChannel
 from .connection.core import ConnectionCore
-from .connection.handler import Future
+from .connection.handler import ARRIVALS, Future
 from .connection.options import ConnectOptions
 from .connection.timeouts import check_timeout
 from .errors import LeapTimeoutError
@@ -193,6 +193,11 @@ class LeapClient:
         ``UnknownEvent``), in wire order. An AVAILABLE or UNAVAILABLE that answers a
         :meth:`subscribe` call goes to that call instead."""
         return self._core.new_channel(CHANNEL_EVENTS, maxsize, overflow)
+
+    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent]:
+        """(For ``leap-sync listen``.) A channel of messages and channel events
+        together, in the order they arrived."""
+        return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting --------------------------------------------------------------------
 

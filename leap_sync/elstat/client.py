@@ -20,7 +20,7 @@ from typing import Any, cast
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import Decision, Future, Live
+from ..connection.handler import ARRIVALS, Decision, Future, Live, in_arrival_order
 from ..connection.options import ConnectOptions
 from ..connection.timeouts import check_seconds, check_timeout
 from ..errors import LeapConnectionError, LeapTimeoutError
@@ -149,6 +149,11 @@ class ElstatClient:
         close), in wire order."""
         return self._core.new_channel(_INCIDENTS, maxsize, overflow)
 
+    def _arrivals_channel(self) -> EventChannel[DataEvent | IncidentEvent]:
+        """(For ``leap-sync elstat``.) A channel of data and incident events together,
+        in the order they arrived."""
+        return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
+
     # -- connecting and closing ----------------------------------------------------------
 
     def connect(self, wait: bool = False, timeout: float | None = None) -> None:
@@ -260,6 +265,14 @@ class ElstatClient:
         if result.incidents:
             for channel in core.channels(_INCIDENTS):
                 channel._put_many(result.incidents)
+        arrivals = core.channels(ARRIVALS)
+        if arrivals and (result.data or result.incidents):
+            after = result.incidents_after
+            if len(after) != len(result.incidents):  # a result built without positions
+                after = [len(result.data)] * len(result.incidents)
+            merged = in_arrival_order(result.data, list(zip(after, result.incidents, strict=True)))
+            for channel in arrivals:
+                channel._put_many(merged)
         for number, reply in result.replies:
             with self._lock:
                 request = self._requests.pop((id(live.session), number), None) if number is not None else None

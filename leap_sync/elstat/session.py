@@ -41,6 +41,9 @@ class ElstatResult:
     unknown_ops: list[int] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
+    incidents_after: list[int] = attrs.field(factory=list, eq=False)
+    """For each of ``incidents``, how many of ``data`` arrived before it: the wire's
+    order across both lists."""
 
 
 class ElstatSession:
@@ -100,6 +103,7 @@ class ElstatSession:
                     result.data.append(event)
                 elif isinstance(event, IncidentEvent):
                     result.incidents.append(event)
+                    result.incidents_after.append(len(result.data))
                 elif isinstance(event, Reply):
                     result.replies.append((self._answered(event), event))
                 else:
