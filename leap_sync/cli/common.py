@@ -118,26 +118,27 @@ def terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def to_json(value: Any) -> str:
+def to_json(value: Any, ascii_only: bool = False) -> str:
     """Compact JSON, always valid: values JSON has no type for are shown as ``str()``
     (map keys too: ETF maps may have any term as a key), non-finite numbers (NaN,
     infinities: JSON has none) as ``null``, a lone surrogate as its ``\\uXXXX``
     escape, and a value nested too deep for the encoder as the string
-    ``"<nested too deep to show>"``."""
+    ``"<nested too deep to show>"``. ``ascii_only``: every other character as a
+    JSON escape too (for a console that cannot encode them all)."""
     try:
-        text = _dumps(value)
+        text = _dumps(value, ascii_only)
     except RecursionError:
-        text = _dumps(PLACEHOLDER)
+        text = _dumps(PLACEHOLDER, ascii_only)
     except (ValueError, TypeError):  # NaN or an infinity; a key JSON cannot hold (ETF)
         try:
-            text = _dumps(_plain(value))
+            text = _dumps(_plain(value), ascii_only)
         except RecursionError:
-            text = _dumps(PLACEHOLDER)
+            text = _dumps(PLACEHOLDER, ascii_only)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+def _dumps(value: Any, ascii_only: bool = False) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False, default=str)
 
 
 def _plain(value: Any) -> Any:
@@ -167,12 +168,17 @@ def add_output_options(parser: Any) -> None:
 
 class Emitter:
     """Prints records: ``HH:MM:SS kind text`` lines when ``human`` (the text made
-    :func:`printable`), else one JSON object per line (``{"type": kind, ...record}``);
+    :func:`printable`; what the console cannot encode as backslash escapes), else one
+    JSON object per line (``{"type": kind, ...record}``; ASCII with JSON escapes
+    unless stdout is UTF-8);
     one line at a time, from any thread. Never raises: once the output is gone (a
     closed pipe), :attr:`closed` is set and later records are dropped."""
 
     def __init__(self, human: bool) -> None:
         self.human = human
+        encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
+        # JSON lines stay valid JSON on a console that cannot encode every character
+        self._ascii = encoding not in ("utf-8", "utf8")
         self.closed = False
         self._lock = threading.Lock()
 
@@ -180,7 +186,7 @@ class Emitter:
         line = (
             f"{time.strftime('%H:%M:%S')} {kind:<8} {printable(human_text)}\n"
             if self.human
-            else to_json({"type": kind, **record}) + "\n"
+            else to_json({"type": kind, **record}, self._ascii) + "\n"
         )
         with self._lock:
             if self.closed:
