@@ -150,8 +150,8 @@ class FmtLogger:
 class StdlibLogger:
     """Forwards to a standard :class:`logging.Logger` or :class:`logging.LoggerAdapter`.
 
-    The record's message is ``message key=value...`` (so any formatter shows the
-    metadata); the metadata dict is also the record's ``leap_sync`` attribute
+    The record's message is ``message [error=...] key=value...`` (so any formatter
+    shows the metadata and the error on one line); the metadata dict is also the record's ``leap_sync`` attribute
     (``extra={"leap_sync": metadata}``: one key, which no ``LogRecord`` attribute
     has); an ``error()``'s exception is the record's ``exc_info`` (formatters print it
     after the message). A ``LoggerAdapter``'s ``process()`` runs as usual (its own
@@ -169,7 +169,10 @@ class StdlibLogger:
             return
         extra = {EXTRA_KEY: dict(metadata or {})}
         exc_info = (type(err), err, err.__traceback__) if err is not None else None
-        text = message + _format_metadata(metadata)
+        text = message
+        if err is not None:
+            text += f" error={err}"  # one line shows it too (exc_info adds the traceback)
+        text += _format_metadata(metadata)
         if isinstance(logger, logging.LoggerAdapter):
             # An adapter's process() replaces extra by its own (before Python 3.13's
             # merge_extra): run it, then add ours back.

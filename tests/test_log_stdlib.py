@@ -71,7 +71,7 @@ def test_metadata_is_extra_and_the_error_exc_info(records: tuple[logging.Logger,
     logger, handler = records
     StdlibLogger(logger).error("went wrong", ValueError("boom"), {"msg": "m", "args": 1, "name": "n"})
     (record,) = handler.records
-    assert record.getMessage() == "went wrong msg='m' args=1 name='n'"
+    assert record.getMessage() == "went wrong error=boom msg='m' args=1 name='n'"
     assert getattr(record, EXTRA_KEY) == {"msg": "m", "args": 1, "name": "n"}  # LogRecord names: no collision
     assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
     assert "ValueError: boom" in handler.text.getvalue()

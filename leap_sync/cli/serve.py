@@ -60,7 +60,7 @@ def add_parser(commands: Any) -> None:
     """Add the ``serve`` command to the ``leap-sync`` parser."""
     serve = commands.add_parser(
         "serve",
-        help="run the embedded Leap Edge server (and its HTTP control endpoint) until Ctrl-C",
+        help="run the embedded Leap Edge server (and its HTTP control endpoint) until Ctrl-C or SIGTERM",
         description=DESCRIPTION,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
