@@ -17,13 +17,13 @@ from typing import Any
 from .backoff import Backoff
 from .channels import EventChannel
 from .connection.core import ConnectionCore
-from .connection.handler import Future
+from .connection.handler import ARRIVALS, Future
 from .connection.options import ConnectOptions
 from .connection.stats import Stats
 from .connection.timeouts import check_timeout
 from .errors import LeapConnectionError, LeapTimeoutError
 from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, Undo, leap_session, with_query
-from .log import Logger, StdlibLogger
+from .log import AnyLogger, Logger, as_logger
 from .protocol import frames
 from .protocol.codec import COMPRESSIONS, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
@@ -42,7 +42,10 @@ class LeapClient:
 
     Nothing happens at construction: register listeners and create event channels,
     then call :meth:`connect`. ``token=None`` connects tokenless (unprotected channels
-    only). ``logger`` implements :class:`~leap_sync.log.Logger`; ``None`` logs to
+    only). ``logger`` implements :class:`~leap_sync.log.Logger`, or is a standard
+    ``logging.Logger`` or ``logging.LoggerAdapter`` (metadata as
+    ``extra={"leap_sync": ...}``, an error as ``exc_info``: see
+    :class:`~leap_sync.log.StdlibLogger`); ``None`` logs to
     ``logging.getLogger("leap_sync")``. Listeners and the logger run on the client's
     callbacks thread, never on the thread that reads the socket: they may raise (a
     listener's exception is logged, a logger's is ignored), block (only later callbacks
@@ -69,7 +72,7 @@ class LeapClient:
         self,
         project_id: str,
         token: str | None = None,
-        logger: Logger | None = None,
+        logger: AnyLogger | None = None,
         *,
         url: str = DEFAULT_URL,
         encoding: str = "json",
@@ -98,7 +101,7 @@ class LeapClient:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
         self.project_id = project_id
         self._token = token
-        self.logger: Logger = logger if logger is not None else StdlibLogger()
+        self.logger: Logger = as_logger(logger)
         self._codec = Codec(encoding, max_size=max_message_size)  # etf: fails here without erlpack
         self.encoding = encoding
         self.compression = compression
@@ -200,6 +203,11 @@ class LeapClient:
         ``UnknownEvent``), in wire order. An AVAILABLE or UNAVAILABLE that answers a
         :meth:`subscribe` call goes to that call instead."""
         return self._core.new_channel(CHANNEL_EVENTS, maxsize, overflow)
+
+    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent]:
+        """(For ``leap-sync listen``.) A channel of messages and channel events
+        together, in the order they arrived."""
+        return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting --------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 import attrs
 
 from .connection.core import ConnectionCore
-from .connection.handler import Decision, Future, Live, holding_live
+from .connection.handler import ARRIVALS, Decision, Future, Live, holding_live, in_arrival_order
 from .connection.options import ConnectOptions
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
 from .protocol import frames
@@ -167,14 +167,17 @@ class LeapHandler:
         if result.messages:
             core.registry.feed(MESSAGES, result.messages)
         events: list[Any] = []
+        placed: list[tuple[int, Any]] = []  # (messages before it, event) for ARRIVALS
+        after = result.after if len(result.after) == len(result.events) else [len(result.messages)] * len(result.events)
         session_id = id(live.session)
-        for event in result.events:  # in wire order, answers in their place
+        for before, event in zip(after, result.events, strict=True):  # in wire order, answers in their place
             if isinstance(event, Answer):
                 answer = event.event
                 self._track(answer)
                 with self.lock:
                     entry = self.waiters.pop((session_id, event.request), None)
                 if entry is None:
+                    placed.append((before, answer))
                     events.append(answer)  # nobody waits (a timed-out call, an unsubscribe, a resubscription)
                 elif isinstance(answer, AvailableEvent):
                     entry[1].set(answer.channel)
@@ -186,9 +189,12 @@ class LeapHandler:
                 core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
             elif not isinstance(event, InitEvent):  # INIT: on_connected
                 self._track(event)
+                placed.append((before, event))
                 events.append(event)
         if events:
             core.registry.feed(CHANNEL_EVENTS, events)
+        if (result.messages or events) and core.registry.references(ARRIVALS):
+            core.registry.feed(ARRIVALS, in_arrival_order(result.messages, placed))
 
     def _track(self, event: Any) -> None:
         """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them.

@@ -86,7 +86,9 @@ class ConnectionCore:
         self.origin = url
         self.url = url
         self.options = options
-        self.backoff = backoff if backoff is not None else Backoff()
+        # A Backoff is a policy the application may share between clients: each client
+        # counts its failures on a copy of its own.
+        self.backoff = backoff.for_client() if backoff is not None else Backoff()
         self.clock = clock
         self.counters = Counters(clock)  # client.stats
         self.number = next(_numbers)

@@ -16,7 +16,25 @@ from ..wire.close import CloseAction
 from .timeouts import MAX_WAIT
 from .transport import Transport
 
-__all__ = ["Decision", "Future", "Handler", "Live", "Session", "holding_live"]
+__all__ = ["ARRIVALS", "Decision", "Future", "Handler", "Live", "Session", "holding_live", "in_arrival_order"]
+
+ARRIVALS = "arrivals"
+"""The channel kind fed with every event a protocol delivers, of whatever kind, in
+the order they arrived (what ``leap-sync listen`` and ``elstat`` print from)."""
+
+
+def in_arrival_order(first: Sequence[Any], placed: Sequence[tuple[int, Any]]) -> list[Any]:
+    """``first`` (one kind of events, in wire order) merged with ``placed``, the other
+    kind, each ``(how many of first arrived before it, event)``, in wire order."""
+    merged: list[Any] = []
+    taken = 0
+    for before, event in placed:
+        if before > taken:
+            merged += first[taken:before]
+            taken = before
+        merged.append(event)
+    merged += first[taken:]
+    return merged
 
 
 class Session(Protocol):

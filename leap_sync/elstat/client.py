@@ -20,12 +20,12 @@ from typing import Any
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import Decision, Live
+from ..connection.handler import ARRIVALS, Decision, Live, in_arrival_order
 from ..connection.options import ConnectOptions
 from ..connection.stats import Stats
 from ..connection.timeouts import check_seconds, check_timeout
 from ..errors import LeapConnectionError
-from ..log import Logger, StdlibLogger
+from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op
@@ -77,7 +77,7 @@ class ElstatClient:
     def __init__(
         self,
         url: str,
-        logger: Logger | None = None,
+        logger: AnyLogger | None = None,
         *,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
@@ -89,15 +89,15 @@ class ElstatClient:
         **options: Any,
     ) -> None:
         ping = (check_seconds(ping_interval, "ping_interval"), check_seconds(ping_timeout, "ping_timeout"))
-        self.logger: Logger = logger if logger is not None else StdlibLogger()
+        self._logger: Logger = as_logger(logger)
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
         self._ping = ping
         self._core = ConnectionCore(
-            self,
+            _ElstatHandler(self),
             url=streaming_url(url),
             options=ConnectOptions(sslopt=sslopt, max_message_size=max_message_size, **options),
-            logger=self.logger,
+            logger=self._logger,
             backoff=backoff,
             clock=clock,
         )
@@ -146,6 +146,11 @@ class ElstatClient:
         """A new channel of :class:`~leap_sync.elstat.IncidentEvent` (new, update,
         close), in wire order."""
         return self._core.new_channel(_INCIDENTS, maxsize, overflow)
+
+    def _arrivals_channel(self) -> EventChannel[DataEvent | IncidentEvent]:
+        """(For ``leap-sync elstat``.) A channel of data and incident events together,
+        in the order they arrived."""
+        return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting and closing ----------------------------------------------------------
 
@@ -203,36 +208,41 @@ class ElstatClient:
         stay subscribed, and are re-subscribed after a reconnect)."""
         return self._calls.call(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
 
-    # -- what the core asks (the I/O thread; never blocks) ----------------------------------
+    # -- what the core asks (the I/O thread; never blocks), through _ElstatHandler -----------
 
-    def new_session(self) -> ElstatSession:
+    def _new_session(self) -> ElstatSession:
         return ElstatSession(*self._ping)
 
-    def deliver(self, live: Live, result: ElstatResult) -> None:
+    def _deliver(self, live: Live, result: ElstatResult) -> None:
         core = self._core
         if result.data:
             core.registry.feed(_DATA, result.data)
         if result.incidents:
             core.registry.feed(_INCIDENTS, result.incidents)
+        if (result.data or result.incidents) and core.registry.references(ARRIVALS):
+            after = result.incidents_after
+            if len(after) != len(result.incidents):  # a result built without positions
+                after = [len(result.data)] * len(result.incidents)
+            core.registry.feed(ARRIVALS, in_arrival_order(result.data, list(zip(after, result.incidents, strict=True))))
         if result.replies:
             self._calls.on_replies(live, result.replies)
         for op in result.unknown_ops:
             core.log.info("ignoring a frame with an unknown op", {"op": op})
 
-    def on_connected(self, live: Live) -> None:
+    def _on_connected(self, live: Live) -> None:
         self._calls.on_connected(live)
 
-    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+    def _on_lost(self, error: LeapConnectionError, session: Any) -> None:
         fatal = self._refusal(error)
         self._calls.fail(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
 
-    def on_finish(self, error: BaseException) -> None:
+    def _on_finish(self, error: BaseException) -> None:
         self._calls.fail(error)
 
-    def awaiting(self, session: Any) -> tuple[str, str]:
+    def _awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
 
-    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
+    def _decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
         fatal = self._refusal(error)  # fatal whatever was written (DESIGN.md)
         if fatal is not None:
             return Decision(CloseAction.FATAL, fatal)
@@ -251,8 +261,46 @@ class ElstatClient:
             "(it refused what this client sent; reconnecting would only repeat it)"
         )
 
-    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+    def _scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         return error  # Elstat has no secrets
 
-    def redact(self, text: str) -> str:
+    def _redact(self, text: str) -> str:
         return text
+
+
+class _ElstatHandler:
+    """What the connection core calls (:class:`~leap_sync.connection.handler.Handler`),
+    kept off the client's public surface: each call goes to the client's private
+    method of the same name."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: ElstatClient) -> None:
+        self.client = client
+
+    def new_session(self) -> ElstatSession:
+        return self.client._new_session()
+
+    def deliver(self, live: Live, result: ElstatResult) -> None:
+        self.client._deliver(live, result)
+
+    def on_connected(self, live: Live) -> None:
+        self.client._on_connected(live)
+
+    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+        self.client._on_lost(error, session)
+
+    def on_finish(self, error: BaseException) -> None:
+        self.client._on_finish(error)
+
+    def awaiting(self, session: Any) -> tuple[str, str]:
+        return self.client._awaiting(session)
+
+    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
+        return self.client._decide(error, session, wrote)
+
+    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+        return self.client._scrub(error)
+
+    def redact(self, text: str) -> str:
+        return self.client._redact(text)

@@ -54,6 +54,9 @@ class ElstatResult:
     unknown_ops: list[int] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
+    incidents_after: list[int] = attrs.field(factory=list, eq=False)
+    """For each of ``incidents``, how many of ``data`` arrived before it: the wire's
+    order across both lists."""
 
 
 class _Pending:
@@ -154,6 +157,7 @@ class ElstatSession:
                     result.data.append(event)
                 elif isinstance(event, IncidentEvent):
                     result.incidents.append(event)
+                    result.incidents_after.append(len(result.data))
                 elif isinstance(event, Reply):
                     number, claimed = self._answered(event)
                     result.replies.append((number, event, claimed))

@@ -87,6 +87,9 @@ class ReceiveResult:
     events: list[ServerFrame | Answer] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
+    after: list[int] = attrs.field(factory=list, eq=False)
+    """For each of ``events``, how many of ``messages`` arrived before it: the wire's
+    order across both lists."""
 
 
 class ClientSession:
@@ -283,8 +286,10 @@ class ClientSession:
             request = self._match(channel_id, event)
             if request is not None:
                 result.events.append(Answer(request, event))
+                result.after.append(len(result.messages))
                 return
         result.events.append(event)
+        result.after.append(len(result.messages))
 
     # -- the heartbeat schedule ---------------------------------------------------------
 
