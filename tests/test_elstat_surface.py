@@ -14,6 +14,7 @@ DOCUMENTED = {
     "data_channel",
     "incident_channel",
     "state",
+    "stats",
     "subscribe",
     "subscriptions",
     "unsubscribe",
