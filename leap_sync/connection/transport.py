@@ -75,6 +75,7 @@ class Transport:
         self._writer = FrameWriter(sock, send_timeout)
         self._early = early
         self._read_error: Exception | None = None
+        self._read_eof = False  # the peer's end (EOF, close_notify) was read behind data
         self._lock = threading.Lock()  # guards the ending fields
         self._ended: LeapConnectionError | None = None
         self.peer_close: LeapConnectionError | None = None
@@ -179,7 +180,7 @@ class Transport:
             else:
                 if writer.pending and not self._flush():
                     continue
-                if self._read_error is None and not (self._tls and self._pending()):
+                if self._read_error is None and not self._read_eof and not (self._tls and self._pending()):
                     now = time.monotonic()
                     remaining = None if deadline is None else deadline - now
                     send_by = writer.send_deadline()
@@ -259,9 +260,18 @@ class Transport:
         return readable, woken
 
     def _read(self) -> bytes | None:
-        """One read; ``None`` when nothing was there after all."""
+        """One read; ``None`` when nothing was there after all.
+
+        An end read together with data (the peer's EOF or TLS ``close_notify`` behind
+        the bytes of a TLS read batch, or a bad record after good ones) is kept and
+        raised by the next call, which :meth:`receive` makes at once, without polling:
+        the socket may never turn readable again (a TLS peer that ended its session
+        but keeps TCP open), so an end already read must not wait for it.
+        """
         if self._read_error is not None:
             raise self._end(LeapConnectionError(f"connection lost: {self._read_error}"))
+        if self._read_eof:
+            raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
         try:
             if self._tls:
                 sock = self._sock
@@ -277,7 +287,8 @@ class Transport:
                         except (OSError, ValueError) as exc:  # a bad record after good ones
                             self._read_error = exc  # reported by the next read, after these bytes
                             break
-                        if not more:
+                        if not more:  # EOF or close_notify, read behind these bytes
+                            self._read_eof = True
                             break
                         chunks.append(more)
                         size += len(more)
