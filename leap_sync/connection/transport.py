@@ -23,7 +23,7 @@ from typing import Any
 import websocket
 
 from ..errors import LeapConnectionError
-from ..wire.wsframes import DEFAULT_MAX_SIZE, FrameReader, WebSocketProtocolError
+from ..wire.wsframes import DEFAULT_MAX_SIZE, FrameReader, WebSocketProtocolError, close_payload
 from .timeouts import MAX_WAIT, poll_ms
 from .wakeup import Wakeup
 from .writer import FrameWriter, Outgoing
@@ -120,10 +120,12 @@ class Transport:
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close frame once (later calls do nothing); it goes ahead of data
-        frames not yet started, and nothing follows it."""
+        frames not yet started, and nothing follows it, not even a pong. A code no
+        close frame may carry (1005, 1006, 1015...) goes as 1000; the reason is cut
+        to 123 bytes at a character boundary (:func:`~leap_sync.wire.wsframes.close_payload`)."""
         if self.ended:
             return
-        frame = _create_frame(code.to_bytes(2, "big") + reason.encode("utf-8")[:123], _OPCODE_CLOSE).format()
+        frame = _create_frame(close_payload(code, reason), _OPCODE_CLOSE).format()
         self._queue(frame, True, closing=True)
 
     def _queue(self, frame: bytes, urgent: bool, closing: bool = False) -> Outgoing:
@@ -305,8 +307,10 @@ class Transport:
         raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
 
     def _end_by_peer(self, code: int | None, reason: str) -> None:
-        # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket. If
-        # we had closed first (fail()), this is only the echo and our reason stands.
+        # Echo the close (RFC 6455 section 5.5.1): its code (the reader let through only
+        # codes a close frame may carry), 1000 for a close without one (1005 is never
+        # sent). Then we are done with the socket. If we had closed first (fail()),
+        # this is only the echo and our reason stands.
         self.send_close(1000 if code is None else code, "")
         self._writer.flush_for(1.0, self._wakeup.fd)
         error = LeapConnectionError(
