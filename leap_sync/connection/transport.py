@@ -16,6 +16,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from .timeouts import MAX_WAIT, poll_ms
 from .wakeup import Wakeup
 from .writer import FrameWriter, Outgoing
 
-__all__ = ["Outgoing", "Transport"]
+__all__ = ["UNSENT_LIMIT", "Outgoing", "Transport", "bound_unsent"]
 
 Payload = str | bytes
 
@@ -45,6 +46,35 @@ _OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
 _OPCODE_PING = websocket.ABNF.OPCODE_PING
 _OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 _create_frame = websocket.ABNF.create_frame
+
+UNSENT_LIMIT = 16 * 1024
+"""Bytes a socket holds unsent in the kernel before it stops taking more (TCP
+``TCP_NOTSENT_LOWAT``): what a heartbeat or a pong may wait behind, besides the frame
+being written."""
+_SNDBUF_FALLBACK = 64 * 1024  # where TCP_NOTSENT_LOWAT is missing: a modest send buffer
+# Linux has had TCP_NOTSENT_LOWAT (25) since 3.12; Python names it since 3.7 on most builds.
+_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform.startswith("linux") else None)
+
+
+def bound_unsent(sock: socket.socket) -> None:
+    """Bound what ``sock`` (TCP) keeps unsent in the kernel, so that what we queue
+    urgently (heartbeats, pongs, the close frame) waits behind at most about
+    :data:`UNSENT_LIMIT` bytes of earlier frames, not megabytes of send buffer: with
+    ``TCP_NOTSENT_LOWAT`` where the OS has it (the socket reports writable, and takes
+    more, only while less than that is unsent), else a send buffer of 64 KiB.
+    Errors are ignored (the socket works as before)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    if _NOTSENT_LOWAT is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, UNSENT_LIMIT)
+            return
+        except OSError:
+            pass
+    try:  # pragma: no cover - systems without TCP_NOTSENT_LOWAT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF_FALLBACK)
+    except OSError:  # pragma: no cover
+        pass
 
 
 class Transport:
@@ -86,6 +116,7 @@ class Transport:
         self._poller: Any = None
         self._want_write = False
         sock.setblocking(False)
+        bound_unsent(sock)
         if _HAS_POLL:
             self._poller = select.poll()
             self._poller.register(sock, _POLLIN)
