@@ -40,6 +40,7 @@ from leap_sync import (
     LeapConnectionError,
     MessageEvent,
 )
+from leap_sync.elstat import ElstatClient
 from leap_sync.protocol.models import ClientFrame, SendMessage
 from leap_sync.testing import LeapEdgeServer
 from leap_sync.wire.wsframes import OP_TEXT, unmasked_frame
@@ -600,6 +601,45 @@ def test_close_notify_behind_a_message_ends_the_connection_at_once(ca: trustme.C
             assert errored.will_reconnect
             assert str(errored.error) == "connection lost: closed without a close frame"
             assert messages.empty()  # that one message, once
+        finally:
+            client.close()
+        assert server.accepted == 2 and server.errors == []
+
+
+def test_elstat_close_notify_behind_data_ends_the_connection_at_once(ca: trustme.CA) -> None:
+    """The same for ElstatClient (which has no heartbeats: only its pings, 20 s apart,
+    would have noticed): the data is delivered, then the connection is replaced."""
+    context = server_context(ca, "127.0.0.1")
+
+    def ends_its_session(peer: Peer) -> None:
+        peer.sock = context.wrap_socket(peer.sock, server_side=True)
+        peer.upgrade()
+        data = json.dumps({"op": 3, "c": "status:api", "d": [1531339962000, True]}).encode()
+        peer.sock.settimeout(0)
+        peer.sock.send(unmasked_frame(OP_TEXT, data))
+        try:
+            peer.sock.unwrap()  # close_notify right behind it; TCP stays open
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        peer.wait()
+
+    def serves(peer: Peer) -> None:
+        peer.sock = context.wrap_socket(peer.sock, server_side=True)
+        peer.upgrade()
+        peer.wait()
+
+    with HostileServer([ends_its_session, serves]) as server:
+        client = ElstatClient(f"https://127.0.0.1:{server.port}", ssl_context=trusting(ca), backoff=fast_backoff())
+        states = StateRecorder()
+        client.add_state_update_listener(states)
+        data = client.data_channel()
+        try:
+            client.connect(wait=True, timeout=10)
+            event = data.get(timeout=10)
+            assert (event.channel, event.value) == ("status:api", True)
+            infos = states.wait_count(CONNECTED, 2, timeout=10)
+            assert [i.connection_state for i in infos] == [CONNECTING, CONNECTED, ERRORED, CONNECTING, CONNECTED]
+            assert str(infos[2].error) == "connection lost: closed without a close frame"
         finally:
             client.close()
         assert server.accepted == 2 and server.errors == []
