@@ -153,6 +153,8 @@ class Daemon:
             os.killpg(process.pid, signal.SIGKILL)  # the session it led: leftover children
         except (ProcessLookupError, PermissionError):
             pass
+        else:
+            _wait_gone(process.pid, timeout)
         self.process = None
         if "-n" in self.argv:  # squid's shared memory segments, left behind by SIGKILL
             for path in Path("/dev/shm").glob(f"{self.argv[self.argv.index('-n') + 1]}-*.shm"):
@@ -161,6 +163,23 @@ class Daemon:
     def log(self) -> str:
         texts = [path.read_text(errors="replace")[-3000:] for path in sorted(self.workdir.glob("*.log"))]
         return "\n".join([self.output.read_text(errors="replace")[-3000:], *texts])
+
+
+def _wait_gone(group: int, timeout: float) -> None:
+    """Wait until no process of ``group`` is left: a killed worker can hold the listening
+    socket a moment longer, and a daemon started on the same port meanwhile would fail
+    to bind while the old socket still answered its readiness check. (No event tells
+    when another process's children are gone: a bounded check every 10 ms.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.01)
+    # still there: zombies nobody reaps (a container's init may not); they hold no socket
 
 
 def start_daemon(

@@ -161,7 +161,7 @@ def test_elstat_sessions_apply_the_bound() -> None:
 
 def test_elstat_client_passes_the_option_to_its_sessions() -> None:
     client = ElstatClient("https://s.example", max_message_items=123)
-    assert client.new_session()._max_items == 123
+    assert client._new_session()._max_items == 123
 
 
 # -- end to end --------------------------------------------------------------------------------
