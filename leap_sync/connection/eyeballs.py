@@ -193,9 +193,10 @@ def connect_first(
     addresses = order(infos)
     notes = _skipped_note(sum(not usable(info) for info in infos))
     if not addresses:
+        what = "entry is not a TCP address" if len(infos) == 1 else "entries are not TCP addresses"
         raise LeapConnectionError(
-            f"could not connect: no usable address for {attempt.host} (the resolver's {len(infos)} "
-            f"{'entry is' if len(infos) == 1 else 'entries are'} not TCP addresses over IPv4 or IPv6)",
+            f"could not connect: no usable address for {attempt.host} "
+            f"(the resolver's {len(infos)} {what} over IPv4 or IPv6)",
             phase="tcp",
         )
     beyond = max(len(addresses) - MAX_ADDRESSES, 0)

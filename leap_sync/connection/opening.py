@@ -143,8 +143,8 @@ def _resolve(host: str, port: int, attempt: Attempt) -> list[tuple[Any, ...]]:
     if not infos:
         raise _error(attempt, f"DNS lookup of {host!r} found no address")
     if not any(usable(info) for info in infos):
-        count = f"its {len(infos)} entries are" if len(infos) > 1 else "its one entry is"
-        raise _error(attempt, f"DNS lookup of {host!r} found no usable address ({count} not TCP over IPv4 or IPv6)")
+        what = "entry is not a TCP address" if len(infos) == 1 else "entries are not TCP addresses"
+        raise _error(attempt, f"DNS lookup of {host!r} found no usable address ({len(infos)} {what} over IPv4 or IPv6)")
     return infos
 
 
