@@ -223,3 +223,17 @@ def test_a_names_only_address_refused_names_the_address(leap: LeapEdgeServer, re
         f"could not connect: socks5 proxy 127.0.0.1:{proxy.port} could not connect to edge.test:{leap.port} "
         "(127.0.0.1): the SOCKS5 proxy refused: connection refused"
     )
+
+
+def test_socks4_with_a_target_without_ipv4_asks_the_proxy_nothing(
+    leap: LeapEdgeServer, resolver: dict[str, list[Any]]
+) -> None:
+    resolver["edge.test"] = [info("::1", leap.port)]
+    with SocksProxy() as proxy:
+        error = fails(client_for(leap, proxy, "socks4"))
+        assert proxy.requests == []
+    assert error.phase == "proxy"
+    assert str(error) == (
+        f"could not connect: socks4 proxy 127.0.0.1:{proxy.port} could not connect to edge.test:{leap.port}: "
+        "the target has no IPv4 address (use socks4a)"
+    )

@@ -19,7 +19,8 @@ The TCP phase tries a name's addresses by Happy Eyeballs (RFC 8305, see
 :mod:`~leap_sync.connection.eyeballs`): the next address starts 250 ms after the last
 while earlier ones stay in flight, so one dead address never spends the whole deadline.
 A proxy's own addresses are tried the same way; with ``socks5h``/``socks4a`` the target
-name goes to the proxy unresolved.
+name goes to the proxy unresolved, with ``socks5``/``socks4`` the target's addresses are
+asked for in turn (:func:`_through_socks`).
 """
 
 from __future__ import annotations
@@ -235,51 +236,41 @@ def _through_socks(
     attempt's one deadline, interrupted by ``close()``. The error names each target
     address asked for and the proxy's answer."""
     label = proxy.describe()
-    if proxy.type not in ("socks5", "socks4"):
-        sock = connect_first(proxy_infos, proxy.host, proxy.port, attempt, label=label)
+    targets: list[tuple[str | None, str]] = [(None, endpoint.host)]  # (host to send, its name in errors)
+    beyond = 0
+    if proxy.type in ("socks5", "socks4"):
+        infos = _resolve(endpoint.host, endpoint.port, attempt)
+        addresses = [info for info in order(infos) if proxy.type == "socks5" or info[0] == socket.AF_INET]
+        if not addresses:
+            attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {label}"
+            problem = "the target has no IPv4 address (use socks4a)"
+            raise _error(attempt, f"{label} could not connect to {endpoint.hostport}: {problem}")
+        beyond = max(len(addresses) - MAX_ADDRESSES, 0)
+        targets = [(str(info[4][0]), show(info[4], endpoint.port)) for info in addresses[:MAX_ADDRESSES]]
+    tried: list[str] = []  # "target address: the proxy's answer"
+    for index, (host, where) in enumerate(targets):
+        left = untried_note(len(targets) - index - 1, beyond)
+        sock = connect_first(proxy_infos, proxy.host, proxy.port, attempt, label=label)  # raises for a dead proxy
         try:
-            return sock, _socks(sock, proxy, endpoint, attempt)
+            return sock, _socks(sock, proxy, endpoint, attempt, host)
         except SocksError as exc:
             _close_quietly(sock)
             problem = str(exc)
-        except BaseException:
-            _close_quietly(sock)
-            raise
-        raise _error(attempt, f"{label} could not connect to {endpoint.hostport}: {problem}")
-    infos = _resolve(endpoint.host, endpoint.port, attempt)
-    addresses = [info for info in order(infos) if proxy.type == "socks5" or info[0] == socket.AF_INET]
-    if not addresses:
-        attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {label}"
-        problem = "the target has no IPv4 address (use socks4a)"
-        raise _error(attempt, f"{label} could not connect to {endpoint.hostport}: {problem}")
-    beyond = max(len(addresses) - MAX_ADDRESSES, 0)
-    addresses = addresses[:MAX_ADDRESSES]
-    tried: list[tuple[str, str]] = []  # (target address, the proxy's answer)
-    for index, info in enumerate(addresses):
-        where = show(info[4], endpoint.port)
-        left = untried_note(len(addresses) - index - 1, beyond)
-        sock = connect_first(proxy_infos, proxy.host, proxy.port, attempt, label=label)  # raises for a dead proxy
-        try:
-            return sock, _socks(sock, proxy, endpoint, attempt, str(info[4][0]))
-        except SocksError as exc:
-            _close_quietly(sock)
-            tried.append((where, str(exc)))
-            if isinstance(exc, SocksUnreachable) and index + 1 < len(addresses):
+            tried.append(f"{where}: {problem}")
+            if isinstance(exc, SocksUnreachable) and index + 1 < len(targets):
                 continue  # the next address, through a new proxy connection
         except LeapConnectionError as exc:  # the deadline, while the proxy had not answered
             _close_quietly(sock)
             if not tried:
                 raise
-            listing = "; ".join([f"{at}: {problem}" for at, problem in tried] + [f"{where}: no answer", *left])
-            raise exc.with_message(f"{exc} ({listing})") from None
+            raise exc.with_message(f"{exc} ({'; '.join([*tried, f'{where}: no answer', *left])})") from None
         except BaseException:
             _close_quietly(sock)
             raise
         if len(tried) == 1 and not left:
             target = endpoint.hostport if where == endpoint.host else f"{endpoint.hostport} ({where})"
-            raise _error(attempt, f"{label} could not connect to {target}: {tried[0][1]}")
-        listing = "; ".join([f"{at}: {problem}" for at, problem in tried] + left)
-        raise _error(attempt, f"{label} could not connect to {endpoint.hostport} ({listing})")
+            raise _error(attempt, f"{label} could not connect to {target}: {problem}")
+        raise _error(attempt, f"{label} could not connect to {endpoint.hostport} ({'; '.join(tried + left)})")
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
