@@ -134,8 +134,11 @@ class ConnectionCore:
         return self._state
 
     def stats(self, heartbeat_rtt: float | None) -> Stats:
-        """A :class:`~leap_sync.connection.stats.Stats` snapshot (any thread, cheap)."""
-        return self.counters.snapshot(heartbeat_rtt, self.registry.by_kind(), self.state.connection_state)
+        """A :class:`~leap_sync.connection.stats.Stats` snapshot (any thread, cheap): the
+        state is the one the counters recorded under their lock, so it agrees with the
+        numbers (``CLOSED`` in a forked child)."""
+        closed = ConnectionState.CLOSED if self.forked() else None
+        return self.counters.snapshot(heartbeat_rtt, self.registry.by_kind(), closed)
 
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         if not callable(listener):
