@@ -29,6 +29,7 @@ from .protocol.models import AvailableEvent, Hello, InitEvent, UnavailableEvent
 from .protocol.opcodes import CloseCode, close_action
 from .protocol.session import Answer, ClientSession, ReceiveResult
 from .wire.close import CloseAction
+from .wire.urls import redact_url
 
 __all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "Undo", "leap_session", "with_query"]
 
@@ -45,7 +46,7 @@ def with_query(url: str, encoding: str, compression: str) -> str:
         raise TypeError(f"a Leap Edge URL is a str, not {type(url).__name__}")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {url!r}")
+        raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {redact_url(url)!r}")
     parts.port  # noqa: B018 - raises ValueError for a port out of range
     query = [
         (k, v)

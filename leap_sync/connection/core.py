@@ -42,6 +42,7 @@ from ..channels import EventChannel
 from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
 from ..log import Logger
 from ..state import ConnectionState, StateInfo
+from ..wire.urls import redact_urls
 from .callbacks import Callbacks, StateListener
 from .handler import Handler, Live, Session
 from .options import ConnectOptions
@@ -94,6 +95,7 @@ class ConnectionCore:
         self.number = next(_numbers)
         self.pid: int | None = None  # the process connect() was called in
         self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
+        self.log.redact = self.show  # every log record, whatever produced it
         self.lock = lock if lock is not None else threading.RLock()
         self.closing = threading.Event()
         self.finished = False  # channels ended: nothing will be delivered again
@@ -104,6 +106,13 @@ class ConnectionCore:
         self.registry = ChannelRegistry(self.lock)
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
+
+    def show(self, text: str) -> str:
+        """``text`` as it may be shown (a log record, a ``repr``, an error): the
+        secrets of every URL in it (userinfo, credential-named parameters: see
+        :mod:`leap_sync.wire.urls`) and the handler's own secret (the token, in every
+        form) replaced by ``<redacted>``."""
+        return self.handler.redact(redact_urls(text))
 
     # -- processes ---------------------------------------------------------------------------
 
