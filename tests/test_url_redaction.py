@@ -4,11 +4,12 @@ client's token wherever it stands in it. ``client.url`` itself stays as configur
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from leap_sync import LeapClient
+from leap_sync import ConnectionState, LeapClient, LeapConnectionError, StateInfo
 from leap_sync.elstat import ElstatClient
 from leap_sync.testing import LeapEdgeServer
 from leap_sync.wire.urls import is_secret_param, redact_url, redact_urls
@@ -26,7 +27,7 @@ TIMEOUT = 10.0
         ("ws://justtoken@h/", "ws://<redacted>@h/"),
         ("wss://h/p?a=1&access_token=x;api_key=y&apiKey=z&X-Auth-Token=w", None),
         ("https://h/cb#access_token=x&state=1", "https://h/cb#access_token=<redacted>&state=1"),
-        ("ws://h/ws?password=&secret=q&keep=k", "ws://h/ws?password=<redacted>&secret=<redacted>&keep=k"),
+        ("ws://h/ws?password=&secret=q&keep=k", "ws://h/ws?password=&secret=<redacted>&keep=k"),
         ("ws://h/us@er?x=1", "ws://h/us@er?x=1"),
         ("not a url ?token=t", "not a url ?token=<redacted>"),
         ("ws://h/ws", "ws://h/ws"),
@@ -123,3 +124,46 @@ def test_log_lines_show_the_url_without_secrets() -> None:
     urls = [line for line in logger.lines if line.startswith(("connecting", "websocket upgraded"))]
     assert urls == [f"connecting {{'url': {shown!r}}}", f"websocket upgraded {{'url': {shown!r}}}"]
     assert [line for line in logger.lines if OTHER in line or TOKEN in line] == []
+
+
+def test_a_redirect_url_with_a_credential_shows_none_in_errors_logs_and_repr() -> None:
+    # A 4006 redirect to a URL with another credential in it (not the token: the
+    # client follows it): the ERRORED state's error, the log lines and repr redact it.
+    logger = _Lines()
+    states: list[StateInfo] = []
+    connected = threading.Semaphore(0)
+
+    def listen(info: StateInfo) -> None:
+        states.append(info)
+        if info.connection_state is ConnectionState.CONNECTED:
+            connected.release()
+
+    with LeapEdgeServer() as server:
+        server.add_token(TOKEN, project_id="p")
+        with LeapClient("p", TOKEN, logger, url=server.url) as client:
+            client.add_state_update_listener(listen)
+            client.connect(wait=True, timeout=TIMEOUT)
+            assert connected.acquire(timeout=TIMEOUT)
+            reason = f"{server.url}?auth={OTHER}"
+            assert server.disconnect(4006, reason) == 1
+            assert connected.acquire(timeout=TIMEOUT)  # connected to the redirect target
+            assert OTHER in client.url  # where it connects: as the server said
+            shown = f"{server.url}?auth=<redacted>&encoding=json&compression=none"
+            assert repr(client) == f"<LeapClient project_id='p' state=connected url={shown!r} token=set>"
+    [errored] = [s for s in states if s.connection_state is ConnectionState.ERRORED]
+    assert errored.error is not None and isinstance(errored.error, LeapConnectionError)
+    assert (errored.error.close_code, errored.error.close_reason) == (4006, f"{server.url}?auth=<redacted>")
+    assert OTHER not in str(errored.error)
+    assert [line for line in logger.lines if line.startswith("redirected")] == [
+        f"redirected (4006) {{'url': {shown!r}, 'immediate': True}}"
+    ]
+    assert [line for line in logger.lines if OTHER in line or TOKEN in line] == []
+
+
+def test_redact_urls_around_a_redacted_token() -> None:
+    # The client redacts its token first, then the URLs: a URL holding the marker is
+    # still one URL, and closing punctuation after it stays.
+    assert redact_urls("(Location: https://h/login?token=<redacted>) from h") == (
+        "(Location: https://h/login?token=<redacted>) from h"
+    )
+    assert redact_urls("at ws://u:<redacted>@h/ws?key=k.") == "at ws://<redacted>@h/ws?key=<redacted>."

@@ -42,7 +42,6 @@ from ..channels import EventChannel
 from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
 from ..log import Logger
 from ..state import ConnectionState, StateInfo
-from ..wire.urls import redact_urls
 from .callbacks import Callbacks, StateListener
 from .handler import Handler, Live, Session
 from .options import ConnectOptions
@@ -109,10 +108,9 @@ class ConnectionCore:
 
     def show(self, text: str) -> str:
         """``text`` as it may be shown (a log record, a ``repr``, an error): the
-        secrets of every URL in it (userinfo, credential-named parameters: see
-        :mod:`leap_sync.wire.urls`) and the handler's own secret (the token, in every
-        form) replaced by ``<redacted>``."""
-        return self.handler.redact(redact_urls(text))
+        handler's ``redact`` (the secrets of every URL in it, userinfo and
+        credential-named parameters, and the token in every form: ``<redacted>``)."""
+        return self.handler.redact(text)
 
     # -- processes ---------------------------------------------------------------------------
 

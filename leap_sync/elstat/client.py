@@ -20,7 +20,7 @@ from typing import Any
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import ARRIVALS, Decision, Live, in_arrival_order
+from ..connection.handler import ARRIVALS, Decision, Live, in_arrival_order, scrub_error
 from ..connection.options import ConnectOptions
 from ..connection.stats import Stats
 from ..connection.timeouts import check_seconds, check_timeout
@@ -28,7 +28,7 @@ from ..errors import LeapConnectionError
 from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
-from ..wire.urls import redact_url
+from ..wire.urls import redact_url, redact_urls
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op
 from .requests import Requests
 from .session import ElstatResult, ElstatSession
@@ -264,10 +264,10 @@ class ElstatClient:
         )
 
     def _scrub(self, error: LeapConnectionError) -> LeapConnectionError:
-        return error  # Elstat has no secrets
+        return scrub_error(error, redact_urls)  # no token: only what a URL may carry
 
     def _redact(self, text: str) -> str:
-        return text
+        return redact_urls(text)
 
 
 class _ElstatHandler:

@@ -40,7 +40,8 @@ _SECRET_NAMES = frozenset(
 )
 _SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "key", "auth", "signature", "credential", "credentials")
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>\\]*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://(?:<redacted>|[^\s'\"<>\\])*")
+_TRAILING = ").,;:!?]}"
 
 
 def is_secret_param(name: str) -> bool:
@@ -51,36 +52,43 @@ def is_secret_param(name: str) -> bool:
     return lowered in _SECRET_NAMES or lowered.endswith(_SECRET_SUFFIXES)
 
 
-def _redact_params(params: str) -> str:
+def _redact_params(params: str, mark: str) -> str:
     """``a=1&token=x`` as ``a=1&token=<redacted>`` (``&`` and ``;`` separate)."""
     pieces = re.split(r"([&;])", params)
     for i in range(0, len(pieces), 2):
-        name, equals, _ = pieces[i].partition("=")
-        if equals and is_secret_param(name):
-            pieces[i] = f"{name}={REDACTED}"
+        name, _, value = pieces[i].partition("=")
+        if value and value != mark and is_secret_param(name):  # an empty value hides nothing
+            pieces[i] = f"{name}={mark}"
     return "".join(pieces)
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str, mark: str = REDACTED) -> str:
     """``url`` with its userinfo (everything before the host's ``@``) and the values of
     its credential-named query and fragment parameters (:func:`is_secret_param`)
-    replaced by ``<redacted>``; the rest as written. Never raises for a ``str``."""
+    replaced by ``mark``; the rest as written. Never raises for a ``str``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
     if "@" in netloc:
-        netloc = REDACTED + netloc[netloc.rindex("@") :]
+        netloc = mark + netloc[netloc.rindex("@") :]
     before, hash_, fragment = tail.partition("#")
     path, question, query = before.partition("?")
-    tail = path + question + _redact_params(query) + hash_ + _redact_params(fragment)
+    tail = path + question + _redact_params(query, mark) + hash_ + _redact_params(fragment, mark)
     return f"{scheme}{sep}{netloc}{tail}"
 
 
 def redact_urls(text: str) -> str:
     """``text`` with every URL in it (``scheme://...`` up to a space, a quote, ``<``,
-    ``>`` or a backslash) shown by :func:`redact_url`."""
+    ``>`` or a backslash, a ``<redacted>`` already there included; closing punctuation
+    at its end left out) shown by :func:`redact_url`."""
     if "://" not in text:
         return text
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    found = match.group(0)
+    url = found.rstrip(_TRAILING)
+    return redact_url(url) + found[len(url) :]
