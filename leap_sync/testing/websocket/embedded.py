@@ -23,7 +23,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ...errors import LeapError
@@ -31,6 +31,7 @@ from ...protocol.codec import Payload
 from ...wire.wsframes import unmasked_message
 from .connection import WebSocketConnection
 from .listener import Listener, bind
+from .redaction import register_secrets
 from .sockets import Settings, check_close
 
 __all__ = ["DEFAULT_HISTORY_LIMIT", "RECHECK", "EmbeddedServer"]
@@ -84,6 +85,13 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
         self._changes = threading.Condition(threading.Lock())
         self._version = 0
         self._waiters = 0
+        register_secrets(self)  # kept out of the servers' logs while this server lives
+
+    def log_secrets(self) -> Iterable[str]:
+        """The secrets the servers' logs never show (see
+        :mod:`~leap_sync.testing.websocket.redaction`); none here, a subclass's
+        credentials (a Leap server's tokens). Lock-free: it runs inside logging calls."""
+        return ()
 
     @abc.abstractmethod
     def _new_connection(self, sock: socket.socket, cid: str, name: str) -> ConnT:
