@@ -89,7 +89,7 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
 
     def log_secrets(self) -> Iterable[str]:
         """The secrets the servers' logs never show (see
-        :mod:`~leap_sync.testing.websocket.redaction`); none here, a subclass's
+        ``leap_sync.testing.websocket.redaction``); none here, a subclass's
         credentials (a Leap server's tokens). Lock-free: it runs inside logging calls."""
         return ()
 
