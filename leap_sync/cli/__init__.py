@@ -32,9 +32,9 @@ from .common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
-    terminate_on_sigterm,
     tolerant_console,
 )
+from .stopping import stopping
 
 __all__ = [
     "EXIT_CONNECT",
@@ -64,15 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status. SIGTERM, while it runs (on the
-    main thread), does what Ctrl-C does."""
-    tolerant_console()
+    """Run the command line; returns the exit status. While it runs (on the main
+    thread), SIGINT and SIGTERM stop the command at any moment: what it opened is
+    closed (a close frame) and the status is :data:`EXIT_OK`; so does the reader of
+    a piped stdout going away (:mod:`leap_sync.cli.stopping`)."""
     try:
-        with terminate_on_sigterm():
+        with stopping() as stop:
+            tolerant_console()
             args = build_parser().parse_args(argv)
+            args.stop = stop
             status: int = args.func(args)
-            return status
-    except KeyboardInterrupt:  # before or after a command's own handling
+            return EXIT_OK if stop.requested else status
+    except KeyboardInterrupt:  # a signal before the command had anything open
         return EXIT_OK
 
 
