@@ -31,7 +31,7 @@ from typing import Any
 __all__ = ["Stop", "discard_output", "stopping"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_WAKE = b"s"  # a signal arrived (or the output is gone): stop
+_WAKE = b"s"  # stop (signal numbers, from Python's C handler, stop once armed)
 _END = b"x"  # the command is over: the watcher ends
 JOIN_TIMEOUT = 10.0
 
@@ -103,9 +103,14 @@ class Stop:
         discard_output()
         self.request()
 
+    @property
+    def armed(self) -> bool:
+        """Whether a closer is registered: signals stop the command through them."""
+        return bool(self._closers)
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         # On the main thread, between two bytecodes of whatever it was running.
-        if self._closers:  # something is open: the watcher thread closes it
+        if self.armed:  # something is open: the watcher thread closes it
             self._wake()
             return
         if self._raised or self._requested.is_set():
@@ -135,21 +140,23 @@ def _watched_output() -> int | None:
 
 
 def _watch(stop: Stop, wake_fd: int, output: int | None) -> None:
-    """The ``leap-sync-cli-stop`` thread: stop on a wake-up byte or when the pipe on
-    stdout reports its reader gone; end on :data:`_END`."""
-    if not hasattr(select, "poll"):  # no poll (Windows): signals only
-        while True:
-            data = os.read(wake_fd, 64)
-            if not data or _END in data:
-                return
-            stop.request()
-    poller = select.poll()
-    poller.register(wake_fd, select.POLLIN)
-    if output is not None:
-        poller.register(output, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+    """The ``leap-sync-cli-stop`` thread: stop on a signal's byte (written by Python's C
+    handler, whichever thread the kernel gave the signal to) once a closer is
+    registered, on :data:`_WAKE`, or when the pipe on stdout reports its reader gone;
+    end on :data:`_END`. It blocks SIGINT and SIGTERM itself: before anything is
+    open, they go to the main thread, whose handler raises there."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    poller = select.poll() if hasattr(select, "poll") else None  # no poll (Windows): signals only
+    if poller is not None:
+        poller.register(wake_fd, select.POLLIN)
+        if output is not None:
+            poller.register(output, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
     while True:
-        for fd, _events in poller.poll():
+        ready = [wake_fd] if poller is None else [fd for fd, _events in poller.poll()]
+        for fd in ready:
             if fd != wake_fd:
+                assert poller is not None
                 poller.unregister(fd)
                 if stop.output_ends:
                     stop.output_gone()
@@ -157,7 +164,8 @@ def _watch(stop: Stop, wake_fd: int, output: int | None) -> None:
             data = os.read(wake_fd, 64)
             if not data or _END in data:
                 return
-            stop.request()
+            if _WAKE in data or (stop.armed and any(byte in _SIGNALS for byte in data)):
+                stop.request()
 
 
 @contextlib.contextmanager
@@ -181,12 +189,18 @@ def stopping(watch_output: bool = True) -> Iterator[Stop]:
         daemon=True,
     )
     previous: dict[int, Any] = {}
+    previous_wakeup: int | None = None
     try:
+        watcher.start()
         for signum in _SIGNALS:
             previous[signum] = signal.signal(signum, stop._on_signal)
-        watcher.start()
+        # The C handler writes the signal's number there at once, whichever thread the
+        # kernel interrupted: the main thread may be blocked where no handler runs.
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
         yield stop
     finally:
+        if previous_wakeup is not None:
+            signal.set_wakeup_fd(previous_wakeup)
         for restored, handler in previous.items():
             signal.signal(restored, signal.SIG_DFL if handler is None else handler)
         stop._wake_fd = None
