@@ -12,7 +12,9 @@ Exit status (``--help`` shows it too): 0 done (Ctrl-C, SIGTERM, or the output's
 reader went away), 2 usage error (bad arguments, or a missing extra: a one-line
 message names what to install), 3 refused by the server (Leap Edge's 4001, a channel
 not granted, Elstat's 4200/4420), 4 could not connect or the connection failed for
-good. SIGTERM does what Ctrl-C does: the connection is closed with a close frame.
+good. SIGTERM does what Ctrl-C does, at any moment once the command started: the
+connection is closed with a close frame (:mod:`leap_sync.cli.stopping`). A pipe on
+stdout whose reader left ends ``listen``, ``elstat`` and ``demo`` at once.
 Characters the console cannot encode are written as backslash escapes.
 """
 

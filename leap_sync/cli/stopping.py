@@ -180,7 +180,8 @@ def stopping(watch_output: bool = True) -> Iterator[Stop]:
         yield stop
         return
     wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_write, False)
+    with contextlib.suppress(OSError):  # Windows before Python 3.12 cannot
+        os.set_blocking(wake_write, False)
     stop._wake_fd = wake_write
     watcher = threading.Thread(
         target=_watch,
@@ -196,7 +197,8 @@ def stopping(watch_output: bool = True) -> Iterator[Stop]:
             previous[signum] = signal.signal(signum, stop._on_signal)
         # The C handler writes the signal's number there at once, whichever thread the
         # kernel interrupted: the main thread may be blocked where no handler runs.
-        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        with contextlib.suppress(ValueError, OSError):  # Windows takes only a socket there
+            previous_wakeup = signal.set_wakeup_fd(wake_write)
         yield stop
     finally:
         if previous_wakeup is not None:
