@@ -10,47 +10,32 @@ import pytest
 from peers import (
     CONNECTED,
     ERRORED,
+    FIRST_CONNECT,
     SOCKS_PASSWORD,
     SOCKS_USER,
     Daemon,
     Stream,
-    dante_argv,
+    daemons,
+    edge,
     prepare,
+    prepared_edge,
     require,
     require_socks_user,
+    restart,
     start_daemon,
-    stopping,
-    workdir_for,
+    workdir,
 )
+from peers_configs import dante_argv
 
 from leap_sync import ConnectionState, LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
 
 pytestmark = pytest.mark.timeout(60)
 
-FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    yield from stopping()
-
 
 @pytest.fixture
 def danted() -> str:
     return require("danted", "dante-server")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    yield from workdir_for("dante")
-
-
-@pytest.fixture
-def edge() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer(heartbeat_interval=5.0) as server:
-        prepare(server)
-        yield server
 
 
 def through_dante(
@@ -82,11 +67,11 @@ def test_dante_stream_in_order_and_a_restart_reconnects(
         assert stream.recorder.states == FIRST_CONNECT
         daemon.stop()  # the tunnel is cut; the port refuses until dante is back
         stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(start_daemon("danted", workdir, lambda port: daemon.argv, port=daemon.port))
+        daemons.append(restart(daemon))
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert str(errored.error) == "connection lost: closed without a close frame"
         assert len(edge.all_connections) == 2
@@ -162,8 +147,7 @@ def test_dante_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
     danted: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
     # A proxy that hangs (SIGSTOP) keeps every socket open and forwards nothing.
-    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=0.3) as edge:
         daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5", connect_timeout=1.0)
         try:
             stream.open()

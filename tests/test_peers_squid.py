@@ -5,54 +5,36 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from peers import (
     CONNECTED,
     ERRORED,
-    Certificates,
+    FIRST_CONNECT,
     Daemon,
     Stream,
-    nginx_argv,
-    prepare,
+    daemons,
+    edge,
+    prepared_edge,
     require,
-    squid_argv,
+    restart,
     start_daemon,
-    stopping,
-    workdir_for,
+    workdir,
 )
+from peers_configs import Certificates, nginx_argv, squid_argv
 
-from leap_sync import ConnectionState, LeapConnectionError
+from leap_sync import LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
 
 pytestmark = pytest.mark.timeout(60)
 
-FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
 USER, PASSWORD = "leap", "squid-pw"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    yield from stopping()
 
 
 @pytest.fixture
 def squid() -> str:
     return require("squid", "squid")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    yield from workdir_for("squid")
-
-
-@pytest.fixture
-def edge() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer(heartbeat_interval=5.0) as server:
-        prepare(server)
-        yield server
 
 
 def passwords(workdir: Path) -> Path:
@@ -87,14 +69,12 @@ def test_squid_stream_in_order_and_a_restart_reconnects(
         assert stream.recorder.states == FIRST_CONNECT
         daemon.stop(signal.SIGTERM)  # the tunnel is cut; the port refuses until squid is back
         stream.recorder.wait_count(ERRORED, 1)
-        restarted = start_daemon(
-            "squid", workdir, lambda port: daemon.argv, port=daemon.port, stop_signal=signal.SIGKILL
-        )
+        restarted = restart(daemon)
         daemons.append(restarted)
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert str(errored.error) == "connection lost: closed without a close frame"
         assert len(edge.all_connections) == 2
@@ -160,7 +140,7 @@ def test_squid_then_nginx_wss_through_connect_to_a_tls_terminator(
         stream.slice()
         front.stop()  # nginx restarts behind squid
         stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(start_daemon("nginx", workdir, lambda port: front.argv, port=front.port))
+        daemons.append(restart(front))
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
@@ -189,8 +169,7 @@ def test_squid_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
     squid: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
     # A proxy that hangs (SIGSTOP) keeps every socket open and forwards nothing.
-    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=0.3) as edge:
         daemon, stream = through_squid(squid, workdir, edge, daemons, False, connect_timeout=1.0)
         try:
             stream.open()
