@@ -22,6 +22,7 @@ import pytest
 from clientkit import PROJECT, TOKEN, fast_backoff
 from conftest import leap_threads
 from proxyserver import ConnectProxy
+from resolving import TCP, V4, V6, info, leap, resolver
 from socksserver import SocksProxy
 
 from leap_sync import ConnectionState, LeapClient, LeapClosedError, LeapConnectionError
@@ -32,16 +33,7 @@ from leap_sync.connection.wakeup import Wakeup
 from leap_sync.elstat import ElstatClient
 from leap_sync.testing import ElstatServer, LeapEdgeServer
 
-V4, V6, STREAM, TCP = socket.AF_INET, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP
 CONNECTED = ConnectionState.CONNECTED
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def info(host: str, port: int) -> tuple[Any, ...]:
-    """One getaddrinfo() entry for ``host`` (an IPv4 or IPv6 literal) and ``port``."""
-    if ":" in host:
-        return (V6, STREAM, TCP, "", (host, port, 0, 0))
-    return (V4, STREAM, TCP, "", (host, port))
 
 
 # -- RFC 8305 section 4: the order (pure) ---------------------------------------------------------
@@ -109,31 +101,6 @@ def refused() -> Iterator[int]:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         yield holder.getsockname()[1]
-
-
-@pytest.fixture
-def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]]:
-    """``resolver[name] = [info(...), ...]`` makes ``name`` resolve to those entries;
-    every other name resolves as usual. Lookups are recorded under ``"<asked>"``."""
-    names: dict[str, list[tuple[Any, ...]]] = {"<asked>": []}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(".test"):
-            names["<asked>"].append((host,))
-            if host not in names:
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-            return list(names[host])
-        return _real_getaddrinfo(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
-@pytest.fixture
-def leap() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer() as server:
-        server.add_token(TOKEN, project_id=PROJECT)
-        yield server
 
 
 def client_for(url: str, **options: Any) -> LeapClient:

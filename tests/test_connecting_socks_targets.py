@@ -19,39 +19,11 @@ from typing import Any
 import pytest
 from clientkit import PROJECT, TOKEN, fast_backoff
 from conftest import leap_threads
+from resolving import info, leap, resolver
 from socksserver import SocksProxy
 
 from leap_sync import ConnectionState, LeapClient, LeapClosedError, LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
-
-V4, V6, STREAM, TCP = socket.AF_INET, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def info(host: str, port: int) -> tuple[Any, ...]:
-    if ":" in host:
-        return (V6, STREAM, TCP, "", (host, port, 0, 0))
-    return (V4, STREAM, TCP, "", (host, port))
-
-
-@pytest.fixture
-def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    names: dict[str, list[Any]] = {}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host in names:
-            return list(names[host])
-        return _real_getaddrinfo(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
-@pytest.fixture
-def leap() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer() as server:  # 127.0.0.1 only
-        server.add_token(TOKEN, project_id=PROJECT)
-        yield server
 
 
 def client_for(leap: LeapEdgeServer, proxy: SocksProxy, proxy_type: str = "socks5", **options: Any) -> LeapClient:
