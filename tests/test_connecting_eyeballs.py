@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from clientkit import PROJECT, TOKEN, fast_backoff
+from clientkit import PROJECT, TOKEN, fast_backoff, in_thread
 from conftest import leap_threads
 from proxyserver import ConnectProxy
 from resolving import TCP, V4, V6, info, leap, resolver
@@ -190,18 +190,10 @@ def test_stop_during_the_race_abandons_it_and_closes_every_socket(dead: Callable
     ports = [dead("127.0.0.1"), dead("::1")]
     attempt, stop, wakeup = new_attempt(30)
     made = Recorder(2)
-    outcome: list[BaseException] = []
-
-    def race() -> None:
-        try:
-            connect_first(
-                [info("127.0.0.1", ports[0]), info("::1", ports[1])], "dead.test", 80, attempt, new_socket=made
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-
-    racer = threading.Thread(target=race, name="test-racer")
-    racer.start()
+    addresses = [info("127.0.0.1", ports[0]), info("::1", ports[1])]
+    racer, outcome = in_thread(
+        lambda: connect_first(addresses, "dead.test", 80, attempt, new_socket=made), name="test-racer"
+    )
     try:
         assert made.made.wait(10)  # both addresses in flight
         stop.set()
@@ -343,16 +335,7 @@ def test_close_during_the_race_returns_promptly_leaving_no_socket_or_thread(
     made = Recorder(2)
     monkeypatch.setattr(opening, "connect_first", functools.partial(eyeballs.connect_first, new_socket=made))
     client = client_for("ws://dead.test:80/ws", connect_timeout=30)
-    outcome: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            client.connect()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect, name="test-connector")
-    connector.start()
+    connector, outcome = in_thread(client.connect, name="test-connector")
     try:
         assert made.made.wait(10)  # both addresses in flight
         started = time.monotonic()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clientkit import PROJECT, TOKEN, fast_backoff
+from clientkit import PROJECT, TOKEN, fast_backoff, in_thread
 from conftest import leap_threads
 from resolving import info, leap, resolver
 from socksserver import SocksProxy
@@ -163,16 +163,7 @@ def test_close_while_the_second_target_address_waits_returns_promptly(
     resolver["edge.test"] = [info("::1", leap.port), info("127.0.0.1", leap.port)]
     with SocksProxy(answers={"::1": 5, "127.0.0.1": None}) as proxy:
         client = client_for(leap, proxy, connect_timeout=60)
-        outcome: list[BaseException] = []
-
-        def connect() -> None:
-            try:
-                client.connect()
-            except BaseException as exc:
-                outcome.append(exc)
-
-        connector = threading.Thread(target=connect, name="test-connector")
-        connector.start()
+        connector, outcome = in_thread(client.connect, name="test-connector")
         try:
             assert proxy.wait_requests(2)  # the second proxy connection is waiting for its answer
             client.close()
