@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 
-from leap_sync import ConnectionState, LeapClient, MessageEvent, StateInfo
+from leap_sync import ConnectionState, LeapClient, LeapConnectionError, MessageEvent, StateInfo
 from leap_sync.testing import LeapEdgeServer
 
 CONNECTED = ConnectionState.CONNECTED
@@ -266,6 +266,13 @@ class Stream:
         assert [m.seq for m in self.received] == list(range(1, self.published + 1))
         assert [m.data for m in self.received] == list(range(self.published))
 
+    def connect_error(self) -> LeapConnectionError:
+        """The ``LeapConnectionError`` the client's first ``connect()`` raises (fails
+        the test if it raises nothing or something else)."""
+        with pytest.raises(LeapConnectionError) as failed:
+            self.client.connect()
+        return failed.value
+
     def first_errored(self) -> StateInfo:
         """The first ``ERRORED`` state update the client reported."""
         return next(i for i in self.recorder.infos if i.connection_state is ERRORED)
@@ -275,6 +282,33 @@ class Stream:
 
     def close(self) -> None:
         self.client.close()
+
+
+def freeze_and_thaw(stream: Stream, proxy: Daemon, edge: LeapEdgeServer, kind: str) -> None:
+    """With ``stream`` open through ``proxy`` (a ``kind`` proxy: ``http``, ``socks5``)
+    and a short connect timeout: freeze the proxy until the client has presumed the
+    connection dead and failed two attempts, thaw it, and check the client is back and
+    nothing was lost; the dead connection and each failed attempt are the errors
+    expected (each attempt connects to the frozen proxy's backlog, then waits for its
+    answer)."""
+    stream.open()
+    stream.slice()
+    proxy.freeze()
+    infos = stream.recorder.wait_count(ERRORED, 3)
+    proxy.freeze(False)
+    stream.recorder.wait_count(CONNECTED, 2)
+    stream.slice()
+    stream.check()
+    dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
+    assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
+    assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
+    for attempt in attempts:
+        assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
+        assert attempt.error.phase == "proxy"
+        assert str(attempt.error) == (
+            f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
+            f"through the {kind} proxy 127.0.0.1:{proxy.port} within 1 s"
+        )
 
 
 def workdir_for(name: str) -> Iterator[Path]:

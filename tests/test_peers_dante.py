@@ -17,6 +17,7 @@ from peers import (
     Stream,
     daemons,
     edge,
+    freeze_and_thaw,
     prepare,
     prepared_edge,
     require,
@@ -100,10 +101,9 @@ def test_dante_username_auth_failure_names_the_proxy_phase(
         options["http_proxy_auth"] = credentials
     daemon, stream = through_dante(danted, workdir, edge, daemons, True, **options)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "proxy"
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert failed.phase == "proxy"
+        assert str(failed) == (
             f"could not connect: socks5 proxy 127.0.0.1:{daemon.port} could not connect to 127.0.0.1:{edge.port}: "
             + reply
         )
@@ -118,10 +118,9 @@ def test_dante_refusing_the_destination_names_the_proxy_phase_and_the_reply(
         prepare(edge)
     daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5")  # nothing listens there
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "proxy"
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert failed.phase == "proxy"
+        assert str(failed) == (
             f"could not connect: socks5 proxy 127.0.0.1:{daemon.port} could not connect to 127.0.0.1:{edge.port}: "
             "the SOCKS5 proxy refused: connection refused"
         )
@@ -135,10 +134,9 @@ def test_dante_down_the_tcp_error_names_the_proxy(
     daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5")
     daemon.stop()
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "tcp"
-        assert f"socks5 proxy 127.0.0.1:{daemon.port}" in str(failed.value)
+        failed = stream.connect_error()
+        assert failed.phase == "tcp"
+        assert f"socks5 proxy 127.0.0.1:{daemon.port}" in str(failed)
     finally:
         stream.close()
 
@@ -150,23 +148,6 @@ def test_dante_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
     with prepared_edge(heartbeat_interval=0.3) as edge:
         daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5", connect_timeout=1.0)
         try:
-            stream.open()
-            stream.slice()
-            daemon.freeze()
-            infos = stream.recorder.wait_count(ERRORED, 3)
-            daemon.freeze(False)
-            stream.recorder.wait_count(CONNECTED, 2)
-            stream.slice()
-            stream.check()
-            dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
-            assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
-            assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
-            for attempt in attempts:  # connects to the frozen proxy's backlog, then waits for its reply
-                assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
-                assert attempt.error.phase == "proxy"
-                assert str(attempt.error) == (
-                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
-                    f"through the socks5 proxy 127.0.0.1:{daemon.port} within 1 s"
-                )
+            freeze_and_thaw(stream, daemon, edge, "socks5")
         finally:
             stream.close()

@@ -157,10 +157,9 @@ def test_nginx_with_the_edge_down_reports_the_upgrade_phase_and_502(
         prepare(edge)
     daemon, stream = behind_nginx(nginx, workdir, edge, daemons)  # the edge's port is closed now
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("upgrade", 502)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("upgrade", 502)
+        assert str(failed) == (
             f"could not connect: websocket upgrade refused: HTTP 502 Bad Gateway from localhost:{daemon.port}"
         )
     finally:
@@ -175,10 +174,9 @@ def test_nginx_with_an_untrusted_certificate_reports_the_tls_phase(
     daemon = daemons[0]
     untrusting = Stream(edge, f"wss://localhost:{daemon.port}/ws")
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            untrusting.client.connect()
-        assert failed.value.phase == "tls"
-        assert str(failed.value) == (
+        failed = untrusting.connect_error()
+        assert failed.phase == "tls"
+        assert str(failed) == (
             f"could not connect: TLS handshake with localhost:{daemon.port} failed: "
             "unable to get local issuer certificate"
         )

@@ -16,6 +16,7 @@ from peers import (
     Stream,
     daemons,
     edge,
+    freeze_and_thaw,
     prepared_edge,
     require,
     restart,
@@ -89,14 +90,13 @@ def test_squid_407_names_the_proxy_phase_and_the_status(
     options = {"http_proxy_auth": credentials} if credentials else {}
     daemon, stream = through_squid(squid, workdir, edge, daemons, True, **options)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("proxy", 407)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("proxy", 407)
+        assert str(failed) == (
             f"could not connect: http proxy 127.0.0.1:{daemon.port} refused CONNECT to 127.0.0.1:{edge.port}: "
             "HTTP 407 Proxy Authentication Required"
         )
-        assert PASSWORD not in str(failed.value) and "wrong" not in str(failed.value)
+        assert PASSWORD not in str(failed) and "wrong" not in str(failed)
     finally:
         stream.close()
 
@@ -110,10 +110,9 @@ def test_squid_stock_rule_refusing_connect_to_a_port_other_than_443_names_the_pr
     daemons.append(daemon)
     stream = Stream(edge, edge.url, http_proxy_host="127.0.0.1", http_proxy_port=daemon.port)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("proxy", 403)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("proxy", 403)
+        assert str(failed) == (
             f"could not connect: http proxy 127.0.0.1:{daemon.port} refused CONNECT to 127.0.0.1:{edge.port}: "
             "HTTP 403 Forbidden"
         )
@@ -157,10 +156,9 @@ def test_squid_down_the_tcp_error_names_the_proxy(
     daemon, stream = through_squid(squid, workdir, edge, daemons, False)
     daemon.stop()
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "tcp"
-        assert f"http proxy 127.0.0.1:{daemon.port}" in str(failed.value)
+        failed = stream.connect_error()
+        assert failed.phase == "tcp"
+        assert f"http proxy 127.0.0.1:{daemon.port}" in str(failed)
     finally:
         stream.close()
 
@@ -172,23 +170,6 @@ def test_squid_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
     with prepared_edge(heartbeat_interval=0.3) as edge:
         daemon, stream = through_squid(squid, workdir, edge, daemons, False, connect_timeout=1.0)
         try:
-            stream.open()
-            stream.slice()
-            daemon.freeze()
-            infos = stream.recorder.wait_count(ERRORED, 3)
-            daemon.freeze(False)
-            stream.recorder.wait_count(CONNECTED, 2)
-            stream.slice()
-            stream.check()
-            dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
-            assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
-            assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
-            for attempt in attempts:  # connects to the frozen proxy's backlog, then waits for its answer
-                assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
-                assert attempt.error.phase == "proxy"
-                assert str(attempt.error) == (
-                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
-                    f"through the http proxy 127.0.0.1:{daemon.port} within 1 s"
-                )
+            freeze_and_thaw(stream, daemon, edge, "http")
         finally:
             stream.close()
