@@ -284,6 +284,19 @@ class Stream:
         self.client.close()
 
 
+def restart_under(stream: Stream, daemon: Daemon, daemons: list[Daemon], signum: int | None = None) -> None:
+    """Stop ``daemon`` (with ``signum``, by default its stop signal) under ``stream``'s
+    open connection; once the client reports ``ERRORED``, start it again (put on
+    ``daemons``), wait for the client's second ``CONNECTED`` and check the stream is
+    whole (:meth:`Stream.slice`, :meth:`Stream.check`)."""
+    daemon.stop(signum)
+    stream.recorder.wait_count(ERRORED, 1)
+    daemons.append(restart(daemon))
+    stream.recorder.wait_count(CONNECTED, 2)
+    stream.slice()
+    stream.check()
+
+
 def freeze_and_thaw(stream: Stream, proxy: Daemon, edge: LeapEdgeServer, kind: str) -> None:
     """With ``stream`` open through ``proxy`` (a ``kind`` proxy: ``http``, ``socks5``)
     and a short connect timeout: freeze the proxy until the client has presumed the

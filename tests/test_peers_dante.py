@@ -22,7 +22,7 @@ from peers import (
     prepared_edge,
     require,
     require_socks_user,
-    restart,
+    restart_under,
     start_daemon,
     workdir,
 )
@@ -66,12 +66,7 @@ def test_dante_stream_in_order_and_a_restart_reconnects(
         stream.open()
         stream.slice()
         assert stream.recorder.states == FIRST_CONNECT
-        daemon.stop()  # the tunnel is cut; the port refuses until dante is back
-        stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(restart(daemon))
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
+        restart_under(stream, daemon, daemons)  # the tunnel is cut; the port refuses until dante is back
         errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert str(errored.error) == "connection lost: closed without a close frame"

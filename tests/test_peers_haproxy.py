@@ -19,6 +19,7 @@ from peers import (
     prepared_edge,
     require,
     restart,
+    restart_under,
     start_daemon,
     workdir,
 )
@@ -76,12 +77,7 @@ def test_haproxy_restart_reconnects_and_nothing_is_lost(haproxy: str, workdir: P
         try:
             stream.open()
             stream.slice()
-            daemon.stop()
-            stream.recorder.wait_count(ERRORED, 1)
-            daemons.append(restart(daemon))
-            stream.recorder.wait_count(CONNECTED, 2)
-            stream.slice()
-            stream.check()
+            restart_under(stream, daemon, daemons)
             assert len(edge.all_connections) == 2
         finally:
             stream.close()

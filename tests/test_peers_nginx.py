@@ -18,7 +18,7 @@ from peers import (
     prepare,
     prepared_edge,
     require,
-    restart,
+    restart_under,
     start_daemon,
     wait_until,
     workdir,
@@ -53,12 +53,7 @@ def test_nginx_stream_in_order_and_a_restart_reconnects(
     try:
         stream.open()
         stream.slice()
-        daemon.stop()  # the connection is cut; the port refuses until nginx is back
-        stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(restart(daemon))
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
+        restart_under(stream, daemon, daemons)  # the connection is cut; the port refuses until nginx is back
         errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert len(edge.all_connections) == 2

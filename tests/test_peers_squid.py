@@ -19,7 +19,7 @@ from peers import (
     freeze_and_thaw,
     prepared_edge,
     require,
-    restart,
+    restart_under,
     start_daemon,
     workdir,
 )
@@ -68,13 +68,8 @@ def test_squid_stream_in_order_and_a_restart_reconnects(
         stream.open()
         stream.slice()
         assert stream.recorder.states == FIRST_CONNECT
-        daemon.stop(signal.SIGTERM)  # the tunnel is cut; the port refuses until squid is back
-        stream.recorder.wait_count(ERRORED, 1)
-        restarted = restart(daemon)
-        daemons.append(restarted)
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
+        # SIGTERM: the tunnel is cut; the port refuses until squid is back
+        restart_under(stream, daemon, daemons, signal.SIGTERM)
         errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert str(errored.error) == "connection lost: closed without a close frame"
@@ -137,12 +132,7 @@ def test_squid_then_nginx_wss_through_connect_to_a_tls_terminator(
     try:
         stream.open()
         stream.slice()
-        front.stop()  # nginx restarts behind squid
-        stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(restart(front))
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
+        restart_under(stream, front, daemons)  # nginx restarts behind squid
         assert len(edge.all_connections) == 2
     finally:
         stream.close()
