@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
+from resolving import STREAM, TCP, V4, V6, info, leap, resolver
 from socksserver import SocksProxy
 
 from leap_sync import ConnectionState, LeapClient, LeapConnectionError
@@ -35,16 +36,7 @@ from leap_sync.connection.wakeup import Wakeup
 from leap_sync.elstat import ElstatClient
 from leap_sync.testing import LeapEdgeServer
 
-V4, V6, STREAM, TCP = socket.AF_INET, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP
 CONNECTED = ConnectionState.CONNECTED
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def info(host: str, port: int) -> tuple[Any, ...]:
-    """One getaddrinfo() entry for ``host`` (an IPv4 or IPv6 literal) and ``port``."""
-    if ":" in host:
-        return (V6, STREAM, TCP, "", (host, port, 0, 0))
-    return (V4, STREAM, TCP, "", (host, port))
 
 
 def odd_entries(port: int) -> dict[str, Any]:
@@ -73,29 +65,6 @@ def odd_entries(port: int) -> dict[str, Any]:
 
 
 ODD_KINDS = list(odd_entries(1))
-
-
-@pytest.fixture
-def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    """``resolver[name] = [entry, ...]`` makes ``name`` answer those entries."""
-    names: dict[str, list[Any]] = {}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(".test"):
-            if host not in names:
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-            return list(names[host])
-        return _real_getaddrinfo(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
-@pytest.fixture
-def leap() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer() as server:  # 127.0.0.1 only
-        server.add_token(TOKEN, project_id=PROJECT)
-        yield server
 
 
 @pytest.fixture

@@ -17,41 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clientkit import PROJECT, TOKEN, fast_backoff
+from clientkit import PROJECT, TOKEN, fast_backoff, in_thread
 from conftest import leap_threads
+from resolving import info, leap, resolver
 from socksserver import SocksProxy
 
 from leap_sync import ConnectionState, LeapClient, LeapClosedError, LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
-
-V4, V6, STREAM, TCP = socket.AF_INET, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def info(host: str, port: int) -> tuple[Any, ...]:
-    if ":" in host:
-        return (V6, STREAM, TCP, "", (host, port, 0, 0))
-    return (V4, STREAM, TCP, "", (host, port))
-
-
-@pytest.fixture
-def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    names: dict[str, list[Any]] = {}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host in names:
-            return list(names[host])
-        return _real_getaddrinfo(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
-@pytest.fixture
-def leap() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer() as server:  # 127.0.0.1 only
-        server.add_token(TOKEN, project_id=PROJECT)
-        yield server
 
 
 def client_for(leap: LeapEdgeServer, proxy: SocksProxy, proxy_type: str = "socks5", **options: Any) -> LeapClient:
@@ -191,16 +163,7 @@ def test_close_while_the_second_target_address_waits_returns_promptly(
     resolver["edge.test"] = [info("::1", leap.port), info("127.0.0.1", leap.port)]
     with SocksProxy(answers={"::1": 5, "127.0.0.1": None}) as proxy:
         client = client_for(leap, proxy, connect_timeout=60)
-        outcome: list[BaseException] = []
-
-        def connect() -> None:
-            try:
-                client.connect()
-            except BaseException as exc:
-                outcome.append(exc)
-
-        connector = threading.Thread(target=connect, name="test-connector")
-        connector.start()
+        connector, outcome = in_thread(client.connect, name="test-connector")
         try:
             assert proxy.wait_requests(2)  # the second proxy connection is waiting for its answer
             client.close()

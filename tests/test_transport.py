@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
+from clientkit import in_thread
 from rawws import RawServer, server_frame
 
 from leap_sync.connection.opening import Attempt, open_socket
@@ -168,16 +169,7 @@ def test_eof_without_close_frame(raw: RawServer) -> None:
 def test_abort_wakes_a_blocked_reader(raw: RawServer) -> None:
     transport = open_transport(raw.url)
     conn = raw.accept()
-    outcome: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            transport.receive()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader, outcome = in_thread(transport.receive)
     transport.abort(LeapConnectionError("stop reading"))
     reader.join(5)
     assert not reader.is_alive()
