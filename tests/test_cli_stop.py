@@ -150,9 +150,10 @@ def test_a_signal_while_listen_connects_ends_it_quietly() -> None:
         )
         peer, _ = silent.accept()
         with peer:
+            peer.settimeout(30)
+            assert peer.recv(65536).startswith(b"GET /ws")  # inside connect(): awaiting the upgrade answer
             proc.send_signal(signal.SIGINT)
             err = finish(proc)
-            assert peer.recv(65536).startswith(b"GET /ws")  # it was inside connect()
     assert (proc.returncode, err) == (0, "")
 
 
