@@ -162,21 +162,17 @@ class ConnectionCore:
     def set_state(
         self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
     ) -> None:
-        """Record a transition and queue it for the listeners (never after CLOSED).
-
-        The transition also goes to the ``ARRIVALS`` channels (if any), behind the
-        events delivered before it, before anyone can see the new state: on the I/O
-        thread (every transition but ``close()``'s ``CLOSED`` and ``connect()``'s
-        abandoned attempt) it comes after the batches read before it; ``close()``
-        reports after the I/O thread ended (:meth:`report_closed`); ``connect()``
-        abandons an attempt that delivered nothing."""
+        """Record a transition and queue it for the listeners (never after CLOSED), and
+        feed it to the ``ARRIVALS`` channels behind the events delivered before it (on
+        the I/O thread; ``close()`` reports once that thread ended, ``connect()``
+        abandons only an attempt that delivered nothing)."""
         info = StateInfo(state, error, will_reconnect)
         with self._state_cond:
             if self._state.connection_state is ConnectionState.CLOSED:
                 return
             self._state = info
             self.counters.state_changed(state)
-            if self.registry.references(ARRIVALS):  # lock-free, never blocks
+            if self.registry.references(ARRIVALS):  # before anyone sees the state; never blocks
                 self.registry.feed(ARRIVALS, (info,))
             self._state_cond.notify_all()
         if state is ConnectionState.ERRORED:
