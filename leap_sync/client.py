@@ -214,9 +214,9 @@ class LeapClient:
         :meth:`subscribe` call goes to that call instead."""
         return self._core.new_channel(CHANNEL_EVENTS, maxsize, overflow)
 
-    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent]:
-        """(For ``leap-sync listen``.) A channel of messages and channel events
-        together, in the order they arrived."""
+    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent | StateInfo]:
+        """(For ``leap-sync listen``.) A channel of messages, channel events and state
+        transitions together, in the order they happened."""
         return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting --------------------------------------------------------------------
