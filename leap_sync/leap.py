@@ -200,13 +200,11 @@ class LeapHandler:
                 live.emit(frames.subscribe(channel_id))
 
     def sending(self, session: ClientSession, channel_id: str) -> None:
-        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: if this client is
-        not subscribed to it, the server's refusal (UNAVAILABLE ``UNKNOWN``) answers
-        this frame, never a ``subscribe()`` sent after it."""
-        with self.lock:
-            subscribed = channel_id in self.subscriptions
-        if not subscribed:
-            session.expect_refusal(channel_id)
+        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: should the server
+        refuse it (UNAVAILABLE ``UNKNOWN``: not subscribed, perhaps dropped while the
+        frame was in flight), the refusal answers this frame, never a ``subscribe()``
+        sent after it."""
+        session.expect_refusal(channel_id)
 
     def release(self, session: Any, channel_id: str, request: int) -> None:
         """(A ``subscribe()`` call that gave up.) Free its request in answer matching,

@@ -29,7 +29,7 @@ from leap_sync import (
 from leap_sync.protocol import frames
 from leap_sync.protocol.codec import Codec
 from leap_sync.protocol.models import Channel, InitEvent
-from leap_sync.protocol.session import MAX_REFUSALS, Answer, ClientSession
+from leap_sync.protocol.session import Answer, ClientSession
 from leap_sync.testing import LeapEdgeServer
 from leap_sync.testing.leap.handling import ClientFrames
 
@@ -295,6 +295,68 @@ def test_a_refused_message_never_answers_a_later_subscribe(call: str) -> None:
         assert hostile.errors == []
 
 
+def test_many_refused_messages_never_answer_a_later_subscribe() -> None:
+    """100 MESSAGEs to a channel this client is not subscribed to, then SUBSCRIBE: the
+    server refuses the 100 (UNAVAILABLE UNKNOWN) and grants the SUBSCRIBE. Before the
+    fix only 64 refusals were expected and the 65th failed the subscribe()."""
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        assert [peer.read_json()["d"]["e"] for _ in range(101)] == ["MESSAGE"] * 100 + ["SUBSCRIBE"]
+        for _ in range(100):
+            peer.json(
+                {"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}}
+            )
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        for n in range(100):
+            client.send_message("room", "chat", n)
+        assert client.subscribe("room", timeout=5).id == "room"
+        assert client.subscriptions == ("room",)
+        refusals = [events.get(timeout=5) for _ in range(100)]
+        assert all(isinstance(e, UnavailableEvent) and e.error_code == "UNKNOWN" for e in refusals)
+        assert events.qsize() == 0
+        assert hostile.errors == []
+
+
+def test_the_refusal_of_a_message_sent_while_subscribed_never_answers_a_later_subscribe() -> None:
+    """INIT lists "room"; the server drops it (a graceful UNAVAILABLE push, in flight)
+    while a MESSAGE and then a SUBSCRIBE are on their way: it answers the push, the
+    MESSAGE's refusal (UNKNOWN), then AVAILABLE. Before the fix a MESSAGE sent while
+    subscribed expected no refusal, and the refusal failed the subscribe()."""
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", channels=["room"], scope="noauth"))
+        assert [peer.read_json()["d"]["e"] for _ in range(2)] == ["MESSAGE", "SUBSCRIBE"]
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True}}})
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}})
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        assert client.subscriptions == ("room",)
+        client.send_message("room", "chat", 1)
+        assert client.subscribe("room", timeout=5).id == "room"
+        assert client.subscriptions == ("room",)
+        pushed, refused = events.get(timeout=5), events.get(timeout=5)
+        assert isinstance(pushed, UnavailableEvent) and pushed.graceful
+        assert isinstance(refused, UnavailableEvent) and refused.error_code == "UNKNOWN"
+        assert events.qsize() == 0
+        assert hostile.errors == []
+
+
 def test_a_message_before_subscribing_against_the_embedded_server(server: HoldingServer) -> None:
     with LeapClient(PROJECT, url=server.url) as client:
         events = client.channel_event_channel()
@@ -354,9 +416,13 @@ def test_session_matching_rules() -> None:
     session.expect_answer("room", False)
     assert _answers(session, graceful) == [None]
     assert _answers(session, available) == [subscribe]
-    # refusable frames waiting for a refusal are bounded per channel
-    numbers = [session.expect_refusal("busy") for _ in range(MAX_REFUSALS + 1)]
-    assert None not in numbers[:-1] and numbers[-1] is None
+    # consecutive refusable frames are counted, however many: each refusal is one
+    # of theirs, never the SUBSCRIBE's behind them
+    numbers = {session.expect_refusal("busy") for _ in range(100)}
+    subscribe = session.expect_answer("busy", True)
+    busy_unknown = UnavailableEvent("busy", False, "UNKNOWN")
+    busy_available = AvailableEvent("busy", Channel("busy", PROJECT))
+    assert _answers(session, *[busy_unknown] * 100, busy_available) == [*[numbers.pop()] * 100, subscribe]
 
 
 _INIT = InitEvent("c1", 1, None, "noauth", ())
