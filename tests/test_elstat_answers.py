@@ -239,3 +239,40 @@ def test_a_call_the_connection_fails_changes_nothing(elstat: HoldingElstat, op: 
         # (a failed unsubscribe)
         elstat.wait_for(lambda s: len(s.connections) == 1 and s.connections[0].subscriptions == {B})
         elstat.wait_for(lambda s: client.subscriptions == (B,))
+
+
+def test_two_calls_the_connection_fails_change_nothing(elstat: HoldingElstat) -> None:
+    """subscribe([A]) then unsubscribe([A]) (A not wanted before), both held by the
+    server when the connection drops: both raise LeapConnectionError, and the next
+    connection is subscribed to nothing. Before the fix the unsubscribe's undo put
+    back the subscribe's wish: A re-subscribed and listed."""
+    recorder = StateRecorder()
+    with ElstatClient(elstat.base_url, backoff=Backoff(base=0.05, cap=0.05, uniform=lambda low, high: high)) as client:
+        client.add_state_update_listener(recorder)
+        client.connect(wait=True, timeout=5)
+        elstat.hold = 2
+        failed: dict[str, BaseException] = {}
+
+        def run(op: str) -> None:
+            try:
+                getattr(client, op)([A], timeout=10)
+            except BaseException as exc:
+                failed[op] = exc
+
+        threads = []
+        for count, op in enumerate(["subscribe", "unsubscribe"], 1):
+            threads.append(threading.Thread(target=run, args=(op,), name="test-elstat-call", daemon=True))
+            threads[-1].start()
+            elstat.wait_for(lambda s, count=count: s.requests == count)  # type: ignore[misc]
+        elstat.drop()
+        for thread in threads:
+            thread.join(10)
+        assert {op: type(exc) for op, exc in failed.items()} == {
+            "subscribe": LeapConnectionError,
+            "unsubscribe": LeapConnectionError,
+        }
+        recorder.wait_count(CONNECTED, 2)
+        assert client.subscribe([B], timeout=5) == [B]  # the next request: nothing came before it
+        assert elstat.requests == 3  # before the fix: 4 (SUBSCRIBE [A] re-sent first)
+        assert _server_subscriptions(elstat) == {B}
+        assert client.subscriptions == (B,)  # before the fix: (A, B)
