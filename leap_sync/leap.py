@@ -18,7 +18,16 @@ from typing import Any, cast
 import attrs
 
 from .connection.core import ConnectionCore
-from .connection.handler import ARRIVALS, Decision, Future, Live, holding_live, in_arrival_order, scrub_error
+from .connection.handler import (
+    ARRIVALS,
+    STATE_CHANGE,
+    Decision,
+    Future,
+    Live,
+    holding_live,
+    in_arrival_order,
+    scrub_error,
+)
 from .connection.options import ConnectOptions
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
 from .protocol import frames
@@ -134,14 +143,16 @@ class LeapHandler:
             elif isinstance(event, Hello):
                 core.log.debug("hello", {"heartbeat_interval": event.heartbeat_interval})
                 core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
-            elif not isinstance(event, InitEvent):  # INIT: on_connected
+            elif isinstance(event, InitEvent):  # on_connected; CONNECTED takes its place in ARRIVALS
+                placed.append((before, STATE_CHANGE))
+            else:
                 self._track(event)
                 placed.append((before, event))
                 events.append(event)
         if events:
             core.registry.feed(CHANNEL_EVENTS, events)
         if (result.messages or events) and core.registry.references(ARRIVALS):
-            core.registry.feed(ARRIVALS, in_arrival_order(result.messages, placed))
+            core.feed_arrivals(in_arrival_order(result.messages, placed))
 
     def _track(self, event: Any, answered: bool = False) -> None:
         """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them.

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import pytest
+from hostile import HostileServer, Peer, init_frame
 
 from leap_sync.testing import ElstatServer, LeapEdgeServer
+from leap_sync.wire.wsframes import OP_TEXT, unmasked_frame
 
 CLI = [sys.executable, "-m", "leap_sync"]
 TOKEN = "tok_cli_order"
@@ -151,4 +153,53 @@ def test_elstat_prints_errored_after_every_data_event_before_it(end: str) -> Non
     assert [(r["type"], r.get("timestamp_ms", 1_000_000) - 1_000_000, r.get("state")) for r in records] == [
         *(("data", n, None) for n in range(N)),
         ("state", 0, "errored"),
+    ]
+
+
+def _init_and_messages_in_one_write(peer: Peer) -> None:
+    """Upgrade, Hello, Identify; then INIT and two messages in ONE write (one read on
+    the client's side); then a close that makes the client reconnect (the first
+    connection only)."""
+    peer.upgrade()
+    peer.hello()
+    peer.expect_identify()
+    frames = [init_frame(f"c{peer.number}", ["room"], scope="project")] + [
+        {"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "m", "d": [peer.number, n]}}} for n in range(2)
+    ]
+    peer.send(b"".join(unmasked_frame(OP_TEXT, json.dumps(f).encode()) for f in frames))
+    if peer.number == 1:
+        peer.close(4000, "bye")
+    peer.wait()
+
+
+def test_listen_prints_connected_before_the_messages_read_with_init() -> None:
+    """A message that arrived in the same read as INIT comes after the ``connected``
+    line INIT caused, on the first connection and after a reconnect (the old code
+    printed it before)."""
+    with HostileServer(_init_and_messages_in_one_write) as server:
+        proc = subprocess.Popen(
+            [*CLI, "listen", "--project", "p", "--tokenless", "--url", server.url, "--format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=env(),
+        )
+        assert proc.stdout is not None
+        try:
+            records = [read_json(proc.stdout) for _ in range(10)]
+        finally:
+            _, err = stopped(proc)
+    assert proc.returncode == 0, err
+    assert [(r["type"], r.get("state"), r.get("data")) for r in records] == [
+        ("state", "connecting", None),
+        ("state", "authenticating", None),
+        ("state", "connected", None),
+        ("message", None, [1, 0]),
+        ("message", None, [1, 1]),
+        ("state", "errored", None),
+        ("state", "connecting", None),
+        ("state", "authenticating", None),
+        ("state", "connected", None),
+        ("message", None, [2, 0]),
     ]

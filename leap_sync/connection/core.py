@@ -43,7 +43,7 @@ from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeou
 from ..log import Logger
 from ..state import ConnectionState, StateInfo
 from .callbacks import Callbacks, StateListener
-from .handler import ARRIVALS, Handler, Live, Session
+from .handler import ARRIVALS, STATE_CHANGE, Handler, Live, Session
 from .options import ConnectOptions
 from .registry import ChannelRegistry
 from .stats import Counters, Stats
@@ -105,6 +105,7 @@ class ConnectionCore:
         self.registry = ChannelRegistry(self.lock)
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
+        self._held: list[Any] = []  # ARRIVALS items waiting for the next transition (feed_arrivals)
 
     def show(self, text: str) -> str:
         """``text`` as it may be shown (a log record, a ``repr``, an error): the
@@ -165,15 +166,17 @@ class ConnectionCore:
         """Record a transition and queue it for the listeners (never after CLOSED), and
         feed it to the ``ARRIVALS`` channels behind the events delivered before it (on
         the I/O thread; ``close()`` reports once that thread ended, ``connect()``
-        abandons only an attempt that delivered nothing)."""
+        abandons only an attempt that delivered nothing), followed by the events
+        :meth:`feed_arrivals` held for it (those read after the frame that caused it)."""
         info = StateInfo(state, error, will_reconnect)
         with self._state_cond:
             if self._state.connection_state is ConnectionState.CLOSED:
                 return
             self._state = info
             self.counters.state_changed(state)
+            held, self._held = self._held, []
             if self.registry.references(ARRIVALS):  # before anyone sees the state; never blocks
-                self.registry.feed(ARRIVALS, (info,))
+                self.registry.feed(ARRIVALS, (info, *held))
             self._state_cond.notify_all()
         if state is ConnectionState.ERRORED:
             self.log.warn(
@@ -182,6 +185,19 @@ class ConnectionCore:
         else:
             self.log.debug("state", {"state": state.value})
         self.log.state(info)
+
+    def feed_arrivals(self, items: list[Any]) -> None:
+        """Feed ``items`` (a batch's events, in wire order) to the ``ARRIVALS`` channels
+        (call only when one exists). What follows a :data:`~.handler.STATE_CHANGE`
+        marker is held and fed by the next :meth:`set_state` behind its transition
+        (the one the marked frame caused, reported right after the batch: CONNECTED
+        on Leap's INIT). On the I/O thread."""
+        mark = next((i for i, item in enumerate(items) if item is STATE_CHANGE), None)
+        with self._state_cond:
+            if mark != 0:
+                self.registry.feed(ARRIVALS, items if mark is None else items[:mark])
+            if mark is not None:
+                self._held += [item for item in items[mark + 1 :] if item is not STATE_CHANGE]
 
     def settle(self, deadline: float | None = None) -> None:
         """Let the state listeners catch up with the transitions reported so far (until
@@ -252,8 +268,10 @@ class ConnectionCore:
             self.finished = True
             last = self.registry.channels(ARRIVALS) if then is not None else ()
             channels = self.registry.clear()
+        with self._state_cond:
+            held, self._held = self._held, []
         for channel in last:
-            channel._put_many((then,))
+            channel._put_many((*held, then))
         for channel in channels:
             channel._finish(None)
         self.handler.on_finish(error)

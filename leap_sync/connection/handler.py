@@ -18,6 +18,7 @@ from .transport import Transport
 
 __all__ = [
     "ARRIVALS",
+    "STATE_CHANGE",
     "Decision",
     "Future",
     "Handler",
@@ -32,6 +33,13 @@ ARRIVALS = "arrivals"
 """The channel kind fed with every event a protocol delivers, of whatever kind, and
 every state transition (a ``StateInfo``, fed by the core), in the order they
 happened (what ``leap-sync listen`` and ``elstat`` print from)."""
+
+
+STATE_CHANGE: Any = object()
+"""A marker a handler puts in what it hands to ``ConnectionCore.feed_arrivals`` at the
+place of a frame that changes the connection's state (Leap's INIT: CONNECTED): the state
+the I/O thread reports next takes that place in the ``ARRIVALS`` stream, ahead of the
+events read after that frame (see ``ConnectionCore.feed_arrivals``)."""
 
 
 def in_arrival_order(first: Sequence[Any], placed: Sequence[tuple[int, Any]]) -> list[Any]:
