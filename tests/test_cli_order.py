@@ -203,3 +203,39 @@ def test_listen_prints_connected_before_the_messages_read_with_init() -> None:
         ("state", "connected", None),
         ("message", None, [2, 0]),
     ]
+
+
+def _data_with_the_upgrade(peer: Peer) -> None:
+    """The 101 answer and a DATA frame in ONE write (Elstat is connected on the upgrade)."""
+    peer.read_request()
+    data = {"op": 3, "c": "status:api", "d": [1_000_000, True]}
+    peer.send(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + peer.accept_key() + b"\r\n\r\n" + unmasked_frame(OP_TEXT, json.dumps(data).encode())
+    )
+    peer.json({"op": 1, "channels": peer.read_json()["channels"]})  # the SUBSCRIBE's answer
+    peer.wait()
+
+
+def test_elstat_prints_connected_before_data_read_with_the_upgrade() -> None:
+    with HostileServer(_data_with_the_upgrade) as server:
+        proc = subprocess.Popen(
+            [*CLI, "elstat", "--url", server.url, "--channel", "status:api", "--format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=env(),
+        )
+        assert proc.stdout is not None
+        try:
+            records = [read_json(proc.stdout) for _ in range(4)]
+        finally:
+            _, err = stopped(proc)
+    assert proc.returncode == 0, err
+    assert [(r["type"], r.get("state")) for r in records] == [
+        ("state", "connecting"),
+        ("state", "connected"),
+        ("data", None),
+        ("subscribe", None),
+    ]
