@@ -42,8 +42,9 @@ from ..channels import EventChannel
 from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
 from ..log import Logger
 from ..state import ConnectionState, StateInfo
+from .arrivals import Arrivals
 from .callbacks import Callbacks, StateListener
-from .handler import ARRIVALS, STATE_CHANGE, Handler, Live, Session
+from .handler import ARRIVALS, Handler, Live, Session
 from .options import ConnectOptions
 from .registry import ChannelRegistry
 from .stats import Counters, Stats
@@ -105,7 +106,7 @@ class ConnectionCore:
         self.registry = ChannelRegistry(self.lock)
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
-        self._held: list[Any] = []  # ARRIVALS items waiting for the next transition (feed_arrivals)
+        self.arrivals = Arrivals(self.registry)  # guarded by _state_cond
 
     def show(self, text: str) -> str:
         """``text`` as it may be shown (a log record, a ``repr``, an error): the
@@ -174,9 +175,7 @@ class ConnectionCore:
                 return
             self._state = info
             self.counters.state_changed(state)
-            held, self._held = self._held, []
-            if self.registry.references(ARRIVALS):  # before anyone sees the state; never blocks
-                self.registry.feed(ARRIVALS, (info, *held))
+            self.arrivals.state(info)  # before anyone sees the state; never blocks
             self._state_cond.notify_all()
         if state is ConnectionState.ERRORED:
             self.log.warn(
@@ -187,17 +186,10 @@ class ConnectionCore:
         self.log.state(info)
 
     def feed_arrivals(self, items: list[Any]) -> None:
-        """Feed ``items`` (a batch's events, in wire order) to the ``ARRIVALS`` channels
-        (call only when one exists). What follows a :data:`~.handler.STATE_CHANGE`
-        marker is held and fed by the next :meth:`set_state` behind its transition
-        (the one the marked frame caused, reported right after the batch: CONNECTED
-        on Leap's INIT). On the I/O thread."""
-        mark = next((i for i, item in enumerate(items) if item is STATE_CHANGE), None)
+        """Feed a batch's events, in wire order, to the ``ARRIVALS`` channels (call only
+        when one exists; see :mod:`~leap_sync.connection.arrivals`). On the I/O thread."""
         with self._state_cond:
-            if mark != 0:
-                self.registry.feed(ARRIVALS, items if mark is None else items[:mark])
-            if mark is not None:
-                self._held += [item for item in items[mark + 1 :] if item is not STATE_CHANGE]
+            self.arrivals.events(items)
 
     def settle(self, deadline: float | None = None) -> None:
         """Let the state listeners catch up with the transitions reported so far (until
@@ -269,7 +261,7 @@ class ConnectionCore:
             last = self.registry.channels(ARRIVALS) if then is not None else ()
             channels = self.registry.clear()
         with self._state_cond:
-            held, self._held = self._held, []
+            held = self.arrivals.take_held()
         for channel in last:
             channel._put_many((*held, then))
         for channel in channels:
