@@ -15,8 +15,7 @@ session → :class:`~leap_sync.channels.EventChannel`.
 - :mod:`.transport`, :mod:`.writer`, :mod:`.wakeup`: the open socket: reads, queued
   writes, waking the I/O thread.
 - :mod:`.callbacks`: the thread that runs user code (listeners, the logger).
-- :mod:`.registry`, :mod:`.arrivals`: the event channels, held weakly; the ordered
-  stream of events and state changes the CLI prints.
+- :mod:`.arrivals`: the ordered stream of events and state changes the CLI prints.
 - :mod:`.eyeballs`: Happy Eyeballs (RFC 8305) for the TCP phase.
 - :mod:`.stats`: the counters behind ``client.stats``.
 - :mod:`.registry`: the event channels a client feeds, held weakly (a dropped channel
