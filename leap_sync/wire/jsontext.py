@@ -3,17 +3,35 @@
 :func:`encode_json` refuses what JSON cannot carry (bytes, NaN, lone surrogates) with
 :class:`~leap_sync.errors.LeapEncodeError`; :func:`decode_json` reads ``str`` or strict
 UTF-8 ``bytes`` and raises only :class:`~leap_sync.errors.LeapProtocolError`.
+
+With the ``fast`` extra (orjson) installed, :func:`decode_json` reads ``bytes`` with
+``orjson.loads`` first, and takes the standard library's path for whatever orjson
+refuses or would read differently (integers of 19 digits or more, which orjson turns
+into floats beyond 64 bits; ``NaN``; escaped lone surrogates; nesting past 1024): the
+result, and every error, is the same with and without the extra. Encoding stays on the
+standard library's C encoder: orjson accepts what JSON here must refuse (NaN and
+infinities become ``null``; enums, UUIDs and orjson fragments are encoded), and
+refusing those would take a Python pass over the value that costs what orjson saves.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import LeapEncodeError, LeapProtocolError
 
-__all__ = ["decode_json", "encode_json"]
+_orjson_loads: Callable[[bytes], Any] | None
+try:  # the ``fast`` extra (imported by name: type checks pass with and without it)
+    _orjson_loads = importlib.import_module("orjson").loads
+except ImportError:  # pragma: no cover - the plain install
+    _orjson_loads = None
+
+__all__ = ["BACKENDS", "backend", "decode_json", "encode_json", "set_backend"]
+
+BACKENDS = ("json", "orjson")
 
 
 def _not_json(value: Any) -> Any:
@@ -48,14 +66,50 @@ def encode_json(obj: Any) -> str:
     return text
 
 
+# Digits become "0", everything else " ": 19 zeros in a row mark an integer literal
+# orjson might read as a float (or a run of digits in a string: harmless, just slower).
+_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_NUMBER = b"0" * 19
+_fast_loads: Callable[[bytes], Any] | None = _orjson_loads
+
+
+def backend() -> str:
+    """The decoder in use: ``"orjson"`` (the ``fast`` extra) or ``"json"``."""
+    return "json" if _fast_loads is None else "orjson"
+
+
+def set_backend(name: str) -> None:
+    """Choose the decoder: ``"orjson"`` (the default when the ``fast`` extra is
+    installed; ``ImportError`` without it) or ``"json"`` (the standard library). For
+    tests and benchmarks: results and errors are the same either way."""
+    global _fast_loads
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {name!r}")
+    if name == "orjson" and _orjson_loads is None:
+        raise ImportError("orjson is not installed (pip install 'leap-sync[fast]')")
+    _fast_loads = None if name == "json" else _orjson_loads
+
+
 def decode_json(data: str | bytes) -> Any:
     """Decode JSON from ``str`` or strict UTF-8 ``bytes``; errors are
     :class:`LeapProtocolError`.
 
-    Minified JSON (what servers send) goes straight to the C scanner, skipping the
-    layers of ``json.loads`` around it; anything else (surrounding whitespace, trailing
-    bytes, invalid input) takes the full decoder, which also produces its errors.
+    ``bytes`` go to orjson when it is installed (see the module's docstring for when
+    it defers to the standard library). Otherwise minified JSON (what servers send)
+    goes straight to the C scanner, skipping the layers of ``json.loads`` around it;
+    anything else (surrounding whitespace, trailing bytes, invalid input) takes the
+    full decoder, which also produces its errors.
     """
+    fast = _fast_loads
+    if fast is not None and type(data) is bytes and _LONG_NUMBER not in data.translate(_DIGITS):
+        try:
+            return fast(data)
+        except ValueError:  # orjson.JSONDecodeError: the standard library decides
+            pass
+    return _decode_stdlib(data)
+
+
+def _decode_stdlib(data: str | bytes) -> Any:
     try:
         if not isinstance(data, str):
             data = data.decode("utf-8")
