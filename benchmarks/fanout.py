@@ -9,7 +9,7 @@ counting messages. The stalled reader subscribes with a 4 KiB receive buffer and
 reads again: the server sheds it (close 4000) once its queue overflows, and the others
 must not slow down. Prints numbers; asserts nothing.
 
-    python benchmarks/fanout.py [--clients 1000] [--messages 200] [--size 200] [--repeat 3]
+    python -m benchmarks.fanout [--clients 1000] [--messages 200] [--size 200] [--repeat 3]
 """
 
 from __future__ import annotations
