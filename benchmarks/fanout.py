@@ -113,7 +113,9 @@ def _readers(port: int, clients: int, stalled: bool, pipe: Pipe) -> None:  # pra
 def run(clients: int, messages: int, size: int, stalled: bool) -> tuple[float, float, str]:
     from leap_sync.testing import LeapEdgeServer
 
-    with LeapEdgeServer(close_timeout=0.5) as server:
+    # The raw readers never send heartbeats: a long interval keeps the first of them
+    # subscribed while the last are still connecting.
+    with LeapEdgeServer(close_timeout=0.5, heartbeat_interval=3600.0) as server:
         server.add_token(TOKEN, project_id=PROJECT)
         server.create_channel("room", project_id=PROJECT)
         ctx = multiprocessing.get_context("spawn")

@@ -73,18 +73,21 @@ def run_leap_sync(
         encoding=encoding,
         compression=compression,
     )
+    restore: Any = None
     if profile is not None:  # profile the I/O thread's read loop too (a private hook)
-        serve = client._serve
+        from leap_sync.connection.supervisor import Supervisor
+
+        serve = restore = Supervisor._serve
         io_profiler = profile["io"] = cProfile.Profile()
 
-        def profiled_serve(transport: Any) -> Any:
+        def profiled_serve(self: Any, *args: Any) -> Any:
             io_profiler.enable()
             try:
-                return serve(transport)
+                return serve(self, *args)
             finally:
                 io_profiler.disable()
 
-        client._serve = profiled_serve  # type: ignore[method-assign]
+        Supervisor._serve = profiled_serve  # type: ignore[method-assign]
     channel = client.message_event_channel()
     try:
         client.connect(wait=True, timeout=_TIMEOUT)
@@ -104,6 +107,10 @@ def run_leap_sync(
         elapsed = time.perf_counter() - start
     finally:
         client.close()
+        if restore is not None:
+            from leap_sync.connection.supervisor import Supervisor
+
+            Supervisor._serve = restore  # type: ignore[method-assign]
     _check_last(last.data, n)
     return (n - 1) / elapsed
 
