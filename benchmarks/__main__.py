@@ -178,7 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     if "fanout" in only:
         _log("embedded-server fan-out")
         clients, messages, size = params["fanout"]
-        results["fanout"] = _rounds("fanout", rounds, lambda: scenarios.fan_out(clients, messages, size), failures)
+        try:
+            results["fanout"] = scenarios.fan_out(clients, messages, size, rounds)
+            for r, run in enumerate(results["fanout"]):
+                _log(f"  fanout round {r + 1}: " + ", ".join(f"{k}={v:,.3f}" for k, v in run.items()))
+        except Exception as exc:
+            failures.append(f"fanout: {exc!r}")
+            traceback.print_exc()
+
     results["seconds"] = time.perf_counter() - started
     results["load_after"] = os.getloadavg()
     results["failures"] = failures
