@@ -226,3 +226,70 @@ def test_backends_agree_on_damaged_json(value: Any, data: st.DataObject) -> None
             at = data.draw(st.integers(0, len(raw) - 1))
             raw[at] = data.draw(st.integers(0, 255))
     _assert_backends_agree(bytes(raw))
+
+
+# -- decode_json_many: what decode_json does one at a time ---------------------------------
+
+
+def _one_at_a_time(payloads: list[bytes]) -> tuple[list[Any], str | None]:
+    out: list[Any] = []
+    for payload in payloads:
+        try:
+            out.append(decode_json(payload))
+        except LeapProtocolError as exc:
+            return out, str(exc)
+        except Exception as exc:  # pragma: no cover - would be a bug
+            return out, repr(exc)
+    return out, None
+
+
+def _assert_many_matches(payloads: list[bytes]) -> None:
+    values, error = jsontext.decode_json_many(payloads)
+    expected, expected_error = _one_at_a_time(payloads)
+    assert (None if error is None else str(error)) == expected_error
+    assert len(values) == len(expected)
+    assert all(map(_same, values, expected)), (payloads, values, expected)
+
+
+@pytest.mark.parametrize(
+    "payloads",
+    [
+        [],
+        [b'{"a":1}'],
+        [b'{"a":1}', b"[1,2]", b'"x"', b"3", b"true", b"null"],
+        [b"1", b"2"],  # numbers must not run together
+        [b"1.", b"5"],
+        [b'"ab', b'c"'],  # a string must not span payloads
+        [b"1,2", b"[3", b"4]"],  # nor may a value: each payload is read as alone
+        [b'{"a":1}', b'{"a":', b'{"b":2}'],  # a bad one in the middle: the ones before it are kept
+        [b'{"a":1}', b" {}", b"[] "],  # whitespace: read by the full decoder
+        [b'{"n":123456789012345678901234567890}', b'{"a":1}'],
+        [b'{"t":"h\xc3\xa9llo"}', b'{"a":1}'],  # non-ASCII
+        [b'{"t":"\xff"}', b'{"a":1}'],  # invalid UTF-8 first
+        [b'{"a":1}', b'"\xed\xa0\x80"'],  # invalid UTF-8 last
+        [b'"\\ud800"', b"NaN", b"[1e400]"],
+        [b"[" * 5000 + b"]" * 5000, b"1"],
+        [b""],
+    ],
+)
+def test_decode_json_many_is_decode_json_one_at_a_time(backend: str, payloads: list[bytes]) -> None:
+    _assert_many_matches(payloads)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(json_values, max_size=6), st.data())
+def test_decode_json_many_matches_on_any_batch(values: list[Any], data: st.DataObject) -> None:
+    payloads = [json.dumps(v, separators=(",", ":")).encode("utf-8", "surrogatepass") for v in values]
+    if payloads and data.draw(st.booleans()):  # damage one byte of one payload
+        k = data.draw(st.integers(0, len(payloads) - 1))
+        raw = bytearray(payloads[k])
+        if raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+            payloads[k] = bytes(raw)
+    for name in ["json"] + (["orjson"] if HAVE_ORJSON else []):
+        before = jsontext.backend()
+        jsontext.set_backend(name)
+        try:
+            _assert_many_matches(payloads)
+        finally:
+            jsontext.set_backend(before)

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from ..errors import LeapConnectionError, LeapProtocolError
+from ..wire.jsontext import decode_json_many
 from ..wire.keepalive import TimerResult
 from . import frames
 from .codec import Codec, Payload
@@ -44,7 +45,7 @@ from .models import (
     ServerFrame,
     UnavailableEvent,
 )
-from .parse import parse_server_frame
+from .parse import parse_messages, parse_server_frame
 
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
@@ -180,18 +181,40 @@ class ClientSession:
         result = ReceiveResult()
         if self.heartbeat is not None:
             self.heartbeat.received(now)
-        decode = self.codec.decode
-        parse = parse_server_frame
-        add_message = result.messages.append
+        if not isinstance(batch, list):
+            batch = list(batch)
+        # Decode first, all text frames at once (what one read brought); stop at the
+        # first payload that fails, whose error then follows the frames before it.
+        error: LeapProtocolError | None = None
+        if all(not binary for _, binary in batch):
+            objs, error = decode_json_many([payload for payload, _ in batch])
+        else:
+            objs = []
+            decode = self.codec.decode
+            try:
+                for payload, binary in batch:
+                    objs.append(decode(payload, binary))
+            except LeapProtocolError as exc:
+                error = exc
+        messages = result.messages
+        i = 0
+        count = len(objs)
         try:
-            for payload, binary in batch:
-                event = parse(decode(payload, binary))
+            while i < count:
+                if self.state is not SessionState.AWAITING_HELLO:
+                    i = parse_messages(objs, i, messages)  # the common case, a run at a time
+                    if i == count:
+                        break
+                event = parse_server_frame(objs[i])
+                i += 1
                 if event.__class__ is MessageEvent and self.state is not SessionState.AWAITING_HELLO:
-                    add_message(event)
+                    messages.append(event)
                 else:
                     self._handle(event, now, result)
         except LeapProtocolError as exc:
             result.error = exc
+            return result
+        result.error = error
         return result
 
     def received_bytes(self, now: float) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import LeapEncodeError, LeapProtocolError
@@ -29,7 +29,7 @@ try:  # the ``fast`` extra (imported by name: type checks pass with and without 
 except ImportError:  # pragma: no cover - the plain install
     _orjson_loads = None
 
-__all__ = ["BACKENDS", "backend", "decode_json", "encode_json", "set_backend"]
+__all__ = ["BACKENDS", "backend", "decode_json", "decode_json_many", "encode_json", "set_backend"]
 
 BACKENDS = ("json", "orjson")
 
@@ -122,3 +122,53 @@ def _decode_stdlib(data: str | bytes) -> Any:
         return obj
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise LeapProtocolError(f"invalid JSON payload: {exc}") from None
+
+
+def decode_json_many(payloads: Sequence[str | bytes]) -> tuple[list[Any], LeapProtocolError | None]:
+    """Decode payloads in order, as :func:`decode_json` would one at a time, stopping at
+    the first that fails: ``(the values before it, its error)``, or ``(all values,
+    None)``.
+
+    Does less per payload than separate calls: with orjson, one scan of the whole batch
+    for long numbers; with the standard library, one UTF-8 decode of the whole batch
+    (when it is ASCII) and the C scanner at each payload's offset. A payload the batch
+    pass does not read exactly is decoded on its own, so it costs only itself.
+    """
+    out: list[Any] = []
+    add = out.append
+    fast = _fast_loads
+    try:
+        if fast is not None:
+            if all(p.__class__ is bytes for p in payloads) and _LONG_NUMBER not in b" ".join(
+                payloads  # type: ignore[arg-type]
+            ).translate(_DIGITS):
+                for payload in payloads:
+                    try:
+                        add(fast(payload))  # type: ignore[arg-type]
+                    except ValueError:  # orjson.JSONDecodeError: the standard library decides
+                        add(_decode_stdlib(payload))
+                return out, None
+        elif payloads and all(p.__class__ is bytes for p in payloads):
+            try:
+                text = b"\n".join(payloads).decode("utf-8")  # type: ignore[arg-type]
+            except UnicodeDecodeError:
+                text = ""
+            if text.isascii() and len(text) == sum(map(len, payloads)) + len(payloads) - 1:
+                scan = _json_scan
+                pos = 0
+                for payload in payloads:
+                    end = pos + len(payload)
+                    try:
+                        obj, stop = scan(text, pos)
+                    except (StopIteration, ValueError, RecursionError):
+                        stop = -1
+                    # "\n" between payloads ends any number and is refused inside a
+                    # string: a payload read exactly up to its end is read as alone.
+                    add(obj if stop == end else decode_json(payload))
+                    pos = end + 1
+                return out, None
+        for payload in payloads[len(out) :]:
+            add(decode_json(payload))
+    except LeapProtocolError as exc:
+        return out, exc
+    return out, None
