@@ -273,22 +273,25 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
         lows = [m - min(_clean(data["rates"][k]) or [m]) for k, m in zip(keys, meds, strict=False)]
         highs = [max(_clean(data["rates"][k]) or [m]) - m for k, m in zip(keys, meds, strict=False)]
         ys = range(len(keys))
-        ax.barh(
-            list(ys),
-            [0 if math.isnan(m) else m for m in meds],
-            xerr=[lows, highs],
-            color=[colours[kinds[k]] for k in keys],
-        )
+        bars = [0 if math.isnan(m) else m for m in meds]
+        ax.barh(list(ys), bars, xerr=[lows, highs], color=[colours[kinds[k]] for k in keys])
+        top = max(bars) if bars else 0
+        for y, value in zip(ys, bars, strict=False):
+            ax.text(value + top * 0.02, y, f"{value / 1000:,.0f}k", va="center", fontsize=8)
+        ax.set_xlim(0, top * 1.3 or 1)
+        ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:,.0f}k")
         ax.set_yticks(list(ys), [labels[k] for k in keys])
         ax.invert_yaxis()
         ax.set_title(f"{int(size):,} B messages")
-        ax.set_xlabel("messages / s (median, min-max)")
+        ax.set_xlabel("messages / s (median; whiskers: min-max of the rounds)")
         ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    fig.legend(handles, ["leap_sync", "other clients", "decode only (ceiling)"], loc="lower center", ncol=3)
     fig.suptitle(
         f"leap_sync throughput on one stream, {results['rounds']} rounds — {results['machine']['cpu']}, "
         f"{results['machine']['python']}"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
