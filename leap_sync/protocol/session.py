@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +49,8 @@ from .models import (
 from .parse import parse_messages, parse_server_frame
 
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
+
+_second = operator.itemgetter(1)
 
 
 class SessionState(enum.Enum):
@@ -186,7 +189,7 @@ class ClientSession:
         # Decode first, all text frames at once (what one read brought); stop at the
         # first payload that fails, whose error then follows the frames before it.
         error: LeapProtocolError | None = None
-        if all(not binary for _, binary in batch):
+        if not any(map(_second, batch)):  # no binary frame
             objs, error = decode_json_many([payload for payload, _ in batch])
         else:
             objs = []

@@ -124,6 +124,10 @@ def _decode_stdlib(data: str | bytes) -> Any:
         raise LeapProtocolError(f"invalid JSON payload: {exc}") from None
 
 
+def _only_bytes(payloads: Sequence[str | bytes]) -> bool:
+    return set(map(type, payloads)) == {bytes}
+
+
 def decode_json_many(payloads: Sequence[str | bytes]) -> tuple[list[Any], LeapProtocolError | None]:
     """Decode payloads in order, as :func:`decode_json` would one at a time, stopping at
     the first that fails: ``(the values before it, its error)``, or ``(all values,
@@ -139,16 +143,14 @@ def decode_json_many(payloads: Sequence[str | bytes]) -> tuple[list[Any], LeapPr
     fast = _fast_loads
     try:
         if fast is not None:
-            if all(p.__class__ is bytes for p in payloads) and _LONG_NUMBER not in b" ".join(
-                payloads  # type: ignore[arg-type]
-            ).translate(_DIGITS):
+            if _only_bytes(payloads) and _LONG_NUMBER not in b" ".join(payloads).translate(_DIGITS):  # type: ignore[arg-type]
                 for payload in payloads:
                     try:
                         add(fast(payload))  # type: ignore[arg-type]
                     except ValueError:  # orjson.JSONDecodeError: the standard library decides
                         add(_decode_stdlib(payload))
                 return out, None
-        elif payloads and all(p.__class__ is bytes for p in payloads):
+        elif payloads and _only_bytes(payloads):
             try:
                 text = b"\n".join(payloads).decode("utf-8")  # type: ignore[arg-type]
             except UnicodeDecodeError:
