@@ -18,6 +18,7 @@ server.
 from .backoff import Backoff
 from .channels import EventChannel
 from .client import DEFAULT_URL, LeapClient
+from .connection.stats import ChannelStats, Stats
 from .errors import (
     ChannelClosed,
     ChannelOverflowError,
@@ -48,7 +49,7 @@ from .protocol.models import (
 from .protocol.opcodes import CloseCode, Opcode
 from .state import ConnectionState, StateInfo
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_URL",
@@ -57,6 +58,7 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "ChannelOverflowError",
+    "ChannelStats",
     "ChannelUnavailableError",
     "CloseCode",
     "ConnectionState",
@@ -81,6 +83,7 @@ __all__ = [
     "PipeRoomUpdateEvent",
     "StateInfo",
     "StateUpdateEvent",
+    "Stats",
     "StdlibLogger",
     "TokenStateUpdateEvent",
     "UnavailableEvent",

@@ -16,6 +16,7 @@ tests.
 
 from __future__ import annotations
 
+import copy
 import random as _random
 from collections.abc import Callable
 
@@ -25,7 +26,12 @@ __all__ = ["Backoff"]
 
 
 class Backoff:
-    """Backoff policy and its consecutive-failure count (one per client)."""
+    """A backoff policy, and the consecutive-failure counts of whoever uses it.
+
+    A client never counts on the object it is given: it works on its own copy
+    (:meth:`for_client`), so one ``Backoff`` may configure any number of clients, each
+    with its own count of failures and attempts (the given object's counts stay
+    zero)."""
 
     def __init__(
         self,
@@ -62,6 +68,14 @@ class Backoff:
             f"Backoff(base={self.base}, cap={self.cap}, reset_after={self.reset_after}, "
             f"max_attempts={self.max_attempts}, failures={self.failures}, failed_attempts={self.failed_attempts})"
         )
+
+    def for_client(self) -> Backoff:
+        """A copy with the same policy (and random source) and counts at zero: what a
+        client uses, so that clients given one ``Backoff`` never share counts."""
+        fresh = copy.copy(self)
+        fresh.failures = 0
+        fresh.failed_attempts = 0
+        return fresh
 
     @property
     def exhausted(self) -> bool:

@@ -40,6 +40,9 @@ class EventChannel(Generic[T]):
       events it holds, so a loss is never silent.
     - ``close()`` detaches this channel from its client; the events it holds can still
       be taken.
+    - The client holds its channels weakly: one the application no longer references
+      (dropped without ``close()``) is freed and no longer fed. A consumer blocked in
+      ``get()`` or iterating holds the channel, so a channel in use is never dropped.
 
     ``get`` never takes a lock while events are waiting, and the producer takes the
     lock once per batch, not per event.

@@ -17,12 +17,13 @@ from typing import Any
 from .backoff import Backoff
 from .channels import EventChannel
 from .connection.core import ConnectionCore
-from .connection.handler import Future
+from .connection.handler import ARRIVALS, Future
 from .connection.options import ConnectOptions
+from .connection.stats import Stats
 from .connection.timeouts import check_timeout
-from .errors import LeapTimeoutError
-from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, leap_session, with_query
-from .log import Logger, StdlibLogger
+from .errors import LeapConnectionError, LeapTimeoutError
+from .leap import CHANNEL_EVENTS, MESSAGES, LeapHandler, Undo, leap_session, with_query
+from .log import AnyLogger, Logger, as_logger
 from .protocol import frames
 from .protocol.codec import COMPRESSIONS, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
@@ -41,7 +42,10 @@ class LeapClient:
 
     Nothing happens at construction: register listeners and create event channels,
     then call :meth:`connect`. ``token=None`` connects tokenless (unprotected channels
-    only). ``logger`` implements :class:`~leap_sync.log.Logger`; ``None`` logs to
+    only). ``logger`` implements :class:`~leap_sync.log.Logger`, or is a standard
+    ``logging.Logger`` or ``logging.LoggerAdapter`` (metadata as
+    ``extra={"leap_sync": ...}``, an error as ``exc_info``: see
+    :class:`~leap_sync.log.StdlibLogger`); ``None`` logs to
     ``logging.getLogger("leap_sync")``. Listeners and the logger run on the client's
     callbacks thread, never on the thread that reads the socket: they may raise (a
     listener's exception is logged, a logger's is ignored), block (only later callbacks
@@ -68,7 +72,7 @@ class LeapClient:
         self,
         project_id: str,
         token: str | None = None,
-        logger: Logger | None = None,
+        logger: AnyLogger | None = None,
         *,
         url: str = DEFAULT_URL,
         encoding: str = "json",
@@ -97,7 +101,7 @@ class LeapClient:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
         self.project_id = project_id
         self._token = token
-        self.logger: Logger = logger if logger is not None else StdlibLogger()
+        self.logger: Logger = as_logger(logger)
         self._codec = Codec(encoding, max_size=max_message_size)  # etf: fails here without erlpack
         self.encoding = encoding
         self.compression = compression
@@ -164,6 +168,13 @@ class LeapClient:
         return latency if latency is not None else self._handler.latency  # else the last connection's
 
     @property
+    def stats(self) -> Stats:
+        """A :class:`~leap_sync.Stats` snapshot: time connected, connections and
+        reconnects, messages and bytes in and out, the last heartbeat round trip, each
+        event channel's depth and drops. Cheap and safe from any thread."""
+        return self._core.stats(self.latency)
+
+    @property
     def subscriptions(self) -> tuple[str, ...]:
         """The channel ids this client is (or will be, after reconnecting) subscribed
         to, as the server's answers left them."""
@@ -181,7 +192,9 @@ class LeapClient:
     def message_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[MessageEvent]:
         """A new channel of :class:`MessageEvent` (channel and direct messages), in
         wire order. See :class:`~leap_sync.channels.EventChannel` for ``maxsize`` and
-        ``overflow``. Ends when the client closes or will not reconnect."""
+        ``overflow``. Ends when the client closes or will not reconnect. Fed for as
+        long as the application holds it: a channel dropped without ``close()`` is
+        freed and no longer fed."""
         return self._core.new_channel(MESSAGES, maxsize, overflow)
 
     def channel_event_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[ChannelEvent]:
@@ -190,6 +203,11 @@ class LeapClient:
         ``UnknownEvent``), in wire order. An AVAILABLE or UNAVAILABLE that answers a
         :meth:`subscribe` call goes to that call instead."""
         return self._core.new_channel(CHANNEL_EVENTS, maxsize, overflow)
+
+    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent]:
+        """(For ``leap-sync listen``.) A channel of messages and channel events
+        together, in the order they arrived."""
+        return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting --------------------------------------------------------------------
 
@@ -202,7 +220,12 @@ class LeapClient:
         failed and why) if the attempt fails or does not finish within
         ``connect_timeout``; the client is then ``ERRORED`` (``will_reconnect=False``)
         and ``connect()`` may be called again. Once connected, the client reconnects by
-        itself until :meth:`close` or a fatal error.
+        itself until :meth:`close` or a fatal error. ``timeout`` bounds the whole call:
+        when it passes before the attempt ended (a ``connect_timeout`` longer than it),
+        the attempt is abandoned and :class:`LeapTimeoutError` is raised (``ERRORED``,
+        ``will_reconnect=False``; ``connect()`` may be called again). Safe to call
+        again from a state listener or any thread after a failed attempt: it never
+        waits under the client's lock.
 
         With ``wait=True``, also blocks until ``CONNECTED`` (INIT received) and raises
         :class:`LeapAuthorizationError` (4001), :class:`LeapConnectionError` (the
@@ -211,7 +234,7 @@ class LeapClient:
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._core.connect(deadline)
+        self._core.connect(deadline, timeout)
         if wait:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.wait_connected(remaining)
@@ -234,25 +257,29 @@ class LeapClient:
 
         Raises :class:`ChannelUnavailableError` (with ``error_code``, e.g.
         ``"NOT_GRANTED"``) when refused, :class:`LeapConnectionError` when not
-        connected or when the connection drops before the answer, and
-        :class:`LeapTimeoutError` after ``timeout`` seconds (the server's later answer
-        still updates :attr:`subscriptions`). With ``wait=True``, first waits (within
-        the same ``timeout``) for the connection. Answers are matched to requests in
-        the order they were sent, so an UNAVAILABLE answering an earlier
-        :meth:`unsubscribe` never fails this call. The subscription is remembered:
-        after a reconnect the client subscribes again if the server did not keep it.
+        connected (nothing is sent, nothing changes) or when the connection drops
+        before the answer, and :class:`LeapTimeoutError` after ``timeout`` seconds.
+        With ``wait=True``, first waits (within the same ``timeout``) for the
+        connection.
+
+        Answers are matched to requests in the order they were sent, per channel, so
+        an UNAVAILABLE answering an earlier :meth:`unsubscribe` never fails this call.
+        A call that gives up (a timeout) frees its place: a retry is answered by the
+        next answer for the channel, never left behind the abandoned request. The
+        abandoned request's answer, if the server still sends it, is the server's word
+        on the channel and updates :attr:`subscriptions` like any other (an AVAILABLE:
+        the server did subscribe, so the channel is listed; call :meth:`unsubscribe`
+        if it is no longer wanted). The subscription is remembered: after a reconnect
+        the client subscribes again if the server did not keep it.
         """
         _check_id(channel_id, "channel_id")
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Future()
-        keys: list[tuple[int, int]] = []
+        requests: list[tuple[Any, int]] = []
 
         def register(session: Any) -> None:
-            key = (id(session), leap_session(session).expect_answer(channel_id, True))
-            keys.append(key)
-            with self._lock:
-                self._waiters[key] = (channel_id, waiter)
+            requests.append((session, self._handler.subscribing(leap_session(session), channel_id, waiter)))
 
         try:
             self._core.send(frames.subscribe(channel_id), wait, timeout, register)
@@ -261,36 +288,60 @@ class LeapClient:
             if not waiter.wait(remaining):
                 raise LeapTimeoutError(f"no answer to SUBSCRIBE {channel_id!r} within {timeout:g} s")
         finally:
-            with self._lock:
-                for key in keys:
-                    self._waiters.pop(key, None)
+            for session, request in requests:
+                if not waiter.done:  # gave up: free the request's place
+                    self._handler.release(session, channel_id, request)
+                with self._lock:
+                    self._waiters.pop((id(session), request), None)
         if waiter.error is not None:
             raise waiter.error
         channel: Channel = waiter.value
         return channel
 
     def unsubscribe(self, channel_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
-        """Send UNSUBSCRIBE and forget the subscription. The server's answer (a graceful
-        UNAVAILABLE) arrives on channel-event channels; it never answers a later
-        :meth:`subscribe` of the same channel."""
+        """Send UNSUBSCRIBE and forget the subscription: once the frame is queued, the
+        channel leaves :attr:`subscriptions` and is never re-subscribed after a
+        reconnect (if the server still has it then, because the connection ended
+        before the server read the UNSUBSCRIBE, the client sends it again). When not
+        connected it raises :class:`LeapConnectionError` and changes nothing (the
+        channel stays subscribed, and is re-subscribed after a reconnect); so it does,
+        changing nothing, when the connection ends before the frame is written. The
+        server's answer (a graceful UNAVAILABLE) arrives on channel-event channels; it
+        never answers a later :meth:`subscribe` of the same channel. Blocks and raises
+        as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
-        with self._lock:
-            self._handler.subscriptions.pop(channel_id, None)
-        self._core.send(
-            frames.unsubscribe(channel_id),
-            wait,
-            timeout,
-            lambda session: leap_session(session).expect_answer(channel_id, False),
-        )
+        before: list[Undo] = []
+        try:
+            self._core.send(
+                frames.unsubscribe(channel_id),
+                wait,
+                timeout,
+                lambda session: before.append(self._handler.unsubscribed(leap_session(session), channel_id)),
+            )
+        except LeapConnectionError:
+            for undo in before:  # queued, never written: the connection ended first
+                self._handler.undo_unsubscribe(channel_id, undo)
+            raise
+        finally:
+            for undo in before:
+                self._handler.unsubscribe_done(channel_id, undo)
 
     def set_channel_state(
         self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None
     ) -> None:
-        """Send SET_CHANNEL_STATE (``state`` is a JSON object)."""
+        """Send SET_CHANNEL_STATE (``state`` is a JSON object; ``TypeError`` for
+        anything else). A server that refuses it (not subscribed) answers UNAVAILABLE
+        ``UNKNOWN``, which arrives on channel-event channels and never fails a later
+        :meth:`subscribe`. Blocks and raises as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
         if not isinstance(state, dict):
             raise TypeError("channel state must be a dict")
-        self._core.send(frames.set_channel_state(channel_id, state), wait, timeout)
+        self._core.send(
+            frames.set_channel_state(channel_id, state),
+            wait,
+            timeout,
+            lambda session: self._handler.sending(leap_session(session), channel_id),
+        )
 
     def send_message(
         self,
@@ -302,20 +353,36 @@ class LeapClient:
         timeout: float | None = None,
     ) -> None:
         """Send a MESSAGE to a channel; ``data`` is any JSON value (with
-        ``encoding="etf"``, ``bytes`` too: they travel as binaries). Returns once
-        written to the socket."""
+        ``encoding="etf"``, ``bytes`` too: they travel as binaries). A server that
+        refuses it (not subscribed) answers UNAVAILABLE ``UNKNOWN``, which arrives on
+        channel-event channels and never fails a later :meth:`subscribe`.
+
+        Every send (this, :meth:`set_channel_state`, :meth:`unsubscribe` and the pipe
+        room calls) blocks the calling thread, any thread, until the I/O thread has
+        written the frame to the socket. It raises :class:`LeapConnectionError` when
+        not connected (with ``wait=True`` it first waits for the connection), when the
+        connection ends before the frame is written or when the frame waits longer than
+        ``send_timeout``; :class:`LeapTimeoutError` once ``timeout`` seconds (the whole
+        call) have passed, the frame possibly still written later;
+        :class:`LeapEncodeError` for a value that cannot be encoded, before anything is
+        sent; :class:`LeapClosedError` after :meth:`close`."""
         _check_id(channel_id, "channel_id")
         _check_id(event_name, "event_name")
-        self._core.send(frames.message(channel_id, event_name, data), wait, timeout)
+        self._core.send(
+            frames.message(channel_id, event_name, data),
+            wait,
+            timeout,
+            lambda session: self._handler.sending(leap_session(session), channel_id),
+        )
 
     def subscribe_pipe_room(self, join_token: str, *, wait: bool = False, timeout: float | None = None) -> None:
         """Send PIPE_ROOM_SUBSCRIBE; the room's events arrive on channel-event
-        channels."""
+        channels. Blocks and raises as :meth:`send_message`."""
         _check_id(join_token, "join_token")
         self._core.send(frames.pipe_room_subscribe(join_token), wait, timeout)
 
     def unsubscribe_pipe_room(self, room_id: str, *, wait: bool = False, timeout: float | None = None) -> None:
-        """Send PIPE_ROOM_UNSUBSCRIBE."""
+        """Send PIPE_ROOM_UNSUBSCRIBE. Blocks and raises as :meth:`send_message`."""
         _check_id(room_id, "room_id")
         self._core.send(frames.pipe_room_unsubscribe(room_id), wait, timeout)
 

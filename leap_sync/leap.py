@@ -17,8 +17,10 @@ import threading
 import urllib.parse
 from typing import Any, cast
 
+import attrs
+
 from .connection.core import ConnectionCore
-from .connection.handler import Decision, Future, Live
+from .connection.handler import ARRIVALS, Decision, Future, Live, holding_live, in_arrival_order
 from .connection.options import ConnectOptions
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
 from .protocol import frames
@@ -28,7 +30,7 @@ from .protocol.opcodes import CloseCode, close_action
 from .protocol.session import Answer, ClientSession, ReceiveResult
 from .wire.close import CloseAction
 
-__all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "leap_session", "with_query"]
+__all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "Undo", "leap_session", "with_query"]
 
 MESSAGES = "messages"
 CHANNEL_EVENTS = "channel_events"
@@ -120,6 +122,17 @@ def leap_session(session: Any) -> ClientSession:
     return cast(ClientSession, session)
 
 
+@attrs.define(eq=False)
+class Undo:
+    """What an ``unsubscribe()`` call changed: the connection generation it was
+    recorded on, and whether the channel was subscribed and being unsubscribed
+    before."""
+
+    generation: int
+    subscribed: bool
+    unsubscribing: bool
+
+
 class LeapHandler:
     """The Leap side of one ``LeapClient`` (its :attr:`core` is set right after
     construction). ``waiters`` maps ``(id(session), request)`` to the channel and the
@@ -140,6 +153,9 @@ class LeapHandler:
         self.core: ConnectionCore = None  # type: ignore[assignment]
         self.waiters: dict[tuple[int, int], tuple[str, Future]] = {}
         self.subscriptions: dict[str, None] = {}
+        self.unsubscribing: dict[str, None] = {}  # unsubscribed by a call, not yet answered
+        self.generation = 0  # connections set up (on_connected)
+        self.calls: dict[str, Undo] = {}  # the unsubscribe() call in progress that named each channel last
         self.init_event: InitEvent | None = None
         self.latency: float | None = None  # the last connection's
 
@@ -149,17 +165,19 @@ class LeapHandler:
     def deliver(self, live: Live, result: ReceiveResult) -> None:
         core = self.core
         if result.messages:
-            for channel in core.channels(MESSAGES):
-                channel._put_many(result.messages)
+            core.registry.feed(MESSAGES, result.messages)
         events: list[Any] = []
+        placed: list[tuple[int, Any]] = []  # (messages before it, event) for ARRIVALS
+        after = result.after if len(result.after) == len(result.events) else [len(result.messages)] * len(result.events)
         session_id = id(live.session)
-        for event in result.events:  # in wire order, answers in their place
+        for before, event in zip(after, result.events, strict=True):  # in wire order, answers in their place
             if isinstance(event, Answer):
                 answer = event.event
                 self._track(answer)
                 with self.lock:
                     entry = self.waiters.pop((session_id, event.request), None)
                 if entry is None:
+                    placed.append((before, answer))
                     events.append(answer)  # nobody waits (a timed-out call, an unsubscribe, a resubscription)
                 elif isinstance(answer, AvailableEvent):
                     entry[1].set(answer.channel)
@@ -171,19 +189,96 @@ class LeapHandler:
                 core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
             elif not isinstance(event, InitEvent):  # INIT: on_connected
                 self._track(event)
+                placed.append((before, event))
                 events.append(event)
         if events:
-            for channel in core.channels(CHANNEL_EVENTS):
-                channel._put_many(events)
+            core.registry.feed(CHANNEL_EVENTS, events)
+        if (result.messages or events) and core.registry.references(ARRIVALS):
+            core.registry.feed(ARRIVALS, in_arrival_order(result.messages, placed))
 
     def _track(self, event: Any) -> None:
-        """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them."""
+        """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them.
+
+        An AVAILABLE for a channel a call unsubscribed since (its UNSUBSCRIBE not yet
+        answered) is not kept: it answers a request sent before the UNSUBSCRIBE, which
+        the server will undo. A graceful UNAVAILABLE settles an unsubscribe."""
         if isinstance(event, AvailableEvent):
+            channel_id = event.channel_id or event.channel.id
             with self.lock:
-                self.subscriptions[event.channel_id or event.channel.id] = None
+                if channel_id not in self.unsubscribing:
+                    self.subscriptions[channel_id] = None
         elif isinstance(event, UnavailableEvent) and event.channel_id is not None:
             with self.lock:
                 self.subscriptions.pop(event.channel_id, None)
+                if event.graceful:
+                    self.unsubscribing.pop(event.channel_id, None)
+
+    # -- the calls' bookkeeping (under the connection's lock, right before the frame is queued)
+
+    def subscribing(self, session: ClientSession, channel_id: str, waiter: Future) -> int:
+        """Record a ``subscribe()`` call's SUBSCRIBE; returns its request number."""
+        request = session.expect_answer(channel_id, True)
+        with self.lock:
+            self.unsubscribing.pop(channel_id, None)  # the latest call wins
+            self.calls.pop(channel_id, None)
+            self.waiters[(id(session), request)] = (channel_id, waiter)
+        return request
+
+    def unsubscribed(self, session: ClientSession, channel_id: str) -> Undo:
+        """Record an ``unsubscribe()`` call's UNSUBSCRIBE: the channel is forgotten
+        now, and neither re-subscribed nor kept from a later INIT until a call
+        subscribes it again. Returns what :meth:`undo_unsubscribe` needs (the call
+        hands it back to :meth:`unsubscribe_done` when it ends)."""
+        session.expect_answer(channel_id, False)
+        with self.lock:
+            undo = Undo(self.generation, channel_id in self.subscriptions, channel_id in self.unsubscribing)
+            self.subscriptions.pop(channel_id, None)
+            self.unsubscribing[channel_id] = None
+            self.calls[channel_id] = undo
+        return undo
+
+    def unsubscribe_done(self, channel_id: str, undo: Undo) -> None:
+        """The ``unsubscribe()`` call that recorded ``undo`` ended."""
+        with self.lock:
+            if self.calls.get(channel_id) is undo:
+                del self.calls[channel_id]
+
+    def undo_unsubscribe(self, channel_id: str, undo: Undo) -> None:
+        """(An ``unsubscribe()`` whose frame was never written: the connection ended
+        first.) Put the channel back as it was, unless a later call named it. If a
+        newer connection was already set up without it, subscribe it there again."""
+        with holding_live(self.core, self.lock) as live:
+            if self.calls.get(channel_id) is not undo:
+                return  # a later call decided
+            if undo.unsubscribing:
+                self.unsubscribing[channel_id] = None
+            else:
+                self.unsubscribing.pop(channel_id, None)
+            if undo.subscribed:
+                self.subscriptions[channel_id] = None
+            resend = undo.subscribed and self.generation != undo.generation
+            if resend and live is not None and live.session.connected and not self.core.closing.is_set():
+                leap_session(live.session).expect_answer(channel_id, True)
+                live.emit(frames.subscribe(channel_id))
+
+    def sending(self, session: ClientSession, channel_id: str) -> None:
+        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: if this client is
+        not subscribed to it, the server's refusal (UNAVAILABLE ``UNKNOWN``) answers
+        this frame, never a ``subscribe()`` sent after it."""
+        with self.lock:
+            subscribed = channel_id in self.subscriptions
+        if not subscribed:
+            session.expect_refusal(channel_id)
+
+    def release(self, session: Any, channel_id: str, request: int) -> None:
+        """(A ``subscribe()`` call that gave up.) Free its request in answer matching,
+        if ``session`` is still the live one (else it ended with its connection)."""
+        with self.lock:
+            self.waiters.pop((id(session), request), None)
+        live = self.core.live
+        if live is not None and live.session is session:
+            with live.lock:
+                leap_session(session).release(channel_id, request)
 
     def on_connected(self, live: Live) -> None:
         session = leap_session(live.session)
@@ -191,20 +286,35 @@ class LeapHandler:
         assert init is not None
         self.init_event = init
         kept = {channel.id for channel in init.channels}
-        with self.lock:
-            missing = [c for c in self.subscriptions if c not in kept]
-            for channel_id in kept:
-                self.subscriptions[channel_id] = None
-        self.core.log.debug(
-            "init", {"cid": init.cid, "scope": init.scope, "channels": len(kept), "resubscribing": len(missing)}
-        )
+        # Under the connection's lock, as calls register theirs: an unsubscribe()
+        # either registers first (and is not re-subscribed here) or its UNSUBSCRIBE
+        # follows the re-subscription on the wire (and the server ends unsubscribed).
         with live.lock:
-            for channel_id in missing:
+            with self.lock:
+                self.generation += 1
+                missing = [c for c in self.subscriptions if c not in kept]
+                stale = [c for c in kept if c in self.unsubscribing]  # unsubscribed; the server never heard
+                for channel_id in [c for c in self.unsubscribing if c not in kept]:
+                    del self.unsubscribing[channel_id]  # settled: this session does not have it
+                for channel_id in kept:
+                    if channel_id not in self.unsubscribing:
+                        self.subscriptions[channel_id] = None
+            for channel_id, subscribe in [(c, False) for c in stale] + [(c, True) for c in missing]:
                 if self.core.closing.is_set():  # close() wants the thread: stop re-subscribing
-                    return
-                session.expect_answer(channel_id, True)
-                if not live.emit(frames.subscribe(channel_id)):
-                    return
+                    break
+                session.expect_answer(channel_id, subscribe)
+                if not live.emit(frames.subscribe(channel_id) if subscribe else frames.unsubscribe(channel_id)):
+                    break
+        self.core.log.debug(
+            "init",
+            {
+                "cid": init.cid,
+                "scope": init.scope,
+                "channels": len(kept),
+                "resubscribing": len(missing),
+                "unsubscribing": len(stale),
+            },
+        )
 
     def on_lost(self, error: LeapConnectionError, session: Any) -> None:
         if session is not None and leap_session(session).latency is not None:

@@ -173,3 +173,52 @@ def test_reset_clears_exhaustion() -> None:
     backoff.reset()
     assert backoff.exhausted is False
     assert backoff.failures == 0
+
+
+def test_for_client_copies_the_policy_with_counts_at_zero() -> None:
+    def uniform(low: float, high: float) -> float:
+        return high
+
+    policy = Backoff(0.5, 4.0, reset_after=7.0, max_attempts=3, uniform=uniform)
+    policy.next_delay()
+    policy.attempt_failed()
+    mine = policy.for_client()
+    assert (mine.base, mine.cap, mine.reset_after, mine.max_attempts) == (0.5, 4.0, 7.0, 3)
+    assert (mine.failures, mine.failed_attempts) == (0, 0)
+    assert mine.next_delay() == 0.5  # the same random source
+    assert (policy.failures, policy.failed_attempts) == (1, 1)  # untouched by the copy
+
+
+def test_one_backoff_shared_by_two_clients_counts_for_each() -> None:
+    """Each of two clients given one Backoff(max_attempts=4) makes 4 reconnect
+    attempts of its own before it gives up (sharing the count, they gave up after 2
+    and 3)."""
+    from clientkit import PROJECT, TOKEN, StateRecorder
+
+    from leap_sync import ConnectionState, LeapClient
+    from leap_sync.testing import LeapEdgeServer
+
+    shared = Backoff(base=0.01, cap=0.01, max_attempts=4, uniform=lambda low, high: high)
+    recorders = [StateRecorder(), StateRecorder()]
+    clients: list[LeapClient] = []
+    server = LeapEdgeServer().start()
+    try:
+        server.add_token(TOKEN)
+        for recorder in recorders:
+            client = LeapClient(PROJECT, TOKEN, url=server.url, backoff=shared)
+            clients.append(client)
+            client.add_state_update_listener(recorder)
+            client.connect(wait=True, timeout=10)
+    finally:
+        server.close()
+    try:
+        for recorder in recorders:
+            infos = recorder.wait_for(
+                lambda infos: not infos[-1].will_reconnect and infos[-1].connection_state.value == "errored"
+            )
+            assert "gave up after 4" in str(infos[-1].error)
+            assert [i.connection_state for i in infos].count(ConnectionState.CONNECTING) == 5  # first + 4 retries
+        assert (shared.failures, shared.failed_attempts) == (0, 0)
+    finally:
+        for client in clients:
+            client.close()

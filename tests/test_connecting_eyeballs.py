@@ -436,7 +436,7 @@ def test_a_dead_proxy_is_one_tcp_error_naming_the_proxys_addresses(
         client.close()
     assert failed.value.phase == "tcp"
     assert str(failed.value) == (
-        f"could not connect: TCP connect to proxy.test:{port} did not complete within 1 s "
+        f"could not connect: TCP connect to http proxy proxy.test:{port} did not complete within 1 s "
         f"(127.0.0.1: no answer; 127.0.0.1:{refused}: Connection refused)"
     )
 

@@ -582,6 +582,6 @@ def test_close_stops_a_long_resubscription_at_once() -> None:
         for i in range(10_000):
             client._wanted[f"status:{i:05d}-" + "x" * 200] = None  # one name per payload
     transport = CountingTransport(core.closing, limit=100)
-    client.on_connected(Live(client.new_session(), transport))  # type: ignore[arg-type]
+    client._on_connected(Live(client._new_session(), transport))  # type: ignore[arg-type]
     assert transport.sent == 100
     client.close()

@@ -268,7 +268,7 @@ def assert_redacted_identify(capture: Capture) -> None:
     line = f"identify project_id={PROJECT!r} token={REDACTED!r}"
     records = [r for r in capture.records() if r.getMessage() == line]
     assert records and all(r.levelno == logging.DEBUG for r in records)
-    assert all(r.leap == {"project_id": PROJECT, "token": REDACTED} for r in records)  # type: ignore[attr-defined]
+    assert all(r.leap_sync == {"project_id": PROJECT, "token": REDACTED} for r in records)  # type: ignore[attr-defined]
     assert any(text.endswith(f" DEBUG leap: {line}") for text in capture.tee.stream.getvalue().splitlines())
     calls = [c for c in capture.tee.recorder.calls if c[1] == "identify"]
     assert calls and all(c[0] == "debug" and c[2] == {"project_id": PROJECT, "token": REDACTED} for c in calls)

@@ -226,8 +226,10 @@ def test_a_value_an_etf_subscriber_cannot_receive_answers_400_and_reaches_nobody
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
         ("GET", "/channels/room/messages"),
+        ("GET", "/drop"),
+        ("PUT", "/disconnect"),
+        ("POST", "/drop/extra"),
         ("POST", "/channels/room"),
         ("POST", "/channels/room/messages/extra"),
         ("POST", "/channels//messages"),

@@ -5,11 +5,15 @@
   JSON object per line when piped).
 - ``leap-sync serve``: the embedded Leap Edge server, standalone, with an HTTP control
   endpoint. Before serving it prints ``leap edge: ws://HOST:PORT/ws`` and
-  ``control: http://HOST:PORT2`` on their own lines; Ctrl-C stops it (exit 0).
+  ``control: http://HOST:PORT2`` on their own lines; Ctrl-C or SIGTERM stops it (exit 0).
 - ``leap-sync elstat``: tail an Elstat status page's Streaming API.
 
-Exit status: 0 on success or Ctrl-C, 2 for a usage or connection error, 3 when the
-server refused for good (Leap Edge's 4001, Elstat's 4200/4420) or the client gave up.
+Exit status (``--help`` shows it too): 0 done (Ctrl-C, SIGTERM, or the output's
+reader went away), 2 usage error (bad arguments, or a missing extra: a one-line
+message names what to install), 3 refused by the server (Leap Edge's 4001, a channel
+not granted, Elstat's 4200/4420), 4 could not connect or the connection failed for
+good. SIGTERM does what Ctrl-C does: the connection is closed with a close frame.
+Characters the console cannot encode are written as backslash escapes.
 """
 
 from __future__ import annotations
@@ -18,18 +22,41 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from . import demo, elstat, listen, serve
-from .common import EXIT_ERROR, EXIT_FATAL, EXIT_OK
+from .common import (
+    EXIT_CODES,
+    EXIT_CONNECT,
+    EXIT_ERROR,
+    EXIT_FATAL,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    terminate_on_sigterm,
+    tolerant_console,
+)
 
-__all__ = ["EXIT_ERROR", "EXIT_FATAL", "EXIT_OK", "build_parser", "main"]
+__all__ = [
+    "EXIT_CONNECT",
+    "EXIT_ERROR",
+    "EXIT_FATAL",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leap-sync",
         description="Synchronous Leap Edge and Elstat client: demo, listen, elstat, and an embedded test server.",
+        epilog=EXIT_CODES + "\n\n'leap-sync COMMAND --help' describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     commands.required = True
     for command in (demo, listen, serve, elstat):
         command.add_parser(commands)
@@ -37,10 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    status: int = args.func(args)
-    return status
+    """Run the command line; returns the exit status. SIGTERM, while it runs (on the
+    main thread), does what Ctrl-C does."""
+    tolerant_console()
+    try:
+        with terminate_on_sigterm():
+            args = build_parser().parse_args(argv)
+            status: int = args.func(args)
+            return status
+    except KeyboardInterrupt:  # before or after a command's own handling
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

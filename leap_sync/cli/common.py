@@ -1,10 +1,22 @@
-"""What every ``leap-sync`` command shares: exit statuses and output helpers."""
+"""What every ``leap-sync`` command shares: exit statuses, argument types, signals
+and output helpers.
+
+The output is hostile input twice over: what a server sends (any text, any depth)
+and the console it goes to (an encoding that cannot show every character, a pipe
+that closes). Nothing either does stops the output or the command: a character the
+console cannot encode is written as a backslash escape, a value too deep to show as
+JSON is shown as a placeholder, and an event that cannot be printed at all is
+reported on stderr and skipped.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import io
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -14,41 +26,119 @@ from typing import Any
 from ..log import printable
 
 __all__ = [
+    "EXIT_CODES",
+    "EXIT_CONNECT",
     "EXIT_ERROR",
     "EXIT_FATAL",
     "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
     "Emitter",
     "add_output_options",
+    "exit_status",
     "follow",
+    "missing_extra",
     "printable",
+    "seconds",
     "stopped_at_exit",
+    "terminate_on_sigterm",
     "to_json",
+    "tolerant_console",
 ]
 
 EXIT_OK = 0
-EXIT_ERROR = 2
-EXIT_FATAL = 3
+"""Done: Ctrl-C, SIGTERM, or the reader of the output went away."""
+EXIT_USAGE = 2
+"""A usage error: bad arguments or options, or a missing extra (argparse's 2)."""
+EXIT_REFUSED = 3
+"""The server refused: credentials (Leap's 4001), a channel (NOT_GRANTED), or what
+the client sent (Elstat's 4200/4420)."""
+EXIT_CONNECT = 4
+"""Could not connect, or the connection failed for good (unreachable, timed out)."""
+EXIT_ERROR = EXIT_USAGE  # the names of earlier releases
+EXIT_FATAL = EXIT_REFUSED
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  done (Ctrl-C, SIGTERM, or the output's reader went away)
+  {EXIT_USAGE}  usage error (bad arguments, or a missing extra to install)
+  {EXIT_REFUSED}  refused by the server (credentials, a channel, what was sent)
+  {EXIT_CONNECT}  could not connect, or the connection failed for good"""
+
+PLACEHOLDER = "<nested too deep to show>"
 
 
-def to_json(value: Any) -> str:
+def seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds (``nan``, ``inf``,
+    ``0`` and negative values are usage errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be a finite number above 0, not {text!r}")
+    return value
+
+
+def missing_extra(command: str, extra: str, exc: ImportError) -> int:
+    """Say (one line on stderr) which extra to install; returns :data:`EXIT_USAGE`."""
+    what = f" ({exc.name} is missing)" if exc.name else ""
+    print(
+        f"leap-sync {command}: needs the {extra!r} extra{what}: pip install 'leap-sync[{extra}]'",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+def tolerant_console() -> None:
+    """Make stdout and stderr write what their encoding cannot show as backslash
+    escapes (a cp1252 console shows ``\u2603`` for a snowman) instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """While in the block, SIGTERM (what systemd, Docker and Kubernetes send) does
+    what Ctrl-C does: ``KeyboardInterrupt`` in the main thread, so each command closes
+    its connection (a close frame) and exits. Nothing happens off the main thread,
+    where Python cannot set a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def to_json(value: Any, ascii_only: bool = False) -> str:
     """Compact JSON, always valid: values JSON has no type for are shown as ``str()``
     (map keys too: ETF maps may have any term as a key), non-finite numbers (NaN,
-    infinities: JSON has none) as ``null``, and a lone surrogate as its ``\\uXXXX``
-    escape."""
+    infinities: JSON has none) as ``null``, a lone surrogate as its ``\\uXXXX``
+    escape, and a value nested too deep for the encoder as the string
+    ``"<nested too deep to show>"``. ``ascii_only``: every other character as a
+    JSON escape too (for a console that cannot encode them all)."""
     try:
-        text = _dumps(value)
+        text = _dumps(value, ascii_only)
     except RecursionError:
-        text = _dumps(str(value))
+        text = _dumps(PLACEHOLDER, ascii_only)
     except (ValueError, TypeError):  # NaN or an infinity; a key JSON cannot hold (ETF)
         try:
-            text = _dumps(_plain(value))
+            text = _dumps(_plain(value), ascii_only)
         except RecursionError:
-            text = _dumps(str(value))
+            text = _dumps(PLACEHOLDER, ascii_only)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+def _dumps(value: Any, ascii_only: bool = False) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False, default=str)
 
 
 def _plain(value: Any) -> Any:
@@ -78,12 +168,17 @@ def add_output_options(parser: Any) -> None:
 
 class Emitter:
     """Prints records: ``HH:MM:SS kind text`` lines when ``human`` (the text made
-    :func:`printable`), else one JSON object per line (``{"type": kind, ...record}``);
+    :func:`printable`; what the console cannot encode as backslash escapes), else one
+    JSON object per line (``{"type": kind, ...record}``; ASCII with JSON escapes
+    unless stdout is UTF-8);
     one line at a time, from any thread. Never raises: once the output is gone (a
     closed pipe), :attr:`closed` is set and later records are dropped."""
 
     def __init__(self, human: bool) -> None:
         self.human = human
+        encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
+        # JSON lines stay valid JSON on a console that cannot encode every character
+        self._ascii = encoding not in ("utf-8", "utf8")
         self.closed = False
         self._lock = threading.Lock()
 
@@ -91,13 +186,17 @@ class Emitter:
         line = (
             f"{time.strftime('%H:%M:%S')} {kind:<8} {printable(human_text)}\n"
             if self.human
-            else to_json({"type": kind, **record}) + "\n"
+            else to_json({"type": kind, **record}, self._ascii) + "\n"
         )
         with self._lock:
             if self.closed:
                 return
             try:
-                sys.stdout.write(line)
+                try:
+                    sys.stdout.write(line)
+                except UnicodeEncodeError:  # a console that cannot show it, not reconfigured
+                    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+                    sys.stdout.write(line.encode(encoding, "backslashreplace").decode(encoding, "replace"))
                 sys.stdout.flush()
             except (OSError, ValueError):  # the reader went away (EPIPE) or stdout was closed
                 self.closed = True
@@ -115,24 +214,44 @@ class Emitter:
 
 
 def follow(command: str, client: Any, events: Iterable[Any], emit: Emitter, show: Callable[[Any], None]) -> int:
-    """Show each of ``events`` until the channel ends, which means the client stopped
-    for good (its error on stderr, :data:`EXIT_FATAL`), or until nobody reads the
-    output any more (:data:`EXIT_OK`)."""
+    """Show each of ``events`` (the client's events of every kind, in the order they
+    arrived) until the channel ends, which means the client stopped for good (its
+    error on stderr, then :func:`exit_status` of it), or until nobody reads the output
+    any more (:data:`EXIT_OK`). An event ``show`` cannot print is reported on stderr
+    and skipped: the next ones are still shown."""
     for event in events:
         if emit.closed:
             return EXIT_OK
-        show(event)
-    print(f"leap-sync {command}: stopped: {printable(str(client.state.error))}", file=sys.stderr)
-    return EXIT_FATAL
+        try:
+            show(event)
+        except Exception as exc:
+            message = f"leap-sync {command}: cannot print a {type(event).__name__}: {type(exc).__name__}"
+            with contextlib.suppress(OSError, ValueError):
+                print(message, file=sys.stderr)
+    error = client.state.error
+    print(f"leap-sync {command}: stopped: {printable(str(error))}", file=sys.stderr)
+    return exit_status(error)
+
+
+def exit_status(error: BaseException | None) -> int:
+    """:data:`EXIT_CONNECT` for a connection that failed without the server's word
+    (no close code: unreachable, timed out, cut), :data:`EXIT_REFUSED` otherwise."""
+    if getattr(error, "close_code", None) is None and not _refusal(error):
+        return EXIT_CONNECT
+    return EXIT_REFUSED
+
+
+def _refusal(error: BaseException | None) -> bool:
+    from ..errors import ChannelUnavailableError, LeapAuthorizationError
+
+    return isinstance(error, (ChannelUnavailableError, LeapAuthorizationError))
 
 
 @contextlib.contextmanager
-def stopped_at_exit(client: Any, printer: threading.Thread) -> Iterator[None]:
-    """However the command ends: close ``client``, then wait a little for ``printer``
-    (the thread printing the second channel) if it was started."""
+def stopped_at_exit(client: Any) -> Iterator[None]:
+    """However the command ends (Ctrl-C and SIGTERM included): close ``client``,
+    which sends a close frame if it is connected."""
     try:
         yield
     finally:
         client.close()
-        if printer.is_alive():
-            printer.join(5)

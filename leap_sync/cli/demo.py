@@ -9,7 +9,8 @@ import time
 from typing import Any, TextIO
 
 from ..protocol.codec import COMPRESSIONS, ENCODINGS
-from .common import EXIT_ERROR, EXIT_OK
+from ..protocol.etf import erlpack_available
+from .common import EXIT_CODES, EXIT_CONNECT, EXIT_OK, EXIT_USAGE, missing_extra
 from .common import to_json as _json
 
 __all__ = ["add_parser", "run"]
@@ -31,11 +32,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         from ..testing import LeapEdgeServer
     except ImportError as exc:
-        print(f"leap-sync demo: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return missing_extra("demo", "server", exc)
     from .. import Backoff, LeapClient, NopLogger, StateInfo
     from ..protocol.models import ClientFrame, ClientHeartbeat
 
+    if args.encoding == "etf" and not erlpack_available():
+        print("leap-sync demo: the etf encoding needs the 'etf' extra: pip install 'leap-sync[etf]'", file=sys.stderr)
+        return EXIT_USAGE
     out = _DemoPrinter(sys.stdout)
     project, token, room = "project_demo", "leap_token_demo_do_not_print", "demo-room"
     answered = threading.Event()
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             server.disconnect(4000, "demo: forced reconnect")
             if not connected_again.wait(10):
                 out.line("did not reconnect in time")
-                return EXIT_ERROR
+                return EXIT_CONNECT
             sent = time.perf_counter()
             server.publish(room, "chat", {"text": "still here after the reconnect"})
             event = messages.get(timeout=5)
@@ -127,7 +130,15 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add the ``demo`` command to the ``leap-sync`` parser."""
-    demo = commands.add_parser("demo", help="run the whole loop against the embedded server")
-    demo.add_argument("--encoding", choices=ENCODINGS, default="json")
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole loop against the embedded server, printed step by step",
+        description="Start the embedded Leap Edge server (needs the 'server' extra), connect, subscribe, "
+        "receive messages and channel events, answer a tagged heartbeat, survive a forced reconnect, "
+        "and close, printing each step with its timing.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--encoding", choices=ENCODINGS, default="json", help="etf needs the 'etf' extra")
     demo.add_argument("--compression", choices=COMPRESSIONS, default="none")
     demo.set_defaults(func=run)

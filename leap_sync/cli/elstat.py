@@ -3,26 +3,29 @@
 Human lines on a terminal (``status:api up``, ``latency:api 42 ms``, incidents), one
 JSON object per line when piped: ``{"type": "data", "channel", "timestamp",
 "timestamp_ms", "value"}``, ``{"type": "incident", "kind", "incident"}`` and
-``{"type": "state", ...}``. Ctrl-C exits 0; Elstat closing with 4200 or 4420 exits 3.
+``{"type": "state", ...}``, data and incidents in the order they arrived. Ctrl-C and
+SIGTERM exit 0; Elstat closing with 4200 or 4420 exits 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from typing import Any
 
-from ..elstat.protocol import CloseCode
+from ..elstat.protocol import CloseCode, DataEvent
 from ..errors import LeapError
 from .common import (
-    EXIT_ERROR,
-    EXIT_FATAL,
+    EXIT_CODES,
+    EXIT_CONNECT,
     EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
     Emitter,
     add_output_options,
     follow,
     printable,
+    seconds,
     stopped_at_exit,
 )
 from .common import to_json as _json
@@ -30,6 +33,11 @@ from .common import to_json as _json
 __all__ = ["add_parser", "run"]
 
 FATAL_CODES = (CloseCode.INVALID_PAYLOAD, CloseCode.TOO_MUCH)
+DESCRIPTION = """Connect to an Elstat status page's Streaming API, subscribe to
+<type>:<name> channels (status:api, latency:api), and print what arrives until Ctrl-C
+or SIGTERM: state changes, data and incidents, in the order they arrived. On a
+terminal, one human line each; piped, one JSON object per line
+({"type": "state"|"subscribe"|"data"|"incident", ...})."""
 
 
 def _shown(kind: str, value: Any) -> str:
@@ -48,53 +56,64 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         client = ElstatClient(args.url, FmtLogger(args.log_level) if args.log_level else None)
-    except (ValueError, LeapError) as exc:
+    except (ValueError, TypeError, LeapError) as exc:
         print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE
     client.add_state_update_listener(emit.state)
-    data = client.data_channel()
-    incidents = client.incident_channel()
-
-    def print_incidents() -> None:
-        for event in incidents:
-            incident = event.incident
-            text = f"{event.kind} #{incident.id} {incident.title or ''}".rstrip()
-            emit("incident", text, {"kind": event.kind, "incident": incident.raw})
+    arrivals = client._arrivals_channel()
 
     def show(event: Any) -> None:
-        record = {
-            "channel": event.channel,
-            "timestamp": event.timestamp.isoformat(),
-            "timestamp_ms": event.timestamp_ms,
-            "value": event.value,
-        }
-        when = event.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        emit("data", f"{event.channel} {_shown(event.kind, event.value)} at {when}", record)
+        if isinstance(event, DataEvent):
+            record = {
+                "channel": event.channel,
+                "timestamp": event.timestamp.isoformat(),
+                "timestamp_ms": event.timestamp_ms,
+                "value": event.value,
+            }
+            when = event.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            emit("data", f"{event.channel} {_shown(event.kind, event.value)} at {when}", record)
+            return
+        incident = event.incident
+        text = f"{event.kind} #{incident.id} {incident.title or ''}".rstrip()
+        emit("incident", text, {"kind": event.kind, "incident": incident.raw})
 
-    printer = threading.Thread(target=print_incidents, name="leap-sync-cli-incidents", daemon=True)
     try:
-        with stopped_at_exit(client, printer):
+        with stopped_at_exit(client):
             try:
                 client.connect()
-                printer.start()
+            except LeapError as exc:
+                print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
+                return EXIT_CONNECT
+            try:
                 if args.channel:
                     confirmed = client.subscribe(args.channel, timeout=args.timeout)
                     missing = [c for c in args.channel if c not in confirmed]
                     emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
-            except (ValueError, LeapError) as exc:
+            except (ValueError, TypeError) as exc:  # a channel name too long for a payload
+                print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
+                return EXIT_USAGE
+            except LeapError as exc:
                 print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
                 # Elstat refusing the SUBSCRIBE itself (4200/4420) is as fatal as later
-                return EXIT_FATAL if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_ERROR
-            return follow("elstat", client, data, emit, show)
-    except KeyboardInterrupt:
+                return EXIT_REFUSED if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_CONNECT
+            return follow("elstat", client, arrivals, emit, show)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the client closed with a close frame
         return EXIT_OK
 
 
 def add_parser(commands: Any) -> None:
     """Add the ``elstat`` command to the ``leap-sync`` parser."""
-    elstat = commands.add_parser("elstat", help="tail an Elstat status page's Streaming API")
+    elstat = commands.add_parser(
+        "elstat",
+        help="tail an Elstat status page's Streaming API: data and incidents as they arrive",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     elstat.add_argument("--url", required=True, help="the status page (http(s)://...) or its streaming endpoint")
     elstat.add_argument("--channel", action="append", help="subscribe to this <type>:<name> channel (repeatable)")
-    elstat.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the subscription")
+    elstat.add_argument(
+        "--timeout", type=seconds, default=30.0, help="seconds to wait for the subscription (default 30)"
+    )
     add_output_options(elstat)
     elstat.set_defaults(func=run)

@@ -1,32 +1,44 @@
 """``leap-sync listen``: tail a real Leap Edge endpoint (human lines on a terminal, one
-JSON object per line when piped)."""
+JSON object per line when piped), messages and channel events in the order they
+arrived."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import json
 import os
 import sys
-import threading
 from typing import Any
 
 import attrs
 
-from ..errors import LeapAuthorizationError, LeapError
+from ..errors import ChannelUnavailableError, LeapAuthorizationError, LeapError
 from ..protocol.codec import COMPRESSIONS, ENCODINGS
+from ..protocol.models import MessageEvent
 from .common import (
-    EXIT_ERROR,
-    EXIT_FATAL,
+    EXIT_CODES,
+    EXIT_CONNECT,
     EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
     Emitter,
     add_output_options,
     follow,
     printable,
+    seconds,
     stopped_at_exit,
 )
 from .common import to_json as _json
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "fields", "run"]
+
+DESCRIPTION = """Connect to a Leap Edge endpoint, subscribe to channels, and print what
+arrives until Ctrl-C or SIGTERM: state changes, messages (channel and direct) and
+channel events, in the order they arrived. On a terminal, one human line each;
+piped, one JSON object per line ({"type": "state"|"subscribe"|"message"|"event", ...}).
+The token is read from an environment variable, never from the command line."""
 
 
 def _read_token(args: argparse.Namespace) -> str | None:
@@ -39,6 +51,17 @@ def _read_token(args: argparse.Namespace) -> str | None:
         entered = getpass.getpass(f"Leap token ({args.token_env} is not set; empty for tokenless): ")
         return entered.strip() or None
     return None
+
+
+def fields(value: Any) -> Any:
+    """An event's fields as plain data, for JSON: attrs instances (bounded depth: the
+    models') become dicts; what they hold (a server's JSON, any depth) is left as it
+    is, never walked here, so no depth a server sends can exhaust the stack."""
+    if attrs.has(type(value)):
+        return {field.name: fields(getattr(value, field.name)) for field in attrs.fields(type(value))}
+    if isinstance(value, tuple) and any(attrs.has(type(item)) for item in value):
+        return [fields(item) for item in value]
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,55 +80,65 @@ def run(args: argparse.Namespace) -> int:
             encoding=args.encoding,
             compression=args.compression,
         )
-    except (ValueError, LeapError) as exc:
+    except (ValueError, TypeError, LeapError) as exc:  # a bad option; the etf extra missing
         print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE
     client.add_state_update_listener(emit.state)
-    messages = client.message_event_channel()
-    events = client.channel_event_channel()
+    arrivals = client._arrivals_channel()
 
-    def print_events() -> None:
-        for event in events:
-            name = type(event).__name__
-            fields = attrs.asdict(event)
-            emit("event", f"{name} {_json(fields)}", {"event": name, **fields})
+    def show(event: Any) -> None:
+        if isinstance(event, MessageEvent):
+            record = {
+                "channel": event.channel_id,
+                "event": event.event_name,
+                "data": event.data,
+                "direct": event.is_direct_message,
+                "unicast": event.unicast,
+            }
+            where = event.channel_id if event.channel_id is not None else "(direct)"
+            emit("message", f"{where} {event.event_name} {_json(event.data)}", record)
+            return
+        name = type(event).__name__
+        shown = fields(event)
+        emit("event", f"{name} {_json(shown)}", {"event": name, **shown})
 
-    def show(message: Any) -> None:
-        record = {
-            "channel": message.channel_id,
-            "event": message.event_name,
-            "data": message.data,
-            "direct": message.is_direct_message,
-            "unicast": message.unicast,
-        }
-        where = message.channel_id if message.channel_id is not None else "(direct)"
-        emit("message", f"{where} {message.event_name} {_json(message.data)}", record)
-
-    printer = threading.Thread(target=print_events, name="leap-sync-cli-events", daemon=True)
     try:
-        with stopped_at_exit(client, printer):
+        with stopped_at_exit(client):
             try:
                 client.connect()
             except LeapError as exc:
                 print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_ERROR
-            printer.start()
+                return EXIT_REFUSED if isinstance(exc, LeapAuthorizationError) else EXIT_CONNECT
             try:
                 client.wait_connected(timeout=args.timeout)
                 for channel in args.channel or ():
                     subscribed = client.subscribe(channel, timeout=args.timeout)
                     emit("subscribe", f"{subscribed.id} ({subscribed.type})", {"channel": subscribed.id})
+            except (ValueError, TypeError) as exc:  # a channel name the protocol cannot carry
+                print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
+                return EXIT_USAGE
             except LeapError as exc:
                 print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_FATAL if isinstance(exc, LeapAuthorizationError) else EXIT_ERROR
-            return follow("listen", client, messages, emit, show)  # ends when the client stopped
-    except KeyboardInterrupt:
+                refused = isinstance(exc, (LeapAuthorizationError, ChannelUnavailableError))
+                return EXIT_REFUSED if refused else EXIT_CONNECT
+            return follow("listen", client, arrivals, emit, show)  # ends when the client stopped
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the client closed with a close frame
         return EXIT_OK
+    finally:
+        if args.stats:  # on stderr: stdout may be a pipe of JSON lines
+            with contextlib.suppress(OSError, ValueError):
+                print(f"stats: {json.dumps(client.stats.as_dict())}", file=sys.stderr, flush=True)
 
 
 def add_parser(commands: Any) -> None:
     """Add the ``listen`` command to the ``leap-sync`` parser."""
-    listen = commands.add_parser("listen", help="tail a Leap Edge endpoint")
+    listen = commands.add_parser(
+        "listen",
+        help="tail a Leap Edge endpoint: messages and channel events as they arrive",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     listen.add_argument("--project", required=True, help="project id")
     listen.add_argument(
         "--token-env",
@@ -116,8 +149,13 @@ def add_parser(commands: Any) -> None:
     listen.add_argument("--tokenless", action="store_true", help="connect without a token")
     listen.add_argument("--url", default="wss://leap.hop.io/ws", help="Leap Edge endpoint")
     listen.add_argument("--channel", action="append", help="subscribe to this channel (repeatable)")
-    listen.add_argument("--encoding", choices=ENCODINGS, default="json")
+    listen.add_argument("--encoding", choices=ENCODINGS, default="json", help="etf needs the 'etf' extra")
     listen.add_argument("--compression", choices=COMPRESSIONS, default="none")
-    listen.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for connect and subscribe")
+    listen.add_argument(
+        "--timeout", type=seconds, default=30.0, help="seconds to wait for connect and subscribe (default 30)"
+    )
+    listen.add_argument(
+        "--stats", action="store_true", help="at exit, print the client's stats as one JSON line on stderr"
+    )
     add_output_options(listen)
     listen.set_defaults(func=run)

@@ -1,6 +1,7 @@
 """``leap-sync serve``: the embedded Leap Edge server, standalone, with its HTTP
 control endpoint. Before serving it prints ``leap edge: ws://HOST:PORT/ws`` and
-``control: http://HOST:PORT2`` on their own lines; Ctrl-C stops it (exit 0)."""
+``control: http://HOST:PORT2`` on their own lines; Ctrl-C or SIGTERM stops it (every
+client gets a close frame, 1001; exit 0)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ import threading
 from typing import Any
 
 from ..errors import LeapError
-from .common import EXIT_ERROR, EXIT_OK, printable
+from .common import EXIT_CODES, EXIT_OK, EXIT_USAGE, missing_extra, printable
 
 __all__ = ["add_parser", "run"]
+
+DESCRIPTION = """Run the embedded Leap Edge server, standalone, with its HTTP control
+endpoint (needs the 'server' extra). It prints "leap edge: ws://HOST:PORT/ws" and
+"control: http://HOST:PORT2" on their own lines, then serves until Ctrl-C or SIGTERM,
+which close every connection with a close frame (1001)."""
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         from ..testing import ControlServer, LeapEdgeServer
     except ImportError as exc:
-        print(f"leap-sync serve: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return missing_extra("serve", "server", exc)
     try:
         server = LeapEdgeServer(
             args.host,
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             server.create_channel(channel, project_id=args.project)
     except (TypeError, ValueError, LeapError) as exc:  # an option out of range, a bad channel name
         print(f"leap-sync serve: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE
     stop = threading.Event()
     try:
         with server, ControlServer(server, args.host, args.control_port) as control:
@@ -44,16 +49,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"control: {control.url}", flush=True)
             stop.wait()
     except KeyboardInterrupt:
-        pass  # Ctrl-C, however early: the with-blocks closed both servers
+        pass  # Ctrl-C or SIGTERM, however early: the with-blocks closed both servers
     except OSError as exc:  # the address does not resolve or cannot be bound
         print(f"leap-sync serve: cannot listen on {args.host}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE
     return EXIT_OK
 
 
 def add_parser(commands: Any) -> None:
     """Add the ``serve`` command to the ``leap-sync`` parser."""
-    serve = commands.add_parser("serve", help="run the embedded Leap Edge server until Ctrl-C")
+    serve = commands.add_parser(
+        "serve",
+        help="run the embedded Leap Edge server (and its HTTP control endpoint) until Ctrl-C or SIGTERM",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument(
         "--host",
         default="127.0.0.1",

@@ -15,5 +15,7 @@ session → :class:`~leap_sync.channels.EventChannel`.
 - :mod:`.transport`, :mod:`.writer`, :mod:`.wakeup`: the open socket: reads, queued
   writes, waking the I/O thread.
 - :mod:`.callbacks`: the thread that runs user code (listeners, the logger).
+- :mod:`.registry`: the event channels a client feeds, held weakly (a dropped channel
+  is freed and no longer fed).
 - :mod:`.options`, :mod:`.timeouts`: connection options and the checks on every duration.
 """

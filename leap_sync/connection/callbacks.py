@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -215,12 +216,19 @@ def _redacted(
             cleaned[key] = value
         metadata = cleaned
     if err is not None:
-        text, shown = _text(str, err), _text(repr, err)
+        text, shown, chain = _text(str, err), _text(repr, err), _text(_chain, err)
         if text is None or shown is None:
             err = LeapError(f"{type(err).__name__}: <unprintable>")
-        elif redact(text) != text or redact(shown) != shown:
+        elif redact(text) != text or redact(shown) != shown or chain is None or redact(chain) != chain:
+            # A logger may print the error's whole chain (logging's exc_info): a secret
+            # in a cause or context replaces the error too, by one without a chain.
             err = LeapError(f"{type(err).__name__}: {redact(text)}")
     return message, metadata, err
+
+
+def _chain(err: BaseException) -> str:
+    """What a traceback of ``err`` shows: its causes and contexts included."""
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))
 
 
 def _text(show: Callable[[Any], str], value: Any) -> str | None:

@@ -19,8 +19,13 @@ Threads, started by :meth:`ConnectionCore.connect`, never before; daemon; joined
 When ``close()`` returns the state is ``CLOSED``, every event channel is ended, no
 reconnect will happen and both threads have ended, with two documented exceptions a
 thread cannot be forced out of: a DNS lookup in progress (the I/O thread ends when it
-returns, touching nothing) and a listener or logger call that does not return (the
-callbacks thread ends after it).
+returns, touching nothing; the callbacks thread is joined all the same) and a listener
+or logger call that does not return (the callbacks thread ends after it).
+
+Locks: no method waits for another thread (a join, an event, a future) while holding
+``lock``, since the awaited thread may need it; and every wait a caller bounds with a
+``timeout`` is bounded by it, whatever the options (``connect_timeout``,
+``close_timeout``) would allow.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from ..state import ConnectionState, StateInfo
 from .callbacks import Callbacks, StateListener
 from .handler import Handler, Live, Session
 from .options import ConnectOptions
+from .registry import ChannelRegistry
+from .stats import Counters, Stats
 from .supervisor import Supervisor
 from .timeouts import check_timeout
 
@@ -79,8 +86,11 @@ class ConnectionCore:
         self.origin = url
         self.url = url
         self.options = options
-        self.backoff = backoff if backoff is not None else Backoff()
+        # A Backoff is a policy the application may share between clients: each client
+        # counts its failures on a copy of its own.
+        self.backoff = backoff.for_client() if backoff is not None else Backoff()
         self.clock = clock
+        self.counters = Counters(clock)  # client.stats
         self.number = next(_numbers)
         self.pid: int | None = None  # the process connect() was called in
         self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
@@ -91,7 +101,7 @@ class ConnectionCore:
         self.live: Live | None = None
         self.run: Any = None  # the supervisor's current run
         self._supervisor = Supervisor(self)
-        self._channels: dict[str, tuple[EventChannel[Any], ...]] = {}
+        self.registry = ChannelRegistry(self.lock)
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
 
@@ -123,6 +133,10 @@ class ConnectionCore:
                 return StateInfo(ConnectionState.CLOSED, exc, False)
         return self._state
 
+    def stats(self, heartbeat_rtt: float | None) -> Stats:
+        """A :class:`~leap_sync.connection.stats.Stats` snapshot (any thread, cheap)."""
+        return self.counters.snapshot(heartbeat_rtt, self.registry.by_kind(), self.state.connection_state)
+
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         if not callable(listener):
             raise TypeError("listener must be callable")
@@ -144,6 +158,7 @@ class ConnectionCore:
             if self._state.connection_state is ConnectionState.CLOSED:
                 return
             self._state = info
+            self.counters.state_changed(state)
             self._state_cond.notify_all()
         if state is ConnectionState.ERRORED:
             self.log.warn(
@@ -195,35 +210,30 @@ class ConnectionCore:
                     raise LeapTimeoutError(f"not connected within {timeout:g} s (state: {state.value})")
                 self._state_cond.wait(remaining)
 
-    # -- event channels ---------------------------------------------------------------------
+    # -- event channels (held weakly: see :mod:`leap_sync.connection.registry`) ------------
 
     def new_channel(self, kind: str, maxsize: int, overflow: str) -> EventChannel[Any]:
         """A channel fed with events of ``kind`` (already ended once the client
-        finished); raises :class:`LeapClosedError` in a forked child, where nothing
-        would ever feed it."""
+        finished) for as long as the application holds it; raises
+        :class:`LeapClosedError` in a forked child, where nothing would ever feed it."""
         self.check_process()
-        channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self._detach)
+        channel: EventChannel[Any] = EventChannel(maxsize, overflow, on_close=self.registry.detach)
         with self.lock:
             if self.finished:
                 channel._finish(None)
             else:
-                self._channels[kind] = (*self._channels.get(kind, ()), channel)
+                self.registry.add(kind, channel)
         return channel
 
     def channels(self, kind: str) -> tuple[EventChannel[Any], ...]:
-        """The open channels of ``kind`` (a snapshot; lock-free)."""
-        return self._channels.get(kind, ())
-
-    def _detach(self, channel: EventChannel[Any]) -> None:
-        with self.lock:
-            self._channels = {k: tuple(c for c in cs if c is not channel) for k, cs in self._channels.items()}
+        """The open channels of ``kind`` still referenced (a snapshot; lock-free)."""
+        return self.registry.channels(kind)
 
     def finish(self, error: BaseException) -> None:
         """Nothing more will be delivered: end every channel, fail every waiter."""
         with self.lock:
             self.finished = True
-            channels = [c for cs in self._channels.values() for c in cs]
-            self._channels = {}
+            channels = self.registry.clear()
         for channel in channels:
             channel._finish(None)
         self.handler.on_finish(error)
@@ -281,30 +291,46 @@ class ConnectionCore:
 
     # -- connecting and closing -----------------------------------------------------------
 
-    def connect(self, deadline: float | None = None) -> None:
+    def connect(self, deadline: float | None = None, timeout: float | None = None) -> None:
         """One connection attempt on a new I/O thread; returns once upgraded (see
         ``LeapClient.connect``), after the listeners saw the state (waiting for them
-        until ``deadline``, monotonic, at most ``close_timeout``)."""
+        until ``deadline``, monotonic, at most ``close_timeout``).
+
+        ``deadline`` is the caller's (``timeout`` seconds from the call, for messages):
+        when it comes before the attempt's own (``connect_timeout``), the attempt is
+        abandoned then and :class:`LeapTimeoutError` is raised; the client is
+        ``ERRORED`` (``will_reconnect=False``) and ``connect()`` may be called again,
+        as after any failed attempt. Never waits while holding ``lock``."""
         self.check_process()
         self.pid = os.getpid()
         with self.lock:
-            for channels in self._channels.values():
-                for channel in channels:
-                    channel._pid = self.pid  # made before a fork(), fed in this process
-        run = self._supervisor.start()
+            for channel in self.registry.all():
+                channel._pid = self.pid  # made before a fork(), fed in this process
+        run = self._supervisor.start(deadline)
         limit = self.options.connect_timeout + _FIRST_ATTEMPT_GRACE
+        callers = False
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining < self.options.connect_timeout - _FIRST_ATTEMPT_GRACE:
+            # The caller's deadline comes first (clearly: at about the same time, the
+            # attempt's own error says more, naming its phase).
+            limit, callers = max(0.0, remaining), True
         if not run.first.wait(limit):
-            # Only a DNS lookup outlives the attempt's deadline: abandon it.
             attempt = run.attempt
-            error = self.handler.scrub(
-                attempt.expired_error() if attempt is not None else LeapConnectionError("could not connect in time")
-            )
+            error: LeapError
+            if callers:  # the caller's timeout, whatever the attempt's own
+                phase = attempt.phase if attempt is not None else "dns"
+                shown = f"{timeout:g} s" if timeout is not None else "the timeout"
+                error = LeapTimeoutError(f"not connected within {shown} (the attempt was in its {phase} phase)")
+            else:  # only a DNS lookup outlives the attempt's deadline: abandon it
+                error = self.handler.scrub(
+                    attempt.expired_error() if attempt is not None else LeapConnectionError("could not connect in time")
+                )
             if self._supervisor.abandon(run, error):
                 self.settle(deadline)
                 raise error
         if run.first.error is not None:
             if not self.closing.is_set():
-                self._supervisor.join_failed(run)  # so that connect() may be called again at once
+                self._supervisor.join_failed(run, deadline)  # so that connect() may be called again at once
             self.settle(deadline)
             raise run.first.error
         self.settle(deadline)
@@ -335,14 +361,16 @@ class ConnectionCore:
         timeout = self.options.close_timeout
         if run is not None and run.thread is not threading.current_thread():
             attempt = run.attempt
+            io_timeout = timeout
             if attempt is not None and attempt.resolving:
-                timeout = 0.0  # a lookup cannot be interrupted: do not wait for it (the thread ends after it)
-            run.thread.join(timeout)  # the thread waits at most a second for the close frame's answer
+                io_timeout = 0.0  # a lookup cannot be interrupted: do not wait for it (the thread ends after it)
+            run.thread.join(io_timeout)  # the thread waits at most a second for the close frame's answer
             if run.thread.is_alive():
                 self.log.warn("the I/O thread did not stop in time", {"phase": attempt.phase if attempt else None})
         self.log.start()  # CLOSED goes to the listeners on their thread: close() stays bounded
         self.report_closed()
-        self.log.stop()
+        with self.lock:  # an I/O thread ending now stops the callbacks thread under it too
+            self.log.stop()
         if not self.log.join(timeout):
             pass  # a listener or logger that does not return: its thread ends after it
 

@@ -105,11 +105,13 @@ def connect_first(
     *,
     delay: float = ATTEMPT_DELAY,
     new_socket: Callable[[int, int, int], socket.socket] = socket.socket,
+    label: str | None = None,
 ) -> socket.socket:
     """Race TCP connects to ``infos`` (ordered by :func:`order`) as the module
     docstring says; return the first connected socket (non-blocking, ``TCP_NODELAY``
-    set). ``host:port`` is what was resolved (for messages); ``new_socket(family,
-    type, proto)`` makes each socket.
+    set). ``host:port`` is what was resolved; messages name it as ``label`` where given
+    (a proxy: ``http proxy host:port``); ``new_socket(family, type, proto)`` makes each
+    socket.
 
     Runs on the calling thread and sets ``attempt.phase`` to ``"tcp"``. Raises
     :class:`LeapConnectionError` (phase ``"tcp"``) when every address failed or the
@@ -118,7 +120,7 @@ def connect_first(
     Every socket but the one returned is closed, whatever happens.
     """
     attempt.phase = "tcp"
-    attempt.host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    attempt.host = label or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     pending = [_Try(info, port) for info in order(infos)]
     tried: list[_Try] = []
     flying: list[_Try] = []

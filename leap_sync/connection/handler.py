@@ -6,8 +6,9 @@ implements, and the small values they exchange (:class:`Decision`, :class:`Live`
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from ..errors import LeapConnectionError
@@ -15,7 +16,25 @@ from ..wire.close import CloseAction
 from .timeouts import MAX_WAIT
 from .transport import Transport
 
-__all__ = ["Decision", "Future", "Handler", "Live", "Session"]
+__all__ = ["ARRIVALS", "Decision", "Future", "Handler", "Live", "Session", "holding_live", "in_arrival_order"]
+
+ARRIVALS = "arrivals"
+"""The channel kind fed with every event a protocol delivers, of whatever kind, in
+the order they arrived (what ``leap-sync listen`` and ``elstat`` print from)."""
+
+
+def in_arrival_order(first: Sequence[Any], placed: Sequence[tuple[int, Any]]) -> list[Any]:
+    """``first`` (one kind of events, in wire order) merged with ``placed``, the other
+    kind, each ``(how many of first arrived before it, event)``, in wire order."""
+    merged: list[Any] = []
+    taken = 0
+    for before, event in placed:
+        if before > taken:
+            merged += first[taken:before]
+            taken = before
+        merged.append(event)
+    merged += first[taken:]
+    return merged
 
 
 class Session(Protocol):
@@ -134,3 +153,16 @@ class Future:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+
+@contextlib.contextmanager
+def holding_live(core: Any, lock: Any) -> Iterator[Live | None]:
+    """Hold the live connection's lock (if there is one: ``core.live``), then ``lock``
+    (the order every thread takes them in), with ``core.live`` still that connection
+    (re-checked under ``lock``, under which it changes); yields it."""
+    while True:
+        live = core.live
+        with live.lock if live is not None else contextlib.nullcontext(), lock:
+            if core.live is live:
+                yield live
+                return

@@ -163,7 +163,7 @@ def _read_head(sock: socket.socket, attempt: Attempt, early: bytes = b"") -> tup
 
 def _tunnel(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> bytes:
     """HTTP CONNECT through ``proxy``; returns bytes that followed the proxy's answer."""
-    attempt.phase, attempt.host = "proxy", endpoint.hostport
+    attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {proxy.describe()}"
     _send_all(sock, connect_request(endpoint.host, endpoint.port, proxy.auth), attempt)
     head, response = _read_head(sock, attempt)
     if isinstance(response, str):
@@ -197,13 +197,13 @@ def _socks(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attem
     """SOCKS4(a)/5(h) CONNECT through ``proxy`` on the connected ``sock``, with the
     same waits as every phase (bounded, interrupted by ``close()``); returns bytes that
     followed the proxy's answer."""
-    attempt.phase, attempt.host = "proxy", endpoint.hostport
+    attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {proxy.describe()}"
     problem = None
     try:
         host = endpoint.host
         if proxy.type in ("socks5", "socks4"):  # the client resolves the target
             infos = _resolve(host, endpoint.port, attempt)
-            attempt.phase, attempt.host = "proxy", endpoint.hostport
+            attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {proxy.describe()}"
             family = socket.AF_INET if proxy.type == "socks4" else None
             host = next(str(info[4][0]) for info in infos if family is None or info[0] == family)
         if proxy.type.startswith("socks5"):
@@ -293,7 +293,7 @@ def open_socket(
             raise _error(attempt, f"bad proxy setting in the environment: {exc}") from None
         target = chosen or Proxy("direct", endpoint.host, endpoint.port)
         infos = _resolve(target.host, target.port, attempt)
-        sock = connect_first(infos, target.host, target.port, attempt)
+        sock = connect_first(infos, target.host, target.port, attempt, label=chosen.describe() if chosen else None)
         early = b""
         if chosen is not None:
             early = (

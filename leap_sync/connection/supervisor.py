@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import LeapClosedError, LeapConnectionError, LeapError
+from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
 from ..state import ConnectionState
 from ..wire.close import UNKNOWN_ERROR, CloseAction
 from .handler import Future, Live
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .callbacks import Callbacks
     from .handler import Handler, Session
     from .options import ConnectOptions
+    from .stats import Counters
 
 __all__ = ["Core", "Supervisor"]
 
@@ -63,6 +64,7 @@ class Core(Protocol):
     url: str
     run: Any
     live: Live | None
+    counters: Counters
 
     def set_state(
         self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
@@ -112,42 +114,62 @@ class Supervisor:
 
     # -- runs (called by connect()) --------------------------------------------------------
 
-    def start(self) -> _Run:
+    def start(self, deadline: float | None = None) -> _Run:
+        """Start a run (``connect()``). A previous run whose first attempt failed is
+        joined first *outside* ``core.lock`` (its last steps take it), then checked
+        again. Raises :class:`LeapClosedError`, :class:`LeapError` (a run is going) or
+        :class:`LeapTimeoutError` (that thread did not end by ``deadline``)."""
         core = self.core
-        with core.lock:
-            if core.closing.is_set():
-                raise LeapClosedError("the client is closed")
-            if core.finished:
-                raise LeapClosedError("the client stopped after a fatal error; make a new one")
-            previous = core.run
-            if previous is not None and not previous.abandoned:
-                if previous.thread.is_alive() and not previous.first.error:
-                    raise LeapError("connect() was already called; the client reconnects by itself")
-                if previous.thread is not threading.current_thread():
-                    previous.thread.join(core.options.close_timeout)
-            run = _Run(core, self._run)
-            core.run = run
-            core.log.start()
-            run.thread.start()
-        return run
+        while True:
+            with core.lock:
+                if core.closing.is_set():
+                    raise LeapClosedError("the client is closed")
+                if core.finished:
+                    raise LeapClosedError("the client stopped after a fatal error; make a new one")
+                previous = core.run
+                ending: threading.Thread | None = None
+                if previous is not None and not previous.abandoned and previous.thread.is_alive():
+                    if not previous.first.error:
+                        raise LeapError("connect() was already called; the client reconnects by itself")
+                    if previous.thread is not threading.current_thread():
+                        ending = previous.thread
+                if ending is None:
+                    run = _Run(core, self._run)
+                    core.run = run
+                    core.log.start()
+                    run.thread.start()
+                    return run
+            if not self._join(ending, deadline):  # outside the lock, which the thread takes on its way out
+                raise LeapTimeoutError("the previous connection attempt's thread did not end in time")
 
-    def abandon(self, run: _Run, error: LeapConnectionError) -> bool:
-        """``connect()`` gave up waiting for the first attempt (a DNS lookup past the
-        deadline): the run stops and its thread ends once the lookup returns. ``False``
-        if the attempt finished first."""
-        if not run.first.fail(error):
-            return False
-        with self.core.lock:
+    def abandon(self, run: _Run, error: LeapError) -> bool:
+        """``connect()`` gave up waiting for the first attempt (past the attempt's
+        deadline, a DNS lookup; or past the caller's own ``timeout``, any phase): the
+        run stops (interrupting the attempt) and its thread ends at once, or once a
+        lookup returns. ``False`` if the attempt finished first."""
+        with self.core.lock:  # the thread reports its state under it: ERRORED comes last
+            if not run.first.fail(error):
+                return False
             run.abandoned = True
             run.stop.set()
+            self.core.set_state(ConnectionState.ERRORED, error, False)
         run.wakeup.notify()
-        self.core.set_state(ConnectionState.ERRORED, error, False)
         return True
 
-    def join_failed(self, run: _Run) -> None:
-        """After a failed first attempt: let the thread end so a retry can start."""
+    def join_failed(self, run: _Run, deadline: float | None = None) -> None:
+        """After a failed first attempt: let the thread end so a retry can start (until
+        ``deadline``, monotonic, at most ``close_timeout``; never under ``core.lock``)."""
         if run.thread is not threading.current_thread():
-            run.thread.join(self.core.options.close_timeout)
+            self._join(run.thread, deadline)
+
+    def _join(self, thread: threading.Thread, deadline: float | None) -> bool:
+        """Join ``thread`` until ``deadline`` (monotonic), at most ``close_timeout``;
+        whether it ended. Never called under ``core.lock``."""
+        limit = self.core.options.close_timeout
+        if deadline is not None:
+            limit = min(limit, max(0.0, deadline - time.monotonic()))
+        thread.join(limit)
+        return not thread.is_alive()
 
     # -- the thread -------------------------------------------------------------------------
 
@@ -169,10 +191,9 @@ class Supervisor:
             if not run.abandoned:
                 if core.closing.is_set():
                     core.report_closed()
-                with core.lock:
-                    current = core.run is run
-                if current:
-                    core.log.stop()
+                with core.lock:  # checked and stopped at once: a new run may start right after
+                    if core.run is run:
+                        core.log.stop()
 
     def _supervise(self, run: _Run) -> None:
         core = self.core
@@ -228,6 +249,7 @@ class Supervisor:
             early=early,
             send_timeout=options.send_timeout,
             max_message_size=options.max_message_size,
+            counters=core.counters,
         )
 
     # -- serving one connection -------------------------------------------------------------
@@ -251,19 +273,25 @@ class Supervisor:
         try:
             for frame in session.start(clock()):
                 live.emit(frame, urgent=True)
+            state = ConnectionState.AUTHENTICATING
             if session.connected:  # a protocol without a handshake of its own (Elstat)
                 connected_at = core.clock()
                 core.handler.on_connected(live)
-                core.set_state(ConnectionState.CONNECTED)
-            else:
-                core.set_state(ConnectionState.AUTHENTICATING)
+                state = ConnectionState.CONNECTED
+            with core.lock:  # abandon() reports under it: never a stale state after its ERRORED
+                if first and run.first.done:
+                    return None  # connect() gave up on this attempt
+                core.set_state(state)
             if first and not run.first.set():  # connect() returns now, the state is current
                 return None
             while True:
                 now = clock()
                 if closing_by is None and run.stop.is_set():
-                    transport.send_close(1000, "")
-                    closing_by = now + min(1.0, core.options.close_timeout)
+                    if connected_at is not None:
+                        transport.send_close(1000, "")
+                        closing_by = now + min(1.0, core.options.close_timeout)
+                    else:  # never CONNECTED (Hello, Identify, INIT): no handshake to wait for
+                        closing_by = now
                 if closing_by is not None and now >= closing_by:
                     transport.abort(LeapConnectionError("the client was closed"))
                 if connected_at is None and closing_by is None and now >= attempt.deadline:
@@ -292,6 +320,7 @@ class Supervisor:
                 batch = transport.receive(None if wait is None else max(0.0, wait - now))
                 if not batch:
                     continue
+                core.counters.received(batch)
                 with live.lock:
                     result = session.receive(batch, clock())
                 for frame in result.send:

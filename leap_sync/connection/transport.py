@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websocket
 
@@ -27,6 +27,9 @@ from ..wire.wsframes import DEFAULT_MAX_SIZE, FrameReader, WebSocketProtocolErro
 from .timeouts import MAX_WAIT, poll_ms
 from .wakeup import Wakeup
 from .writer import FrameWriter, Outgoing
+
+if TYPE_CHECKING:
+    from .stats import Counters
 
 __all__ = ["Outgoing", "Transport"]
 
@@ -66,7 +69,9 @@ class Transport:
         early: bytes = b"",
         send_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_SIZE,
+        counters: Counters | None = None,
     ) -> None:
+        self._counters = counters  # counts each data message queued
         self._sock = sock
         self._wakeup = wakeup
         self._tls = isinstance(sock, ssl.SSLSocket)
@@ -110,7 +115,10 @@ class Transport:
         :class:`LeapConnectionError` once the connection is ending.
         """
         frame = _create_frame(payload, _OPCODE_BINARY if binary else _OPCODE_TEXT).format()
-        return self._queue(frame, urgent)
+        item = self._queue(frame, urgent)
+        if self._counters is not None:
+            self._counters.sent_frame(len(frame))
+        return item
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a websocket ping (urgent; the peer's pong, like anything it sends,

@@ -3,31 +3,33 @@
 A thin façade over :class:`~leap_sync.connection.core.ConnectionCore`, the same core as
 ``LeapClient`` (threads, bounded and interruptible connection attempts, backoff,
 state listeners, ``close()``, event channels): see :mod:`leap_sync.connection.core` for the thread
-contract. What is Elstat's lives here: subscriptions (split over 256-byte payloads,
-re-subscribed after every reconnect), matching SUBSCRIBED/UNSUBSCRIBED to the calls
-waiting for them, and the close-code policy (4200 and 4420 are fatal: they mean this
-client sent something Elstat refuses, which reconnecting would only repeat).
+contract. What is Elstat's lives here and in :mod:`leap_sync.elstat.requests`:
+subscriptions (split over 256-byte payloads, re-subscribed after every reconnect),
+matching SUBSCRIBED/UNSUBSCRIBED to the calls waiting for them, and the close-code
+policy (4200 and 4420 are fatal: they mean this client sent something Elstat refuses,
+which reconnecting would only repeat).
 """
 
 from __future__ import annotations
 
-import functools
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import Decision, Future, Live
+from ..connection.handler import ARRIVALS, Decision, Live, in_arrival_order
 from ..connection.options import ConnectOptions
+from ..connection.stats import Stats
 from ..connection.timeouts import check_seconds, check_timeout
-from ..errors import LeapConnectionError, LeapTimeoutError
-from ..log import Logger, StdlibLogger
+from ..errors import LeapConnectionError
+from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
-from .protocol import CloseCode, DataEvent, IncidentEvent, Op, split_request
+from .protocol import CloseCode, DataEvent, IncidentEvent, Op
+from .requests import Requests
 from .session import ElstatResult, ElstatSession
 
 __all__ = ["ElstatClient", "streaming_url"]
@@ -59,17 +61,6 @@ def _names(channels: str | Iterable[str]) -> list[str]:
     return [channels] if isinstance(channels, str) else list(channels)
 
 
-class _Request:
-    """A SUBSCRIBE/UNSUBSCRIBE on the wire: what it asked, and who waits for it."""
-
-    __slots__ = ("channels", "future", "op")
-
-    def __init__(self, op: Op, channels: list[str], future: Future | None) -> None:
-        self.op = op
-        self.channels = channels
-        self.future = future
-
-
 class ElstatClient:
     """A client for Elstat's Streaming API.
 
@@ -86,7 +77,7 @@ class ElstatClient:
     def __init__(
         self,
         url: str,
-        logger: Logger | None = None,
+        logger: AnyLogger | None = None,
         *,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
@@ -98,22 +89,21 @@ class ElstatClient:
         **options: Any,
     ) -> None:
         ping = (check_seconds(ping_interval, "ping_interval"), check_seconds(ping_timeout, "ping_timeout"))
-        self.logger: Logger = logger if logger is not None else StdlibLogger()
+        self._logger: Logger = as_logger(logger)
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
         self._ping = ping
         self._core = ConnectionCore(
-            self,
+            _ElstatHandler(self),
             url=streaming_url(url),
             options=ConnectOptions(sslopt=sslopt, max_message_size=max_message_size, **options),
-            logger=self.logger,
+            logger=self._logger,
             backoff=backoff,
             clock=clock,
         )
         self._lock = self._core.lock
-        self._requests: dict[tuple[int, int], _Request] = {}
-        self._wanted: dict[str, None] = {}  # what the application asked for: re-subscribed after reconnects
-        self._confirmed: dict[str, None] = {}  # what the server confirmed
+        self._calls = Requests(self._core)
+        self._wanted = self._calls.wanted  # the same dict
 
     def __repr__(self) -> str:
         return f"<ElstatClient state={self.state.connection_state.value} url={self.url!r}>"
@@ -122,6 +112,13 @@ class ElstatClient:
     def state(self) -> StateInfo:
         """The current :class:`~leap_sync.state.StateInfo`."""
         return self._core.state
+
+    @property
+    def stats(self) -> Stats:
+        """A :class:`~leap_sync.Stats` snapshot, as ``LeapClient.stats``
+        (``heartbeat_rtt`` always ``None``: Elstat has no heartbeats). Cheap and safe
+        from any thread."""
+        return self._core.stats(None)
 
     @property
     def url(self) -> str:
@@ -133,7 +130,7 @@ class ElstatClient:
         """The channels the server confirmed (and that were not unsubscribed since),
         in the order they were confirmed."""
         with self._lock:
-            return tuple(self._confirmed)
+            return tuple(self._calls.confirmed)
 
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         """As ``LeapClient.add_state_update_listener``: on the callbacks thread, in
@@ -141,13 +138,19 @@ class ElstatClient:
         return self._core.add_state_update_listener(listener)
 
     def data_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[DataEvent]:
-        """A new channel of :class:`~leap_sync.elstat.DataEvent`, in wire order."""
+        """A new channel of :class:`~leap_sync.elstat.DataEvent`, in wire order (fed
+        for as long as the application holds it; see ``LeapClient.message_event_channel``)."""
         return self._core.new_channel(_DATA, maxsize, overflow)
 
     def incident_channel(self, maxsize: int = 0, overflow: str = "drop_oldest") -> EventChannel[IncidentEvent]:
         """A new channel of :class:`~leap_sync.elstat.IncidentEvent` (new, update,
         close), in wire order."""
         return self._core.new_channel(_INCIDENTS, maxsize, overflow)
+
+    def _arrivals_channel(self) -> EventChannel[DataEvent | IncidentEvent]:
+        """(For ``leap-sync elstat``.) A channel of data and incident events together,
+        in the order they arrived."""
+        return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting and closing ----------------------------------------------------------
 
@@ -157,7 +160,7 @@ class ElstatClient:
         ``CONNECTED`` once the websocket is open)."""
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._core.connect(deadline)
+        self._core.connect(deadline, timeout)
         if wait:
             self.wait_connected(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
@@ -186,136 +189,60 @@ class ElstatClient:
         A long list goes out in as many payloads as the 256-byte limit needs; a name
         that cannot fit even alone raises ``ValueError`` before anything is sent. The
         channels are re-subscribed after every reconnect. Raises
-        :class:`LeapConnectionError` (not connected, or the connection dropped before
-        every answer came) and :class:`LeapTimeoutError` after ``timeout`` seconds.
+        :class:`~leap_sync.LeapConnectionError` (not connected, or the connection dropped before
+        every answer came: either way the call changes nothing, and the next
+        connection is subscribed to what stood before it) and
+        :class:`~leap_sync.LeapTimeoutError` after ``timeout`` seconds (the server's later answer
+        still counts). A channel another call is already subscribing (unanswered) is
+        not sent again: this call shares that answer. A retry after a timeout sends
+        its channels again and is answered even if the server never answers the
+        first request.
         """
-        return self._request(Op.SUBSCRIBE, _names(channels), timeout, wait)
+        return self._calls.call(Op.SUBSCRIBE, _names(channels), timeout, wait)
 
     def unsubscribe(
         self, channels: str | Iterable[str], timeout: float | None = 10.0, *, wait: bool = False
     ) -> list[str]:
-        """Unsubscribe; return the channels the server confirmed it unsubscribed."""
-        return self._request(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
+        """Unsubscribe; return the channels the server confirmed it unsubscribed.
+        Raises as :meth:`subscribe` (a call that fails changes nothing: the channels
+        stay subscribed, and are re-subscribed after a reconnect)."""
+        return self._calls.call(Op.UNSUBSCRIBE, _names(channels), timeout, wait)
 
-    def _request(self, op: Op, channels: list[str], timeout: float | None, wait: bool) -> list[str]:
-        groups = split_request(op, channels)  # ValueError before anything is sent
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        names = [name for group in groups for name in group]
-        futures: list[Future] = []
-        keys: list[tuple[int, int]] = []
-        try:
-            for group in groups:
-                future = Future()
-                futures.append(future)
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._core.send(
-                    {"op": int(op), "channels": group},
-                    wait,
-                    remaining,
-                    functools.partial(self._expect, op=op, group=group, future=future, keys=keys),
-                )
-                wait = False  # connected now; later groups go on the same connection
-            self._core.log.debug("subscribe" if op is Op.SUBSCRIBE else "unsubscribe", {"channels": len(names)})
-            confirmed: list[str] = []
-            for future in futures:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not future.wait(remaining):
-                    raise LeapTimeoutError(f"no answer to {op.name} within {timeout:g} s")
-                if future.error is not None:
-                    raise future.error
-                confirmed += future.value
-            return confirmed
-        finally:
-            with self._lock:
-                for key in keys:
-                    request = self._requests.get(key)
-                    if request is not None:
-                        request.future = None  # its answer still updates subscriptions
+    # -- what the core asks (the I/O thread; never blocks), through _ElstatHandler -----------
 
-    def _expect(self, session: Any, op: Op, group: list[str], future: Future | None, keys: list[Any]) -> None:
-        """(Under the connection's lock, right before the frame is queued.) Record the
-        request, and what the application wants from now on: a call that fails before
-        sending changes nothing."""
-        key = (id(session), cast(ElstatSession, session).expect_reply(op, group))
-        keys.append(key)
-        with self._lock:
-            self._requests[key] = _Request(op, group, future)
-            for name in group:
-                if op is Op.SUBSCRIBE:
-                    self._wanted[name] = None
-                else:
-                    self._wanted.pop(name, None)
-
-    # -- what the core asks (the I/O thread; never blocks) ----------------------------------
-
-    def new_session(self) -> ElstatSession:
+    def _new_session(self) -> ElstatSession:
         return ElstatSession(*self._ping)
 
-    def deliver(self, live: Live, result: ElstatResult) -> None:
+    def _deliver(self, live: Live, result: ElstatResult) -> None:
         core = self._core
         if result.data:
-            for channel in core.channels(_DATA):
-                channel._put_many(result.data)
+            core.registry.feed(_DATA, result.data)
         if result.incidents:
-            for channel in core.channels(_INCIDENTS):
-                channel._put_many(result.incidents)
-        for number, reply in result.replies:
-            with self._lock:
-                request = self._requests.pop((id(live.session), number), None) if number is not None else None
-                if reply.op is Op.SUBSCRIBED:
-                    for name in request.channels if request is not None else ():
-                        if name not in reply.channels:
-                            self._confirmed.pop(name, None)  # refused (again)
-                    asked = request.channels if request is not None else self._wanted
-                    for name in reply.channels:
-                        if name in asked:  # never a channel this client did not ask for
-                            self._confirmed[name] = None
-                else:
-                    for name in reply.channels:
-                        self._confirmed.pop(name, None)
-            if request is not None and request.future is not None:
-                request.future.set([name for name in request.channels if name in reply.channels])
+            core.registry.feed(_INCIDENTS, result.incidents)
+        if (result.data or result.incidents) and core.registry.references(ARRIVALS):
+            after = result.incidents_after
+            if len(after) != len(result.incidents):  # a result built without positions
+                after = [len(result.data)] * len(result.incidents)
+            core.registry.feed(ARRIVALS, in_arrival_order(result.data, list(zip(after, result.incidents, strict=True))))
+        if result.replies:
+            self._calls.on_replies(live, result.replies)
         for op in result.unknown_ops:
             core.log.info("ignoring a frame with an unknown op", {"op": op})
 
-    def on_connected(self, live: Live) -> None:
-        with self._lock:
-            # A new connection has no subscription yet: what stands is what is wanted and
-            # was confirmed before, until the answers to the re-subscriptions say otherwise.
-            self._confirmed = {name: None for name in self._confirmed if name in self._wanted}
-            wanted = list(self._wanted)
-        if not wanted:
-            return
-        self._core.log.debug("resubscribing", {"channels": len(wanted)})
-        session = cast(ElstatSession, live.session)
-        with live.lock:
-            for group in split_request(Op.SUBSCRIBE, wanted):
-                if self._core.closing.is_set():  # close() wants the thread: stop re-subscribing
-                    return
-                self._expect(session, Op.SUBSCRIBE, group, None, [])
-                if not live.emit({"op": int(Op.SUBSCRIBE), "channels": group}):
-                    return
+    def _on_connected(self, live: Live) -> None:
+        self._calls.on_connected(live)
 
-    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+    def _on_lost(self, error: LeapConnectionError, session: Any) -> None:
         fatal = self._refusal(error)
-        self._fail_requests(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
+        self._calls.fail(fatal if fatal is not None else LeapConnectionError(f"connection lost: {error}"))
 
-    def on_finish(self, error: BaseException) -> None:
-        self._fail_requests(error)
+    def _on_finish(self, error: BaseException) -> None:
+        self._calls.fail(error)
 
-    def _fail_requests(self, error: BaseException) -> None:
-        with self._lock:
-            requests = list(self._requests.values())
-            self._requests.clear()
-        for request in requests:
-            if request.future is not None:
-                request.future.fail(error)
-
-    def awaiting(self, session: Any) -> tuple[str, str]:
+    def _awaiting(self, session: Any) -> tuple[str, str]:
         return ("upgrade", "websocket upgrade")  # never asked: connected from the start
 
-    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
+    def _decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
         fatal = self._refusal(error)  # fatal whatever was written (DESIGN.md)
         if fatal is not None:
             return Decision(CloseAction.FATAL, fatal)
@@ -334,8 +261,46 @@ class ElstatClient:
             "(it refused what this client sent; reconnecting would only repeat it)"
         )
 
-    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+    def _scrub(self, error: LeapConnectionError) -> LeapConnectionError:
         return error  # Elstat has no secrets
 
-    def redact(self, text: str) -> str:
+    def _redact(self, text: str) -> str:
         return text
+
+
+class _ElstatHandler:
+    """What the connection core calls (:class:`~leap_sync.connection.handler.Handler`),
+    kept off the client's public surface: each call goes to the client's private
+    method of the same name."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: ElstatClient) -> None:
+        self.client = client
+
+    def new_session(self) -> ElstatSession:
+        return self.client._new_session()
+
+    def deliver(self, live: Live, result: ElstatResult) -> None:
+        self.client._deliver(live, result)
+
+    def on_connected(self, live: Live) -> None:
+        self.client._on_connected(live)
+
+    def on_lost(self, error: LeapConnectionError, session: Any) -> None:
+        self.client._on_lost(error, session)
+
+    def on_finish(self, error: BaseException) -> None:
+        self.client._on_finish(error)
+
+    def awaiting(self, session: Any) -> tuple[str, str]:
+        return self.client._awaiting(session)
+
+    def decide(self, error: LeapConnectionError, session: Any, wrote: bool) -> Decision:
+        return self.client._decide(error, session, wrote)
+
+    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+        return self.client._scrub(error)
+
+    def redact(self, text: str) -> str:
+        return self.client._redact(text)

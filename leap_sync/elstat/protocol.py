@@ -99,10 +99,16 @@ class DataEvent:
     channels, an int of milliseconds (or ``None``) on ``latency:`` channels, and as
     sent on any other; ``data`` is the whole ``d`` list."""
 
+    #: The channel (``"<type>:<name>"``).
     channel: str
+    #: When the value was measured: an aware UTC datetime.
     timestamp: datetime.datetime
+    #: The same instant, as the raw unix milliseconds Elstat sent.
     timestamp_ms: int
+    #: A bool on ``status:`` channels, an int of milliseconds (or ``None``) on
+    #: ``latency:`` channels, as sent on any other.
     value: Any
+    #: The whole ``d`` list of the frame.
     data: tuple[Any, ...] = ()
 
     @property
@@ -116,14 +122,23 @@ class Incident:
     """An incident as Elstat sends it. The fields leap-sync reads are typed (``None``
     when absent); ``raw`` is the whole object."""
 
+    #: The incident's id.
     id: str
+    #: Its title.
     title: str | None = None
+    #: Its text.
     content: str | None = None
+    #: Its type, as Elstat names it.
     type: str | None = None
+    #: Whether it is still going on.
     ongoing: bool | None = None
+    #: When it started (aware UTC).
     start: datetime.datetime | None = None
+    #: When it ended (aware UTC), ``None`` while ongoing.
     end: datetime.datetime | None = None
+    #: Its stages, as sent.
     stages: tuple[Any, ...] = ()
+    #: The whole incident object, as sent (not compared by ``==``).
     raw: Any = attrs.field(factory=dict, eq=False, repr=False)
 
 
@@ -131,7 +146,9 @@ class Incident:
 class IncidentEvent:
     """INCIDENT_NEW (``op`` 4), INCIDENT_UPDATE (5) or INCIDENT_CLOSE (6)."""
 
+    #: ``INCIDENT_NEW``, ``INCIDENT_UPDATE`` or ``INCIDENT_CLOSE``.
     op: Op
+    #: The incident.
     incident: Incident
 
     @property

@@ -3,18 +3,31 @@
 Elstat has no hello and no heartbeats: the connection is usable once upgraded
 (:attr:`ElstatSession.connected` from the start), and liveness comes from websocket
 pings after a quiet interval (:class:`~leap_sync.wire.keepalive.PingKeepalive`).
-SUBSCRIBED and UNSUBSCRIBED answer requests in the order they were sent, per opcode,
-naming the channels they confirm (a subset of those asked): :meth:`ElstatSession.expect_reply`
-numbers a request, and :meth:`receive` hands back each reply with the number of the
-oldest pending request of its kind that asked for every channel it names. A request
-the server never answers therefore never shifts the answers behind it onto the wrong
-calls; a reply that answers no pending request is unsolicited (number ``None``).
+SUBSCRIBED and UNSUBSCRIBED answer requests, per opcode, naming the channels they
+confirm (a subset of those asked), and nothing else: the wire cannot tell apart two
+requests that name the same channel. So the session keeps them apart:
+
+- :meth:`ElstatSession.expect_reply` numbers a request and records the channels it
+  *claims*. A client asks :meth:`ElstatSession.sharing` first and sends no channel
+  whose latest pending request is of the same kind and still awaited: it shares that
+  request's answer instead. Two awaited requests of one kind never claim the same
+  channel, so a reply naming channels belongs to exactly one request, whatever order
+  the server answers in.
+- :meth:`ElstatSession.abandon` marks a request nobody waits for any more (its caller
+  gave up). Its answer still counts when it comes, but a later request of the same
+  kind naming one of its channels takes that channel over (the abandoned request
+  forgets it, and is forgotten once it claims none): a retry is never left behind a
+  request the server may never answer.
+- :meth:`receive` hands back each reply with the number of the pending request of its
+  kind that claims every channel it names (the oldest, for a reply naming none) and
+  the channels that request claimed; a reply that answers no pending request is
+  unsolicited (number ``None``).
+
 Time comes in as an argument.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,16 +44,31 @@ __all__ = ["ElstatResult", "ElstatSession"]
 @attrs.define(slots=True)
 class ElstatResult:
     """What one batch produced, in wire order per kind: ``data``, ``incidents``,
-    ``replies`` as ``(request number or None, reply)``, ``unknown_ops`` (opcodes
+    ``replies`` as ``(request number or None, reply, channels the request claimed)``, ``unknown_ops`` (opcodes
     this library does not know, skipped), ``send`` (always empty: Elstat asks nothing
     back), and the protocol ``error`` that stopped the batch, if any."""
 
     data: list[DataEvent] = attrs.field(factory=list)
     incidents: list[IncidentEvent] = attrs.field(factory=list)
-    replies: list[tuple[int | None, Reply]] = attrs.field(factory=list)
+    replies: list[tuple[int | None, Reply, frozenset[str]]] = attrs.field(factory=list)
     unknown_ops: list[int] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
+    incidents_after: list[int] = attrs.field(factory=list, eq=False)
+    """For each of ``incidents``, how many of ``data`` arrived before it: the wire's
+    order across both lists."""
+
+
+class _Pending:
+    """A request awaiting its reply: what it claims, and whether anyone still waits."""
+
+    __slots__ = ("abandoned", "claimed", "number", "op")
+
+    def __init__(self, number: int, op: Op, claimed: set[str]) -> None:
+        self.number = number
+        self.op = op
+        self.claimed = claimed
+        self.abandoned = False
 
 
 class ElstatSession:
@@ -53,10 +81,8 @@ class ElstatSession:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self.keepalive: PingKeepalive | None = None
-        self._pending: dict[Op, collections.deque[tuple[int, frozenset[str]]]] = {
-            Op.SUBSCRIBE: collections.deque(),
-            Op.UNSUBSCRIBE: collections.deque(),
-        }
+        self._pending: dict[Op, list[_Pending]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}  # oldest first
+        self._latest: dict[str, _Pending] = {}  # the newest pending request claiming each channel
         self._requests = 0
 
     def __repr__(self) -> str:
@@ -73,21 +99,52 @@ class ElstatSession:
 
     def expect_reply(self, op: Op, channels: Iterable[str]) -> int:
         """Number a SUBSCRIBE or UNSUBSCRIBE of ``channels`` about to be sent (call in
-        the order the frames go out)."""
+        the order the frames go out). It takes each channel over from the abandoned
+        requests of its kind that claim it."""
+        names = set(channels)
+        pending = self._pending[op]
+        for request in [r for r in pending if r.abandoned and not r.claimed.isdisjoint(names)]:
+            request.claimed -= names
+            if not request.claimed:
+                pending.remove(request)
         self._requests += 1
-        self._pending[op].append((self._requests, frozenset(channels)))
+        request = _Pending(self._requests, op, names)
+        pending.append(request)
+        for name in names:
+            self._latest[name] = request
         return self._requests
 
-    def _answered(self, reply: Reply) -> int | None:
-        """The number of the oldest pending request ``reply`` can answer (it asked
-        for every channel the reply names), taken off the pending list."""
+    def sharing(self, op: Op, channel: str) -> int | None:
+        """The number of the request whose answer a new ``op`` request naming
+        ``channel`` should share rather than send it again: the newest pending request
+        claiming it, if it is of the same kind and not abandoned; else ``None``."""
+        request = self._latest.get(channel)
+        if request is None or request.op is not op or request.abandoned or channel not in request.claimed:
+            return None
+        return request.number
+
+    def abandon(self, number: int) -> bool:
+        """Mark request ``number`` as awaited by nobody; ``False`` if it is not pending."""
+        for request in (*self._pending[Op.SUBSCRIBE], *self._pending[Op.UNSUBSCRIBE]):
+            if request.number == number:
+                request.abandoned = True
+                return True
+        return False
+
+    def _answered(self, reply: Reply) -> tuple[int | None, frozenset[str]]:
+        """The pending request ``reply`` answers (it claims every channel the reply
+        names; the oldest for a reply naming none), taken off the pending list, with
+        the channels it claimed."""
         pending = self._pending[Op.SUBSCRIBE if reply.op is Op.SUBSCRIBED else Op.UNSUBSCRIBE]
         named = set(reply.channels)
-        for index, (number, asked) in enumerate(pending):
-            if named <= asked:
+        for index, request in enumerate(pending):
+            if named <= request.claimed:
                 del pending[index]
-                return number
-        return None
+                for name in request.claimed:
+                    if self._latest.get(name) is request:
+                        del self._latest[name]
+                return request.number, frozenset(request.claimed)
+        return None, frozenset()
 
     def receive(self, batch: Iterable[tuple[str | bytes, bool]], now: float) -> ElstatResult:
         """Parse received messages; stops at the first malformed one (``error``)."""
@@ -100,8 +157,10 @@ class ElstatSession:
                     result.data.append(event)
                 elif isinstance(event, IncidentEvent):
                     result.incidents.append(event)
+                    result.incidents_after.append(len(result.data))
                 elif isinstance(event, Reply):
-                    result.replies.append((self._answered(event), event))
+                    number, claimed = self._answered(event)
+                    result.replies.append((number, event, claimed))
                 else:
                     result.unknown_ops.append(event.op)
         except LeapProtocolError as exc:

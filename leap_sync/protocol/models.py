@@ -56,10 +56,15 @@ class Channel:
     ``type`` is ``"private"``, ``"public"`` or ``"unprotected"``.
     """
 
+    #: The channel's id.
     id: str
+    #: The project it belongs to.
     project_id: str
+    #: The channel's state: the JSON value last set (an object, usually).
     state: Any = attrs.field(factory=dict)
+    #: ``"private"``, ``"public"`` or ``"unprotected"``.
     type: str = "private"
+    #: The channel's capabilities, when the server sends them.
     capabilities: int | None = None
 
 
@@ -67,13 +72,21 @@ class Channel:
 class PipeRoom:
     """A Pipe room, as Leap Edge sends it (sensitive fields stripped)."""
 
+    #: The room's id.
     id: str
+    #: Its name.
     name: str
+    #: When it was created, as the server wrote it.
     created_at: str
+    #: The protocol media comes in by.
     ingest_protocol: str
+    #: The protocols media goes out by (e.g. ``"webrtc"``, ``"llhls"``).
     delivery_protocols: tuple[str, ...]
+    #: The token that joins the room (pass it to :meth:`~leap_sync.LeapClient.subscribe_pipe_room`).
     join_token: str
+    #: Where media comes in.
     ingest_region: str
+    #: ``"live"`` or ``"offline"``.
     state: str  # "live" | "offline"
 
 
@@ -115,10 +128,15 @@ class InitEvent:
     session is already subscribed to.
     """
 
+    #: This connection's id.
     cid: str
+    #: How many connections the session has, this one included.
     connection_count: int
+    #: The token's metadata (any JSON value).
     metadata: Any
+    #: ``"project"``, ``"token"`` or ``"noauth"``.
     scope: str
+    #: The channels the session is already subscribed to.
     channels: tuple[Channel, ...] = ()
 
 
@@ -132,11 +150,18 @@ class MessageEvent:
     one (the embedded test server does for sequenced channels; Hop's edge does not).
     """
 
+    #: The channel it was published on; ``None`` for a direct message.
     channel_id: str | None
+    #: The event's name, as the sender gave it.
     event_name: str
+    #: The payload: any JSON value (with ETF, ``bytes`` too).
     data: Any
+    #: Whether only this connection, not the whole session, received it.
     unicast: bool = False
+    #: Whether it came as a ``DIRECT_MESSAGE`` (see :attr:`is_direct_message`).
     direct: bool = False
+    #: The server's sequence number, when it numbers messages (the embedded server does
+    #: for ``sequenced`` channels; Hop's does not).
     seq: int | None = None
 
     @property
@@ -149,7 +174,9 @@ class MessageEvent:
 class AvailableEvent:
     """``AVAILABLE``: a channel became available to this session."""
 
+    #: The channel's id.
     channel_id: str | None
+    #: The channel, with its state.
     channel: Channel
 
 
@@ -161,8 +188,11 @@ class UnavailableEvent:
     ``"UNKNOWN"``.
     """
 
+    #: The channel's id.
     channel_id: str | None
+    #: ``True`` for an unsubscription, ``False`` for a refusal or a loss.
     graceful: bool
+    #: Why, when not graceful (e.g. ``"NOT_GRANTED"``, ``"UNKNOWN"``).
     error_code: str | None = None
 
 
@@ -170,7 +200,9 @@ class UnavailableEvent:
 class StateUpdateEvent:
     """``STATE_UPDATE``: a channel's state changed."""
 
+    #: The channel's id.
     channel_id: str | None
+    #: Its new state.
     state: Any
 
 
@@ -178,7 +210,9 @@ class StateUpdateEvent:
 class TokenStateUpdateEvent:
     """``TOKEN_STATE_UPDATE``: the Leap token's state changed."""
 
+    #: The frame's channel id, if it had one.
     channel_id: str | None
+    #: The token's new state.
     state: Any
 
 
@@ -188,8 +222,11 @@ class PipeRoomAvailableEvent:
     delivery protocol (``"webrtc"``, ``"llhls"``) to ``{edge_endpoint, type,
     serving_pop}``; it is empty while the room is offline."""
 
+    #: The room's channel id, when the server gives one.
     channel_id: str | None
+    #: The room.
     pipe_room: PipeRoom
+    #: Delivery protocol to ``{edge_endpoint, type, serving_pop}``; empty while the room is offline.
     connection: Any = attrs.field(factory=dict)
 
 
@@ -197,8 +234,11 @@ class PipeRoomAvailableEvent:
 class PipeRoomUpdateEvent:
     """``PIPE_ROOM_UPDATE``: a Pipe room changed (same fields as available)."""
 
+    #: The room's channel id, when the server gives one.
     channel_id: str | None
+    #: The room, as it is now.
     pipe_room: PipeRoom
+    #: Delivery protocol to ``{edge_endpoint, type, serving_pop}``; empty while the room is offline.
     connection: Any = attrs.field(factory=dict)
 
 
@@ -206,9 +246,13 @@ class PipeRoomUpdateEvent:
 class PipeRoomUnavailableEvent:
     """``PIPE_ROOM_UNAVAILABLE``: a Pipe room went away or was refused."""
 
+    #: The room's channel id, when the server gives one.
     channel_id: str | None
+    #: ``True`` for an unsubscription, ``False`` for a refusal or a loss.
     graceful: bool
+    #: Why, when not graceful.
     error_code: str | None = None
+    #: The room's join token, when the server sends it.
     join_token: str | None = None
 
 
@@ -217,9 +261,13 @@ class UnknownEvent:
     """A dispatch event this library does not know; kept so newer servers do not break
     older clients."""
 
+    #: The channel it concerns, if any.
     channel_id: str | None
+    #: The event's name.
     event_name: str
+    #: Its payload, as decoded.
     data: Any
+    #: Whether only this connection received it.
     unicast: bool = False
 
 

@@ -48,7 +48,12 @@ from .models import (
 )
 from .parse import parse_messages, parse_server_frame
 
-__all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
+__all__ = ["MAX_REFUSALS", "Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
+
+
+MAX_REFUSALS = 64
+"""At most this many refusable frames (see :meth:`ClientSession.expect_refusal`) wait
+for a refusal per channel; later ones are not recorded."""
 
 _second = operator.itemgetter(1)
 
@@ -86,6 +91,9 @@ class ReceiveResult:
     events: list[ServerFrame | Answer] = attrs.field(factory=list)
     send: list[dict[str, Any]] = attrs.field(factory=list)
     error: LeapProtocolError | None = None
+    after: list[int] = attrs.field(factory=list, eq=False)
+    """For each of ``events``, how many of ``messages`` arrived before it: the wire's
+    order across both lists."""
 
 
 class ClientSession:
@@ -106,8 +114,9 @@ class ClientSession:
         self.tagged_latency: float | None = None
         """The server-measured latency (s) of the last answered tagged request."""
         # Requests awaiting AVAILABLE/UNAVAILABLE, per channel, in the order sent:
-        # (request number, True for SUBSCRIBE / False for UNSUBSCRIBE).
-        self._pending: dict[str, collections.deque[tuple[int, bool]]] = {}
+        # (request number, True for SUBSCRIBE / False for UNSUBSCRIBE / None for a
+        # MESSAGE or SET_CHANNEL_STATE the server may refuse).
+        self._pending: dict[str, collections.deque[tuple[int, bool | None]]] = {}
         self._requests = 0
 
     def __repr__(self) -> str:
@@ -139,31 +148,77 @@ class ClientSession:
         self._pending.setdefault(channel_id, collections.deque()).append((self._requests, subscribe))
         return self._requests
 
+    def expect_refusal(self, channel_id: str) -> int | None:
+        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id`` about to be sent
+        while this client is not subscribed to it: the server refuses it with
+        UNAVAILABLE ``UNKNOWN`` unless a SUBSCRIBE ahead of it succeeds. That refusal
+        must not answer a SUBSCRIBE sent after it. Returns the request number, or
+        ``None`` past :data:`MAX_REFUSALS` unanswered ones for the channel (then not
+        recorded)."""
+        queue = self._pending.setdefault(channel_id, collections.deque())
+        if sum(kind is None for _, kind in queue) >= MAX_REFUSALS:
+            return None
+        self._requests += 1
+        queue.append((self._requests, None))
+        return self._requests
+
+    def release(self, channel_id: str, request: int) -> bool:
+        """Forget request ``request`` (a SUBSCRIBE of ``channel_id`` whose caller gave
+        up): the next answer for the channel goes to the request behind it, so a retry
+        is never handed an abandoned request's place. Its answer, should it still come,
+        is then a push (it still tells the channel's state). ``False`` if it was
+        answered (or released) already."""
+        queue = self._pending.get(channel_id)
+        if not queue:
+            return False
+        for index, (number, _kind) in enumerate(queue):
+            if number == request:
+                del queue[index]
+                if not queue:
+                    del self._pending[channel_id]
+                return True
+        return False
+
     def _match(self, channel_id: str | None, event: AvailableEvent | UnavailableEvent) -> int | None:
         """The request ``event`` answers, or ``None`` for a push from the server.
 
-        The server answers one connection's requests in order, per channel: AVAILABLE
-        (subscribed) or a non-graceful UNAVAILABLE (refused) answers the oldest pending
-        SUBSCRIBE, and any UNSUBSCRIBE sent before that SUBSCRIBE will never be
-        answered (a server may not answer them): those are forgotten. A graceful
-        UNAVAILABLE answers an UNSUBSCRIBE at the head of the queue; anything else is a
-        push (another connection of the session unsubscribed, a channel went away).
+        The server answers one connection's requests in order, per channel:
+
+        - an UNAVAILABLE ``UNKNOWN`` refuses the oldest refusable MESSAGE or
+          SET_CHANNEL_STATE if no SUBSCRIBE is ahead of it, else that SUBSCRIBE;
+        - AVAILABLE (subscribed) or any other non-graceful UNAVAILABLE (refused)
+          answers the oldest pending SUBSCRIBE;
+        - what was sent before the request an answer matches was accepted or will
+          never be answered (a server may not answer an UNSUBSCRIBE) and is
+          forgotten; after an AVAILABLE, so are the refusable frames right behind it
+          (the server accepts them);
+        - a graceful UNAVAILABLE answers the oldest UNSUBSCRIBE if no SUBSCRIBE is
+          ahead of it (refusable frames before it were accepted);
+        - anything else is a push (another connection of the session unsubscribed, a
+          channel went away).
         """
         if channel_id is None:
             return None
         queue = self._pending.get(channel_id)
         if not queue:
             return None
-        if isinstance(event, UnavailableEvent) and event.graceful:
-            if queue[0][1]:  # a SUBSCRIBE waits first: this is a push
-                return None
+        unavailable = event if isinstance(event, UnavailableEvent) else None
+        if unavailable is not None and unavailable.graceful:
+            wanted: tuple[bool | None, ...] = (False, True)  # the first UNSUBSCRIBE, unless a SUBSCRIBE is ahead
+        elif unavailable is not None and unavailable.error_code == "UNKNOWN":
+            wanted = (None, True)  # the first refusable frame or SUBSCRIBE
         else:
-            first = next((i for i, (_, subscribe) in enumerate(queue) if subscribe), None)
-            if first is None:
-                return None
-            for _ in range(first):
-                queue.popleft()  # UNSUBSCRIBEs the server skipped
+            wanted = (True,)  # the first SUBSCRIBE
+        found = next((i for i, (_, kind) in enumerate(queue) if kind in wanted), None)
+        if found is None or (unavailable is not None and unavailable.graceful and queue[found][1]):
+            return None
+        index = found
+        for _ in range(index):
+            queue.popleft()  # accepted, or never to be answered
         request = queue.popleft()[0]
+        if isinstance(event, AvailableEvent):
+            while queue and queue[0][1] is None:
+                queue.popleft()  # sent behind a SUBSCRIBE that succeeded: accepted
         if not queue:
             del self._pending[channel_id]
         return request
@@ -257,8 +312,10 @@ class ClientSession:
             request = self._match(channel_id, event)
             if request is not None:
                 result.events.append(Answer(request, event))
+                result.after.append(len(result.messages))
                 return
         result.events.append(event)
+        result.after.append(len(result.messages))
 
     # -- the heartbeat schedule ---------------------------------------------------------
 

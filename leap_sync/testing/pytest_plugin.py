@@ -54,6 +54,10 @@ def _servers(cls: type[_Server]) -> Iterator[Callable[..., _Server]]:
 
 @pytest.fixture
 def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
+    """``factory(**options)`` starts a :class:`~leap_sync.testing.LeapEdgeServer` with
+    those options (``heartbeat_interval=...`` and so on) and returns it, started; every
+    server it made is closed after the test. Raises what the constructor raises for a
+    bad option."""
     from .leap.server import LeapEdgeServer
 
     yield from _servers(LeapEdgeServer)
@@ -61,11 +65,18 @@ def leap_edge_server_factory() -> Iterator[Callable[..., LeapEdgeServer]]:
 
 @pytest.fixture
 def leap_edge_server(leap_edge_server_factory: Callable[..., LeapEdgeServer]) -> LeapEdgeServer:
+    """A running :class:`~leap_sync.testing.LeapEdgeServer` on 127.0.0.1 and a free
+    port, default settings (default project ``project_x``), closed after the test. Add
+    tokens and channels to it (``add_token``, ``create_channel``); connect to its
+    ``url``."""
     return leap_edge_server_factory()
 
 
 @pytest.fixture
 def elstat_server_factory() -> Iterator[Callable[..., ElstatServer]]:
+    """``factory(**options)`` starts an :class:`~leap_sync.testing.ElstatServer` with
+    those options (``channels=[...]`` and so on) and returns it, started; every server
+    it made is closed after the test."""
     from .elstat.server import ElstatServer
 
     yield from _servers(ElstatServer)
@@ -73,4 +84,7 @@ def elstat_server_factory() -> Iterator[Callable[..., ElstatServer]]:
 
 @pytest.fixture
 def elstat_server(elstat_server_factory: Callable[..., ElstatServer]) -> ElstatServer:
+    """A running :class:`~leap_sync.testing.ElstatServer` on 127.0.0.1 and a free port,
+    with no channels (add them with ``add_channel``), closed after the test. Give an
+    :class:`~leap_sync.elstat.ElstatClient` its ``base_url``."""
     return elstat_server_factory()

@@ -38,9 +38,9 @@ import attrs
 
 from ...elstat.protocol import MAX_PAYLOAD, Op, Request, check_channel, data_frame, incident_frame, reply_frame
 from ...wire.wsframes import unmasked_message
-from ..websocket.embedded import EmbeddedServer
+from ..websocket.embedded import DEFAULT_HISTORY_LIMIT, EmbeddedServer
 from ..websocket.sockets import Settings
-from ..websocket.validation import check_host_port, check_seconds, check_size, check_ssl_context
+from ..websocket.validation import check_count, check_host_port, check_seconds, check_size, check_ssl_context
 from .connection import ElstatConnection
 
 __all__ = ["SERVER_HEADER", "ElstatConnectionInfo", "ElstatServer"]
@@ -116,12 +116,13 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
     and HTTP opening handshake, ``close_timeout`` the closing handshake (after which
     the TCP connection is cut; the default keeps :meth:`close` within a second even
     with clients that stopped reading), ``send_queue_limit`` the bytes queued for one
-    client (beyond it the client is shed, see
-    :data:`~leap_sync.testing.elstat.connection.SLOW_CONSUMER_CLOSE_CODE`). Threads:
+    client (beyond it the client is shed: closed 1013, try again later),
+    ``history_limit`` how many closed connections :attr:`all_connections` keeps listed
+    (the oldest are forgotten; :attr:`frames_in`/:attr:`frames_out` still count them). Threads:
     ``leap-sync-server-elstat-<n>`` accepts, and each connection gets one named
     ``leap-sync-server-elstat-<n>-conn``. Nothing starts until :meth:`start`.
 
-    Faults come from :class:`~leap_sync.testing.websocket.embedded.EmbeddedServer`:
+    Faults come from the generic embedded websocket server it extends:
     :meth:`send_raw` (any text or binary frame), :meth:`disconnect` (any close code,
     4200 and 4420 included; 1000 by default) and :meth:`drop` (TCP cut, no close
     frame), to every open connection or to one ``cid``; so do :meth:`wait_for`,
@@ -131,8 +132,8 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
     type, ``ValueError`` out of range): ``host`` a ``str``, ``port`` 0 to 65535,
     ``channels`` an iterable of channel names (not one ``str``), ``ssl_context`` an
     :class:`ssl.SSLContext` or ``None``, ``send_queue_limit`` an ``int`` from 1 byte to
-    1 TiB, ``open_timeout`` above 0 and ``close_timeout`` 0 or more, finite
-    ``int``/``float`` seconds of at most a day.
+    1 TiB, ``history_limit`` an ``int`` from 0 to 10,000,000, ``open_timeout`` above 0
+    and ``close_timeout`` 0 or more, finite ``int``/``float`` seconds of at most a day.
     """
 
     def __init__(
@@ -145,8 +146,10 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
         send_queue_limit: int = 16 * 1024 * 1024,
         open_timeout: float = 10.0,
         close_timeout: float = 0.5,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
     ) -> None:
         check_host_port(host, port)
+        check_count("history_limit", history_limit)
         check_ssl_context(ssl_context)
         check_size("send_queue_limit", send_queue_limit)
         open_timeout = check_seconds("open_timeout", open_timeout)
@@ -166,6 +169,7 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
                 ssl_context=ssl_context,
             ),
             "leap-sync-server-elstat",
+            history_limit,
         )
         self._channels: dict[str, None] = dict.fromkeys(names)
 
@@ -218,7 +222,10 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
         unix milliseconds. ``value`` is sent as given (a bool for ``status:``
         channels and an int of milliseconds for ``latency:`` ones, by convention);
         :class:`~leap_sync.errors.LeapEncodeError` for one JSON cannot carry.
-        ``KeyError`` for a channel that does not exist."""
+        ``KeyError`` for a channel that does not exist, whose message says how to
+        declare it: ``ElstatServer(channels=["status:api"])`` or
+        ``server.add_channel("status:api")`` (a client cannot subscribe to a channel
+        the server does not have, so pushing to one is a mistake in the test)."""
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
         elif not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool):
@@ -226,7 +233,10 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
         wire = unmasked_message(data_frame(channel, timestamp_ms, value))
         with self._lock:
             if channel not in self._channels:
-                raise KeyError(channel)
+                raise KeyError(
+                    f"no channel {channel!r}: declare it first, with ElstatServer(channels=[{channel!r}])"
+                    f" or server.add_channel({channel!r})"
+                )
             # A copy: a connection whose queue overflows leaves ``_conns`` at once.
             return sum(conn.send_wire(wire) for conn in list(self._conns.values()) if channel in conn.subscriptions)
 
@@ -253,9 +263,24 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
 
     @property
     def all_connections(self) -> list[ElstatConnectionInfo]:
-        """Every connection since the server started, oldest first, closed ones included."""
+        """The open connections and the last ``history_limit`` closed ones (1000 by
+        default), oldest first."""
         with self._lock:
-            return [_info(conn) for conn in self._history]
+            return [_info(conn) for conn in self._listed()]
+
+    @property
+    def frames_in(self) -> int:
+        """Messages received from clients, over every connection since the start
+        (those no longer listed included)."""
+        with self._lock:
+            return self._frame_totals()[0]
+
+    @property
+    def frames_out(self) -> int:
+        """Messages written to clients, over every connection since the start (those
+        no longer listed included)."""
+        with self._lock:
+            return self._frame_totals()[1]
 
     def wait_for_connections(self, count: int = 1, timeout: float = 10.0) -> list[ElstatConnectionInfo]:
         """Block until at least ``count`` connections are open; return them.

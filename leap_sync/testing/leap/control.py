@@ -6,7 +6,18 @@ drive ``leap-sync serve`` from curl:
 - ``PUT /channels/{id}/state`` with a JSON object: replace the channel state (a
   channel that does not exist is created);
 - ``POST /tokens/{token}/messages`` with ``{"event": ..., "data": ...}``: direct message;
-- ``GET /connections``: the live connections.
+- ``GET /connections``: the live connections;
+- ``POST /disconnect`` with an optional ``{"code": 4000, "reason": "", "cid": null}``:
+  close every live connection (or the one with ``cid``) with that close code (4000 by
+  default), as :meth:`LeapEdgeServer.disconnect`; answers ``{"closed": n}``;
+- ``POST /drop`` with an optional ``{"cid": null}``: cut every live connection (or
+  one) without a close frame, as :meth:`LeapEdgeServer.drop`; answers ``{"dropped": n}``;
+- ``GET /``: what this endpoint offers (:data:`ROUTES`, each ``"METHOD /path"`` with
+  what it does).
+
+So ``curl -X POST localhost:PORT/drop`` shows what a client does when its network goes,
+and ``curl -X POST -d '{"code": 4006, "reason": "ws://127.0.0.1:PORT/ws"}'
+localhost:PORT/disconnect`` a route change. A ``cid`` that is not live answers 404.
 
 Answers are JSON: ``201 {"delivered": n}`` when the request created the channel,
 ``200 {"delivered": n}`` otherwise (``n`` connections written to), ``400
@@ -42,7 +53,18 @@ from ..websocket.sockets import cut
 from ..websocket.validation import check_host_port
 from .server import LeapEdgeServer
 
-__all__ = ["IDLE_TIMEOUT", "MAX_BODY", "ControlServer"]
+__all__ = ["IDLE_TIMEOUT", "MAX_BODY", "ROUTES", "ControlServer"]
+
+ROUTES = {
+    "GET /": "this list",
+    "GET /connections": "the live connections",
+    "POST /channels/{id}/messages": 'publish {"event": ..., "data": ...} (creates the channel)',
+    "PUT /channels/{id}/state": "replace the channel state with the JSON object sent (creates the channel)",
+    "POST /tokens/{token}/messages": 'direct message {"event": ..., "data": ...} to a token',
+    "POST /disconnect": 'close live connections: optional {"code": 4000, "reason": "", "cid": null}',
+    "POST /drop": 'cut live connections without a close frame: optional {"cid": null}',
+}
+"""What ``GET /`` answers: each route and what it does."""
 
 MAX_BODY = 1024 * 1024
 """The largest request body taken (bytes)."""
@@ -128,7 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self) -> None:
         parts = self._route()
-        if parts == ["connections"]:
+        if not parts:
+            self._reply(200, {"routes": ROUTES})
+        elif parts == ["connections"]:
             leap = self.server.leap
             self._reply(
                 200,
@@ -193,10 +217,35 @@ class _Handler(BaseHTTPRequestHandler):
                 event, data = _event(body)
                 delivered = leap.send_direct_message(parts[1], event, data)
                 self._reply(200, {"delivered": delivered})
+            elif method == "POST" and parts in (["disconnect"], ["drop"]):
+                self._fault(parts[0], body)
             else:
                 self._reply(404, {"error": "not found"})
         except (ValueError, RecursionError) as exc:  # LeapEncodeError is a ValueError
             self._reply(400, {"error": str(exc) or type(exc).__name__})
+
+    def _fault(self, kind: str, body: Any) -> None:
+        """``POST /disconnect`` or ``POST /drop`` (``ValueError`` for a bad body)."""
+        options = {} if body is None else body
+        allowed = {"code", "reason", "cid"} if kind == "disconnect" else {"cid"}
+        if not isinstance(options, dict) or not set(options) <= allowed:
+            raise ValueError(f"the body must be a JSON object with only {sorted(allowed)} (or empty)")
+        cid = options.get("cid")
+        if cid is not None and not isinstance(cid, str):
+            raise ValueError("cid must be a string")
+        leap = self.server.leap
+        try:
+            if kind == "drop":
+                self._reply(200, {"dropped": leap.drop(cid=cid)})
+                return
+            code, reason = options.get("code", 4000), options.get("reason", "")
+            if isinstance(code, bool) or not isinstance(code, int) or not isinstance(reason, str):
+                raise ValueError("code must be an integer and reason a string")
+            closed = leap.disconnect(code, reason, cid=cid)  # ValueError for a code no frame carries
+        except KeyError:
+            self._reply(404, {"error": "no live connection with that cid"})
+            return
+        self._reply(200, {"closed": closed})
 
 
 def _reject_constant(name: str) -> Any:
@@ -317,10 +366,15 @@ class ControlServer:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` (an IPv6 host in brackets), for ``curl`` and tests."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
     def start(self) -> ControlServer:
+        """Serve in the ``leap-sync-control-<n>`` thread; returns at once, with the
+        server (the socket is bound at construction). Routes: ``POST
+        /channels/{id}/messages`` (``{"event": ..., "data": ...}``), ``PUT
+        /channels/{id}/state``, ``POST /tokens/{token}/messages``, ``GET /connections``."""
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},  # close() waits up to one poll interval

@@ -63,8 +63,9 @@ class ServerCore(EmbeddedServer[LeapConnection]):
         *,
         project_id: str,
         session_ttl: float,
+        history_limit: int,
     ) -> None:
-        super().__init__(host, port, settings, "leap-sync-server")
+        super().__init__(host, port, settings, "leap-sync-server", history_limit)
         self.project_id = project_id
         self._heartbeat = heartbeat
         self._model = Model(project_id, session_ttl)

@@ -35,7 +35,7 @@ class Events(ServerCore):
         """Send MESSAGE to every subscriber of the channel; returns how many
         connections it was queued on. ``KeyError`` if the channel does not exist.
         ``data`` may hold ``bytes``: ETF subscribers receive them unchanged, JSON
-        subscribers are closed 4000 (see :mod:`leap_sync.testing.leap.core`)."""
+        subscribers are closed 4000 (see ``leap_sync.testing.leap.core``)."""
         return self.publish_many(channel_id, event, (data,))
 
     def publish_many(self, channel_id: str, event: str, datas: Iterable[Any], *, chunk: int = 512) -> int:
@@ -43,7 +43,7 @@ class Events(ServerCore):
 
         Messages are encoded ``chunk`` at a time and queued as one write per chunk and
         connection. Returns the number of connections every message was queued on. A
-        value that cannot be encoded for a subscriber raises :class:`LeapEncodeError`
+        value that cannot be encoded for a subscriber raises :class:`~leap_sync.LeapEncodeError`
         before its chunk is queued (earlier chunks were sent; no sequence number is
         spent on the failed chunk).
         """
@@ -89,7 +89,7 @@ class Events(ServerCore):
 
     def set_channel_state(self, channel_id: str, state: dict[str, Any]) -> int:
         """Replace a channel's state; subscribers get STATE_UPDATE. A state that cannot
-        be encoded raises :class:`LeapEncodeError` and changes nothing."""
+        be encoded raises :class:`~leap_sync.LeapEncodeError` and changes nothing."""
         state = dict(state)
         self._check_storable(state)
         with self._lock:

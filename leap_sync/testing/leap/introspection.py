@@ -85,21 +85,24 @@ class Introspection(ServerCore):
 
     @property
     def all_connections(self) -> list[ConnectionInfo]:
-        """Every connection since the server started, oldest first, closed ones included."""
+        """The open connections and the last ``history_limit`` closed ones (1000 by
+        default), oldest first."""
         with self._lock:
-            return [connection_info(conn) for conn in self._history]
+            return [connection_info(conn) for conn in self._listed()]
 
     @property
     def frames_in(self) -> int:
-        """Messages received from clients, over every connection since the start."""
+        """Messages received from clients, over every connection since the start
+        (those no longer listed included)."""
         with self._lock:
-            return sum(conn.frames_in for conn in self._history)
+            return self._frame_totals()[0]
 
     @property
     def frames_out(self) -> int:
-        """Messages written to clients, over every connection since the start."""
+        """Messages written to clients, over every connection since the start (those
+        no longer listed included)."""
         with self._lock:
-            return sum(conn.frames_out for conn in self._history)
+            return self._frame_totals()[1]
 
     def wait_for_connections(
         self, count: int = 1, timeout: float = 10.0, *, identified: bool = True

@@ -42,8 +42,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ...protocol.models import ClientFrame
+from ..websocket.embedded import DEFAULT_HISTORY_LIMIT
 from ..websocket.sockets import Settings
-from ..websocket.validation import check_host_port, check_seconds, check_size, check_ssl_context, check_text
+from ..websocket.validation import (
+    check_count,
+    check_host_port,
+    check_seconds,
+    check_size,
+    check_ssl_context,
+    check_text,
+)
 from .connection import HeartbeatSettings, LeapConnection
 from .faults import Faults
 from .handling import ClientFrames
@@ -70,7 +78,10 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
     round trip: the official JavaScript client (``@onehop/leap-edge-js`` 1.0.11) takes
     an ack that arrives in the same millisecond as its beat for a missing one
     (``diff && ...``) and reconnects, so serve it with 2 ms or more (``leap-sync
-    serve`` defaults to 5 ms). Nothing starts until :meth:`start`.
+    serve`` defaults to 5 ms). ``history_limit`` is how many closed connections
+    :attr:`all_connections` keeps listed (the oldest are forgotten, so a server under a
+    reconnect loop stays the same size; :attr:`frames_in`/:attr:`frames_out` still
+    count them). Nothing starts until :meth:`start`.
 
     Every option is checked here, before anything is set up (``TypeError`` for a wrong
     type, ``ValueError`` out of range; durations are finite ``int``/``float`` seconds,
@@ -82,6 +93,7 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
       ``heartbeat_request_timeout`` unless ``None``: above 0;
     - ``heartbeat_ack_delay``, ``session_ttl``, ``close_timeout``: 0 or more;
     - ``max_message_size``, ``send_queue_limit``: 1 byte to 1 TiB;
+    - ``history_limit``: an ``int`` from 0 to 10,000,000;
     - ``project_id`` a non-empty ``str`` UTF-8 can encode; ``strict_heartbeats`` a
       ``bool``; ``ssl_context`` an :class:`ssl.SSLContext` or ``None``; ``on_frame``
       callable or ``None``.
@@ -106,8 +118,10 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
         open_timeout: float = 10.0,
         close_timeout: float = 2.0,
         on_frame: Callable[[str, ClientFrame], None] | None = None,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
     ) -> None:
         check_host_port(host, port)
+        check_count("history_limit", history_limit)
         heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval, minimum=0.001, inclusive=True)
         identify_timeout = check_seconds("identify_timeout", identify_timeout)
         if heartbeat_tolerance is not None:
@@ -146,6 +160,7 @@ class LeapEdgeServer(ClientFrames, Registry, Faults, Introspection):
             ),
             project_id=project_id,
             session_ttl=session_ttl,
+            history_limit=history_limit,
         )
         self.heartbeat_interval = heartbeat_interval
         self.identify_timeout = identify_timeout

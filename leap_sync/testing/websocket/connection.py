@@ -39,6 +39,7 @@ from websockets.server import ServerProtocol
 from ...connection.wakeup import Wakeup
 from .frames_in import MAX_FRAGMENTS, MessageAssembler, TooManyFragments, split_output
 from .outbox import Batch, Outbox, Put
+from .redaction import WEBSOCKETS_LOGGER
 from .sockets import ConnectionHost, OutboxWriter, Settings, cut, fit_reason, open_websocket, shutdown_write
 
 __all__ = ["MAX_FRAGMENTS", "WebSocketConnection"]
@@ -67,7 +68,8 @@ class WebSocketConnection(abc.ABC):
     message_too_big_code: ClassVar[int] = 1009
     """The close code for a message of more than :data:`MAX_FRAGMENTS` frames."""
     protocol_class: ClassVar[type[ServerProtocol]] = ServerProtocol
-    """websockets' sans-I/O server protocol, made with ``max_size=max_message_size``."""
+    """websockets' sans-I/O server protocol, made with ``max_size=max_message_size`` and
+    the redacting :data:`~leap_sync.testing.websocket.redaction.WEBSOCKETS_LOGGER`."""
 
     def __init__(self, host: ConnectionHost[Any], settings: Settings, sock: socket.socket, cid: str, name: str) -> None:
         self.host = host
@@ -90,7 +92,7 @@ class WebSocketConnection(abc.ABC):
 
         self._raw = sock
         self._sock: socket.socket = sock
-        self._ws = self.protocol_class(max_size=settings.max_message_size)
+        self._ws = self.protocol_class(max_size=settings.max_message_size, logger=WEBSOCKETS_LOGGER)
         self._wakeup = Wakeup()
         self._woken = False
         self._close_request: tuple[int, str, bool] | None = None

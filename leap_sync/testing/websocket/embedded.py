@@ -2,8 +2,10 @@
 
 :class:`EmbeddedServer` binds and accepts (:mod:`~leap_sync.testing.websocket.listener`), gives
 each connection its own thread (a :class:`~leap_sync.testing.websocket.connection.WebSocketConnection`
-made by the subclass), keeps the open connections by cid and every connection since the
-start, lets tests wait for a condition, injects the faults every protocol has (a close
+made by the subclass), keeps the open connections by cid and the last ``history_limit``
+closed ones (so a server that runs for days under a reconnect loop stays the same
+size: older closed connections are forgotten, their frame counts kept as totals),
+lets tests wait for a condition, injects the faults every protocol has (a close
 with any code, a TCP cut, a raw frame), and closes it all.
 
 Locks: ``_lock`` (re-entrant) guards the registry and whatever the subclass keeps with
@@ -15,6 +17,7 @@ may wait for bumps a version under a separate condition, so waiting never holds
 from __future__ import annotations
 
 import abc
+import collections
 import itertools
 import secrets
 import socket
@@ -30,7 +33,10 @@ from .connection import WebSocketConnection
 from .listener import Listener, bind
 from .sockets import Settings, check_close
 
-__all__ = ["RECHECK", "EmbeddedServer"]
+__all__ = ["DEFAULT_HISTORY_LIMIT", "RECHECK", "EmbeddedServer"]
+
+DEFAULT_HISTORY_LIMIT = 1000
+"""Closed connections a server keeps listed (``all_connections``) by default."""
 
 RECHECK = 0.05
 """Seconds between re-checks of a wait's condition when nothing changed."""
@@ -48,7 +54,9 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
     connection gets one named ``<thread_prefix>-<n>-conn``. Nothing starts until
     :meth:`start`."""
 
-    def __init__(self, host: str, port: int, settings: Settings, thread_prefix: str) -> None:
+    def __init__(
+        self, host: str, port: int, settings: Settings, thread_prefix: str, history_limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> None:
         self.host = host
         self._port = port
         self._settings = settings
@@ -64,7 +72,15 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
         self._lock = threading.RLock()
         self._conns: dict[str, ConnT] = {}
         """Open connections (past the opening handshake), by cid, oldest first."""
-        self._history: list[ConnT] = []
+        self._history: dict[str, ConnT] = {}
+        """The connections listed by ``all_connections``: the open ones and the last
+        ``history_limit`` closed ones, by cid, oldest first (in the order they opened)."""
+        self._history_limit = history_limit
+        self._closed: collections.deque[ConnT] = collections.deque()
+        """The closed connections of ``_history``, in the order they closed."""
+        self._retired_in = 0
+        self._retired_out = 0
+        """Frame counts of the closed connections forgotten (no longer in ``_history``)."""
         self._changes = threading.Condition(threading.Lock())
         self._version = 0
         self._waiters = 0
@@ -81,7 +97,7 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
 
     def start(self: _S) -> _S:
         """Bind and start accepting. Raises ``OSError`` when the address cannot be
-        bound, :class:`LeapError` when running. A :meth:`close` running on another
+        bound, :class:`~leap_sync.LeapError` when running. A :meth:`close` running on another
         thread is waited for first."""
         with self._close_lock:
             if self._listener is not None:
@@ -179,7 +195,7 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
             if not conn.open:
                 return False
             self._conns[conn.cid] = conn
-            self._history.append(conn)
+            self._history[conn.cid] = conn
         self.connection_changed()
         return True
 
@@ -192,7 +208,36 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
     def connection_closed(self, conn: ConnT) -> None:
         with self._live_lock:
             self._live.discard(conn)
-        self.connection_changed()  # its last counters and close code are final
+        with self._lock:  # its last counters and close code are final: history now
+            if self._history.get(conn.cid) is conn:
+                self._closed.append(conn)
+                while len(self._closed) > self._history_limit:
+                    old = self._closed.popleft()
+                    del self._history[old.cid]
+                    with old.lock:
+                        self._retired_in += old.frames_in
+                        self._retired_out += old.frames_out
+        self.connection_changed()
+
+    @property
+    def history_limit(self) -> int:
+        """How many closed connections the server keeps listed."""
+        return self._history_limit
+
+    def _listed(self) -> list[ConnT]:
+        """The open and the last ``history_limit`` closed connections, oldest first
+        (call under ``_lock``)."""
+        return list(self._history.values())
+
+    def _frame_totals(self) -> tuple[int, int]:
+        """Messages received from and sent to clients over every connection since the
+        start, forgotten ones included (call under ``_lock``)."""
+        frames_in, frames_out = self._retired_in, self._retired_out
+        for conn in self._history.values():
+            with conn.lock:
+                frames_in += conn.frames_in
+                frames_out += conn.frames_out
+        return frames_in, frames_out
 
     # -- waits -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "MAX_QUEUE_BYTES",
     "MAX_SECONDS",
+    "check_count",
     "check_host_port",
     "check_seconds",
     "check_size",
@@ -50,6 +51,15 @@ def check_size(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_QU
         raise TypeError(f"{name} must be an int of bytes, not {type(value).__name__}")
     if not minimum <= value <= maximum:
         raise ValueError(f"{name} must be between {minimum} and {maximum} bytes, not {value!r}")
+    return int(value)
+
+
+def check_count(name: str, value: Any, *, maximum: int = 10_000_000) -> int:
+    """``value`` as an ``int`` in ``[0, maximum]`` (a count of things kept)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be between 0 and {maximum}, not {value!r}")
     return int(value)
 
 
