@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
+from .etf_fast import decode as _fast_decode
 
 __all__ = ["DEFAULT_MAX_DEPTH", "binary_decoder", "check_term", "decode", "encode", "erlpack_available"]
 
@@ -35,6 +36,8 @@ try:  # pragma: no cover - exercised by the presence or absence of the extra
     import erlpack as _erlpack
 except ImportError:  # pragma: no cover
     _erlpack = None
+
+_atom: Callable[[str], Any] | None = None if _erlpack is None else _erlpack.Atom
 
 
 def erlpack_available() -> bool:
@@ -182,6 +185,14 @@ def decode(
     installed.
     """
     loads = _loads if _loads is not None else decoder()
+    # What servers send, decoded and checked in one pass (etf_fast); anything it does
+    # not take itself goes the general way below, which decides values and errors.
+    atom = _atom
+    if atom is not None:
+        try:
+            return _fast_decode(data, max_depth, atom)
+        except Exception:  # Unhandled, or a fault to be reported by the general path
+            pass
     check_term(data, max_depth)
     try:
         return loads(data)
