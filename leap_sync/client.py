@@ -18,7 +18,7 @@ from .backoff import Backoff
 from .channels import EventChannel
 from .connection.core import ConnectionCore
 from .connection.handler import ARRIVALS, Future
-from .connection.options import ConnectOptions
+from .connection.options import ConnectOptions, check_message_items
 from .connection.stats import Stats
 from .connection.timeouts import check_timeout
 from .errors import LeapConnectionError, LeapTimeoutError
@@ -28,6 +28,7 @@ from .protocol import frames
 from .protocol.codec import COMPRESSIONS, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
 from .state import StateInfo
+from .wire.jsontext import DEFAULT_MAX_ITEMS
 from .wire.wsframes import DEFAULT_MAX_SIZE
 
 __all__ = ["DEFAULT_URL", "LeapClient", "with_query"]
@@ -62,7 +63,9 @@ class LeapClient:
     ``no_proxy`` from the environment when no explicit proxy is set; default true),
     ``connect_timeout`` (one whole attempt: DNS, TCP, proxy, TLS, upgrade, Hello and
     INIT), ``send_timeout``, ``close_timeout`` (how long ``close()`` waits for each
-    thread), ``max_message_size`` (bytes, after inflation), ``backoff``
+    thread), ``max_message_size`` (bytes, after inflation), ``max_message_items`` (the
+    most values one message may decode to, object keys included; checked before
+    decoding, so a small zlib frame cannot cost seconds of decoding), ``backoff``
     (:class:`~leap_sync.backoff.Backoff`: delays, reset, attempt limit, random source)
     and ``clock`` (monotonic seconds, for the backoff reset). Bad values raise
     ``ValueError`` or ``TypeError`` here.
@@ -90,6 +93,7 @@ class LeapClient:
         send_timeout: float = 10.0,
         close_timeout: float = 5.0,
         max_message_size: int = DEFAULT_MAX_SIZE,
+        max_message_items: int = DEFAULT_MAX_ITEMS,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -102,7 +106,8 @@ class LeapClient:
         self.project_id = project_id
         self._token = token
         self.logger: Logger = as_logger(logger)
-        self._codec = Codec(encoding, max_size=max_message_size)  # etf: fails here without erlpack
+        check_message_items(max_message_items)
+        self._codec = Codec(encoding, max_size=max_message_size, max_items=max_message_items)  # etf: needs erlpack
         self.encoding = encoding
         self.compression = compression
         if ssl_context is not None:
@@ -112,6 +117,7 @@ class LeapClient:
             send_timeout=send_timeout,
             close_timeout=close_timeout,
             max_message_size=max_message_size,
+            max_message_items=max_message_items,
             sslopt=sslopt,
             header=header,
             http_proxy_host=http_proxy_host,

@@ -182,11 +182,20 @@ class FaultProxy:
     """A TCP relay to ``target_host:target_port`` with fault injection (see the module
     docstring). Starts at once; use it as a context manager or call :meth:`close`."""
 
-    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, host: str = "127.0.0.1", queue: int | None = None
+    ) -> None:
+        """``queue`` (bytes) models a link with a modest queue: each direction holds at
+        most half of it in the proxy and the receiving socket's buffer is the other
+        half. ``None``: 256 KiB held, and the kernel's own (autotuned) buffers."""
         self.target = (target_host, target_port)
         self.host = host
         self.number = next(_numbers)
+        self._hold_limit = _HOLD_LIMIT if queue is None else max(1, queue // 2)
+        self._rcvbuf = None if queue is None else max(1, queue // 2)
         self._listener = socket.create_server((host, 0))
+        if self._rcvbuf is not None:  # accepted sockets inherit it
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
         self._selector = selectors.DefaultSelector()
@@ -462,6 +471,8 @@ class FaultProxy:
                 return  # nothing more to accept now
             client.setblocking(False)
             server = socket.socket(socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET, socket.SOCK_STREAM)
+            if self._rcvbuf is not None:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
             server.setblocking(False)
             link = _Link(next(self._link_numbers), client, server, self._defaults.copy())
             self.accepted += 1
@@ -484,7 +495,7 @@ class FaultProxy:
             for pipe in link.pipes():
                 if pipe.src is link.server and not link.connected:
                     continue
-                if not pipe.eof and (pipe.direction in c.blackhole or pipe.held < _HOLD_LIMIT):
+                if not pipe.eof and (pipe.direction in c.blackhole or pipe.held < self._hold_limit):
                     wanted[pipe.src] |= selectors.EVENT_READ
                 if pipe.blocked:
                     wanted[pipe.dst] |= selectors.EVENT_WRITE

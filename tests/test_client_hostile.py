@@ -359,7 +359,7 @@ def test_a_large_message_trickling_in_is_not_a_zombie(clients: Callable[..., Lea
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
-        (bytes([0x81, 4]) + b'"\xff\xfe"', "invalid JSON payload"),  # a text frame that is not UTF-8
+        (bytes([0x81, 4]) + b'"\xff\xfe"', "text message that is not UTF-8"),  # closed 1007 (RFC 6455 section 8.1)
         (bytes([0x82, 6]) + b"\x83m\x00\x00\x00\x05", "truncated ETF term"),  # ETF cut short
         (bytes([0x82, 3]) + b"\x78\x9c\x01", "zlib"),  # a zlib stream cut short
         (bytes([0x81, 9]) + b'{"op":1,}', "invalid JSON payload"),

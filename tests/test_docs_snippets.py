@@ -5,7 +5,7 @@ page starts its own embedded server when it needs one), then each ``test_*`` fun
 the page defines runs with the fixtures it names. A block that needs a real endpoint is
 preceded by a ``<!-- snippet: skip (why) -->`` line (it must still compile), a signature
 shown with Python highlighting by ``<!-- snippet: signature -->``. Pages: README.md and
-docs/**/*.md (not docs/_incoming, the integrator's inbox, nor the build output).
+docs/**/*.md (not the build output).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def pages() -> list[Path]:
     found = [ROOT / "README.md"]
     for page in sorted(DOCS.rglob("*.md")):
         parts = page.relative_to(DOCS).parts
-        if parts[0] not in ("_incoming", "_build"):
+        if parts[0] != "_build":
             found.append(page)
     return found
 

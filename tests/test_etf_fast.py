@@ -209,3 +209,40 @@ def _nested_maps(depth: int) -> bytes:
 def test_depth_bound_agrees_for_maps(depth: int) -> None:
     _assert_agree(_nested_maps(depth))
     _assert_agree(_nested_maps(depth), max_depth=depth - 1)
+
+
+def _combined_items(data: bytes, max_items: int) -> tuple[str, Any]:
+    try:
+        return "ok", etf.decode(data, etf.DEFAULT_MAX_DEPTH, max_items=max_items)
+    except LeapProtocolError as exc:
+        return "error", str(exc)
+
+
+def _general_items(data: bytes, max_items: int) -> tuple[str, Any]:
+    atom, etf._atom = etf._atom, None
+    try:
+        return _combined_items(data, max_items)
+    finally:
+        etf._atom = atom
+
+
+@pytest.mark.parametrize("max_items", [1, 2, 5, 9, 10, 11, 12, 1000])
+def test_max_items_agrees(max_items: int) -> None:
+    data = erlpack.pack({"a": [1, 2, 3], "b": {"c": None}})  # 1 + 4 + 4 + 2 = 11 terms
+    general = _general_items(data, max_items)
+    combined = _combined_items(data, max_items)
+    assert general == combined
+    assert (general[0] == "ok") == (max_items >= 11 or len(data) <= max_items)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(terms, st.integers(1, 40))
+def test_any_term_agrees_under_max_items(value: Any, max_items: int) -> None:
+    data = erlpack.pack(value)
+    general = _general_items(data, max_items)
+    combined = _combined_items(data, max_items)
+    assert general[0] == combined[0]
+    if general[0] == "ok":
+        assert _same(general[1], combined[1])
+    else:
+        assert general[1] == combined[1]

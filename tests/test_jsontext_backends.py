@@ -293,3 +293,21 @@ def test_decode_json_many_matches_on_any_batch(values: list[Any], data: st.DataO
             _assert_many_matches(payloads)
         finally:
             jsontext.set_backend(before)
+
+
+@pytest.mark.parametrize("max_items", [None, 3, 5, 50])
+def test_decode_json_many_applies_max_items_as_decode_json_does(backend: str, max_items: int | None) -> None:
+    payloads = [b'{"a":1}', b"[1,2,3,4,5,6]", b'{"a":[1,2],"b":{"c":3}}', b"7"]
+    values, error = jsontext.decode_json_many(payloads, max_items)
+    expected: list[Any] = []
+    expected_error = None
+    for payload in payloads:
+        try:
+            expected.append(decode_json(payload, max_items))
+        except LeapProtocolError as exc:
+            expected_error = str(exc)
+            break
+    assert values == expected
+    assert (None if error is None else str(error)) == expected_error
+    if max_items == 5:
+        assert expected_error is not None and "max_message_items" in expected_error

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import ssl
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 import trustme
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
-from hostile import HostileServer, Peer
+from hostile import HostileServer, Peer, leap_session
 
 from leap_sync import (
     ConnectionState,
@@ -39,8 +40,10 @@ from leap_sync import (
     LeapConnectionError,
     MessageEvent,
 )
+from leap_sync.elstat import ElstatClient
 from leap_sync.protocol.models import ClientFrame, SendMessage
 from leap_sync.testing import LeapEdgeServer
+from leap_sync.wire.wsframes import OP_TEXT, unmasked_frame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -544,3 +547,99 @@ def test_eight_threads_send_while_a_wss_stream_flows(ca: trustme.CA, ca_path: st
     finally:
         client.close()
         server.close()
+
+
+# -- a TLS peer that ends its session but keeps TCP open ---------------------------------------
+
+
+def test_close_notify_behind_a_message_ends_the_connection_at_once(ca: trustme.CA) -> None:
+    """A TLS terminator writes a message and its ``close_notify`` in one go, then keeps
+    TCP open: the message is delivered, then the client leaves CONNECTED at once (the
+    heartbeat interval is 30 s: zombie detection would take 45) and reconnects."""
+    context = server_context(ca, "127.0.0.1")
+
+    def ends_its_session(peer: Peer) -> None:
+        peer.sock = context.wrap_socket(peer.sock, server_side=True)
+        leap_session(peer, channels=["room"])
+        payload = json.dumps({"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "last", "d": 1}}}).encode()
+        record = unmasked_frame(OP_TEXT, payload)
+        peer.sock.settimeout(0)
+        peer.sock.send(record)  # one TLS record
+        try:
+            peer.sock.unwrap()  # close_notify right behind it; TCP stays open
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        peer.wait()
+
+    def serves(peer: Peer) -> None:
+        peer.sock = context.wrap_socket(peer.sock, server_side=True)
+        leap_session(peer, channels=["room"])
+        peer.wait()
+
+    with HostileServer([ends_its_session, serves]) as server:
+        client = LeapClient(
+            PROJECT, TOKEN, url=f"wss://127.0.0.1:{server.port}/ws", ssl_context=trusting(ca), backoff=fast_backoff()
+        )
+        states = StateRecorder()
+        client.add_state_update_listener(states)
+        messages = client.message_event_channel()
+        try:
+            client.connect(wait=True, timeout=10)
+            event = messages.get(timeout=10)
+            assert (event.channel_id, event.event_name, event.data) == ("room", "last", 1)
+            infos = states.wait_count(CONNECTED, 2, timeout=10)  # well before zombie detection (45 s)
+            assert [i.connection_state for i in infos] == [
+                CONNECTING,
+                AUTHENTICATING,
+                CONNECTED,
+                ERRORED,
+                CONNECTING,
+                AUTHENTICATING,
+                CONNECTED,
+            ]
+            errored = infos[3]
+            assert errored.will_reconnect
+            assert str(errored.error) == "connection lost: closed without a close frame"
+            assert messages.empty()  # that one message, once
+        finally:
+            client.close()
+        assert server.accepted == 2 and server.errors == []
+
+
+def test_elstat_close_notify_behind_data_ends_the_connection_at_once(ca: trustme.CA) -> None:
+    """The same for ElstatClient (which has no heartbeats: only its pings, 20 s apart,
+    would have noticed): the data is delivered, then the connection is replaced."""
+    context = server_context(ca, "127.0.0.1")
+
+    def ends_its_session(peer: Peer) -> None:
+        peer.sock = context.wrap_socket(peer.sock, server_side=True)
+        peer.upgrade()
+        data = json.dumps({"op": 3, "c": "status:api", "d": [1531339962000, True]}).encode()
+        peer.sock.settimeout(0)
+        peer.sock.send(unmasked_frame(OP_TEXT, data))
+        try:
+            peer.sock.unwrap()  # close_notify right behind it; TCP stays open
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        peer.wait()
+
+    def serves(peer: Peer) -> None:
+        peer.sock = context.wrap_socket(peer.sock, server_side=True)
+        peer.upgrade()
+        peer.wait()
+
+    with HostileServer([ends_its_session, serves]) as server:
+        client = ElstatClient(f"https://127.0.0.1:{server.port}", ssl_context=trusting(ca), backoff=fast_backoff())
+        states = StateRecorder()
+        client.add_state_update_listener(states)
+        data = client.data_channel()
+        try:
+            client.connect(wait=True, timeout=10)
+            event = data.get(timeout=10)
+            assert (event.channel, event.value) == ("status:api", True)
+            infos = states.wait_count(CONNECTED, 2, timeout=10)
+            assert [i.connection_state for i in infos] == [CONNECTING, CONNECTED, ERRORED, CONNECTING, CONNECTED]
+            assert str(infos[2].error) == "connection lost: closed without a close frame"
+        finally:
+            client.close()
+        assert server.accepted == 2 and server.errors == []

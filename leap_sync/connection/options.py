@@ -9,17 +9,32 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..wire.handshake import validate_headers
+from ..wire.jsontext import DEFAULT_MAX_ITEMS
 from ..wire.wsframes import DEFAULT_MAX_SIZE
 from .opening import Endpoint
 from .proxy import PROXY_TYPES, Proxy
 from .timeouts import check_seconds
 from .tls import check_sslopt, tls_context
 
-__all__ = ["MAX_MESSAGE_SIZE", "ConnectOptions"]
+__all__ = ["MAX_MESSAGE_ITEMS", "MAX_MESSAGE_SIZE", "ConnectOptions", "check_message_items"]
 
 MAX_MESSAGE_SIZE = 2**40
 """The largest ``max_message_size`` taken, in bytes (1 TiB: beyond what any buffer
 or zlib's limits hold)."""
+
+
+MAX_MESSAGE_ITEMS = 2**40
+"""The largest ``max_message_items`` taken."""
+
+
+def check_message_items(value: Any) -> int:
+    """``max_message_items`` checked: an ``int`` from 1 to :data:`MAX_MESSAGE_ITEMS`
+    (``TypeError``/``ValueError`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_message_items must be an int (values), not {type(value).__name__}")
+    if not 0 < value <= MAX_MESSAGE_ITEMS:
+        raise ValueError(f"max_message_items must be a number of values above 0, at most {MAX_MESSAGE_ITEMS}")
+    return value
 
 
 def _check_proxy_auth(auth: Any, proxy_type: str) -> None:
@@ -51,6 +66,7 @@ class ConnectOptions:
         send_timeout: float = 10.0,
         close_timeout: float = 5.0,
         max_message_size: int = DEFAULT_MAX_SIZE,
+        max_message_items: int = DEFAULT_MAX_ITEMS,
         sslopt: Mapping[str, Any] | None = None,
         header: Mapping[str, str] | Iterable[str] | None = None,
         http_proxy_host: str | None = None,
@@ -68,6 +84,9 @@ class ConnectOptions:
         if not 0 < max_message_size <= MAX_MESSAGE_SIZE:
             raise ValueError(f"max_message_size must be a number of bytes above 0, at most {MAX_MESSAGE_SIZE} (1 TiB)")
         self.max_message_size = max_message_size
+        self.max_message_items = check_message_items(max_message_items)
+        """The most values one message may decode to (see
+        :func:`~leap_sync.wire.jsontext.check_items`)."""
         self.sslopt = dict(sslopt or {})
         check_sslopt(self.sslopt)
         self.server_name: str | None = self.sslopt.get("server_hostname")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import websocket
 
 from ..errors import LeapConnectionError
-from ..wire.wsframes import DEFAULT_MAX_SIZE, FrameReader, WebSocketProtocolError
+from ..wire.wsframes import DEFAULT_MAX_SIZE, FrameReader, WebSocketProtocolError, close_payload
 from .timeouts import MAX_WAIT, poll_ms
 from .wakeup import Wakeup
 from .writer import FrameWriter, Outgoing
@@ -31,7 +32,7 @@ from .writer import FrameWriter, Outgoing
 if TYPE_CHECKING:
     from .stats import Counters
 
-__all__ = ["Outgoing", "Transport"]
+__all__ = ["UNSENT_LIMIT", "Outgoing", "Transport", "bound_unsent"]
 
 Payload = str | bytes
 
@@ -48,6 +49,35 @@ _OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
 _OPCODE_PING = websocket.ABNF.OPCODE_PING
 _OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 _create_frame = websocket.ABNF.create_frame
+
+UNSENT_LIMIT = 16 * 1024
+"""Bytes a socket holds unsent in the kernel before it stops taking more (TCP
+``TCP_NOTSENT_LOWAT``): what a heartbeat or a pong may wait behind, besides the frame
+being written."""
+_SNDBUF_FALLBACK = 64 * 1024  # where TCP_NOTSENT_LOWAT is missing: a modest send buffer
+# Linux has had TCP_NOTSENT_LOWAT (25) since 3.12; Python names it since 3.7 on most builds.
+_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform.startswith("linux") else None)
+
+
+def bound_unsent(sock: socket.socket) -> None:
+    """Bound what ``sock`` (TCP) keeps unsent in the kernel, so that what we queue
+    urgently (heartbeats, pongs, the close frame) waits behind at most about
+    :data:`UNSENT_LIMIT` bytes of earlier frames, not megabytes of send buffer: with
+    ``TCP_NOTSENT_LOWAT`` where the OS has it (the socket reports writable, and takes
+    more, only while less than that is unsent), else a send buffer of 64 KiB.
+    Errors are ignored (the socket works as before)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    if _NOTSENT_LOWAT is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, UNSENT_LIMIT)
+            return
+        except OSError:
+            pass
+    try:  # pragma: no cover - systems without TCP_NOTSENT_LOWAT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF_FALLBACK)
+    except OSError:  # pragma: no cover
+        pass
 
 
 class Transport:
@@ -80,6 +110,7 @@ class Transport:
         self._writer = FrameWriter(sock, send_timeout)
         self._early = early
         self._read_error: Exception | None = None
+        self._read_eof = False  # the peer's end (EOF, close_notify) was read behind data
         self._lock = threading.Lock()  # guards the ending fields
         self._ended: LeapConnectionError | None = None
         self.peer_close: LeapConnectionError | None = None
@@ -90,6 +121,7 @@ class Transport:
         self._poller: Any = None
         self._want_write = False
         sock.setblocking(False)
+        bound_unsent(sock)
         if _HAS_POLL:
             self._poller = select.poll()
             self._poller.register(sock, _POLLIN)
@@ -127,10 +159,12 @@ class Transport:
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close frame once (later calls do nothing); it goes ahead of data
-        frames not yet started, and nothing follows it."""
+        frames not yet started, and nothing follows it, not even a pong. A code no
+        close frame may carry (1005, 1006, 1015...) goes as 1000; the reason is cut
+        to 123 bytes at a character boundary (:func:`~leap_sync.wire.wsframes.close_payload`)."""
         if self.ended:
             return
-        frame = _create_frame(code.to_bytes(2, "big") + reason.encode("utf-8")[:123], _OPCODE_CLOSE).format()
+        frame = _create_frame(close_payload(code, reason), _OPCODE_CLOSE).format()
         self._queue(frame, True, closing=True)
 
     def _queue(self, frame: bytes, urgent: bool, closing: bool = False) -> Outgoing:
@@ -187,7 +221,7 @@ class Transport:
             else:
                 if writer.pending and not self._flush():
                     continue
-                if self._read_error is None and not (self._tls and self._pending()):
+                if self._read_error is None and not self._read_eof and not (self._tls and self._pending()):
                     now = time.monotonic()
                     remaining = None if deadline is None else deadline - now
                     send_by = writer.send_deadline()
@@ -267,9 +301,18 @@ class Transport:
         return readable, woken
 
     def _read(self) -> bytes | None:
-        """One read; ``None`` when nothing was there after all."""
+        """One read; ``None`` when nothing was there after all.
+
+        An end read together with data (the peer's EOF or TLS ``close_notify`` behind
+        the bytes of a TLS read batch, or a bad record after good ones) is kept and
+        raised by the next call, which :meth:`receive` makes at once, without polling:
+        the socket may never turn readable again (a TLS peer that ended its session
+        but keeps TCP open), so an end already read must not wait for it.
+        """
         if self._read_error is not None:
             raise self._end(LeapConnectionError(f"connection lost: {self._read_error}"))
+        if self._read_eof:
+            raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
         try:
             if self._tls:
                 sock = self._sock
@@ -285,7 +328,8 @@ class Transport:
                         except (OSError, ValueError) as exc:  # a bad record after good ones
                             self._read_error = exc  # reported by the next read, after these bytes
                             break
-                        if not more:
+                        if not more:  # EOF or close_notify, read behind these bytes
+                            self._read_eof = True
                             break
                         chunks.append(more)
                         size += len(more)
@@ -302,8 +346,10 @@ class Transport:
         raise self._end(LeapConnectionError("connection lost: closed without a close frame"))
 
     def _end_by_peer(self, code: int | None, reason: str) -> None:
-        # Echo the close (RFC 6455 section 5.5.1), then we are done with the socket. If
-        # we had closed first (fail()), this is only the echo and our reason stands.
+        # Echo the close (RFC 6455 section 5.5.1): its code (the reader let through only
+        # codes a close frame may carry), 1000 for a close without one (1005 is never
+        # sent). Then we are done with the socket. If we had closed first (fail()),
+        # this is only the echo and our reason stands.
         self.send_close(1000 if code is None else code, "")
         self._writer.flush_for(1.0, self._wakeup.fd)
         error = LeapConnectionError(

@@ -4,7 +4,7 @@ queues, written by the owner thread as the socket takes them, never blocking it.
 Order: the pong due (only the latest ping is answered, RFC 6455 section 5.5.3), then
 *urgent* frames (heartbeats, answers to tagged requests, the close frame), then data
 frames, each in the order queued; a frame once started is finished before the next.
-Nothing follows our close frame. Urgent frames are bounded (:data:`MAX_URGENT`): a peer
+Nothing follows our close frame (no pong either). Urgent frames are bounded (:data:`MAX_URGENT`): a peer
 that lets them pile up is not reading.
 """
 
@@ -98,8 +98,10 @@ class FrameWriter:
     # -- the owner ---------------------------------------------------------------------
 
     def pong(self, frame: bytes) -> None:
-        """The pong due now (it replaces one not yet started)."""
-        self._pong = Outgoing(frame, time.monotonic())
+        """The pong due now (it replaces one not yet started); none once our close
+        frame is queued (nothing follows a close frame, RFC 6455 section 5.5.1)."""
+        if not self.close_queued:
+            self._pong = Outgoing(frame, time.monotonic())
 
     @property
     def pending(self) -> bool:
@@ -142,6 +144,8 @@ class FrameWriter:
                     done.finish()
 
     def _next(self) -> Outgoing | None:
+        if self.close_queued:
+            self._pong = None  # a pong due when our close was queued goes no more
         if self._pong is not None:
             pong, self._pong = self._pong, None
             return pong

@@ -71,7 +71,8 @@ class ElstatClient:
     that answers nothing for ``ping_timeout`` after that is presumed dead and replaced.
     The other options are ``LeapClient``'s (``sslopt``, ``ssl_context``, ``header``,
     the proxy options, ``trust_env``, ``connect_timeout``, ``send_timeout``,
-    ``close_timeout``, ``max_message_size``, ``backoff``, ``clock``).
+    ``close_timeout``, ``max_message_size``, ``max_message_items``, ``backoff``,
+    ``clock``).
     """
 
     def __init__(
@@ -211,7 +212,7 @@ class ElstatClient:
     # -- what the core asks (the I/O thread; never blocks), through _ElstatHandler -----------
 
     def _new_session(self) -> ElstatSession:
-        return ElstatSession(*self._ping)
+        return ElstatSession(*self._ping, max_items=self._core.options.max_message_items)
 
     def _deliver(self, live: Live, result: ElstatResult) -> None:
         core = self._core

@@ -306,11 +306,14 @@ def _incident(frame: dict[str, Any]) -> IncidentEvent:
     return IncidentEvent(Op(frame["op"]), incident)
 
 
-def parse_server_frame(payload: str | bytes) -> DataEvent | IncidentEvent | Reply | UnknownFrame:
+def parse_server_frame(
+    payload: str | bytes, max_items: int | None = None
+) -> DataEvent | IncidentEvent | Reply | UnknownFrame:
     """Parse one frame from an Elstat server: a :class:`DataEvent`,
     :class:`IncidentEvent` or :class:`Reply`; :class:`UnknownFrame` for an opcode this
-    library does not know (newer servers add some). Raises :class:`LeapProtocolError`."""
-    frame = decode_json(payload)
+    library does not know (newer servers add some). Raises :class:`LeapProtocolError`
+    (for a payload holding more than ``max_items`` values too, before decoding it)."""
+    frame = decode_json(payload, max_items)
     if not isinstance(frame, dict):
         raise LeapProtocolError("Elstat frames are JSON objects")
     op = frame.get("op")

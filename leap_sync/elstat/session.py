@@ -77,8 +77,9 @@ class ElstatSession:
 
     connected = True
 
-    def __init__(self, ping_interval: float, ping_timeout: float) -> None:
+    def __init__(self, ping_interval: float, ping_timeout: float, max_items: int | None = None) -> None:
         self._ping_interval = ping_interval
+        self._max_items = max_items  # the most values one message may decode to
         self._ping_timeout = ping_timeout
         self.keepalive: PingKeepalive | None = None
         self._pending: dict[Op, list[_Pending]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}  # oldest first
@@ -152,7 +153,7 @@ class ElstatSession:
         self.received_bytes(now)
         try:
             for payload, _binary in batch:
-                event = parse_server_frame(payload)
+                event = parse_server_frame(payload, self._max_items)
                 if isinstance(event, DataEvent):
                     result.data.append(event)
                 elif isinstance(event, IncidentEvent):

@@ -9,7 +9,9 @@ What travels, as the official SDKs do it:
 
 :meth:`Codec.decode` tells these apart by content, so it accepts whatever a server
 sends; everything it raises is :class:`LeapProtocolError`. Inflation is bounded by
-``max_size`` so a zlib bomb is an error, not a ``MemoryError``.
+``max_size`` so a zlib bomb is an error, not a ``MemoryError``, and what a message
+decodes to by ``max_items`` (values, checked before the decode), so a small frame
+cannot inflate into seconds of decoding either.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..errors import LeapError, LeapProtocolError
-from ..wire.jsontext import decode_json, encode_json
+from ..wire.jsontext import DEFAULT_MAX_ITEMS, decode_json, encode_json
 from ..wire.wsframes import DEFAULT_MAX_SIZE
 from . import etf
 
@@ -73,11 +75,12 @@ class Codec:
 
     ``encoding`` picks what :meth:`encode` produces; :meth:`decode` accepts JSON, ETF
     and zlib-wrapped either, whatever ``encoding`` is. ``max_size`` bounds an inflated
-    message; ``max_depth`` bounds ETF nesting. A Codec holds no per-message state and
-    may be shared by threads.
+    message; ``max_items`` the values it decodes to (JSON: :func:`~leap_sync.wire.jsontext.check_items`;
+    ETF: :func:`~leap_sync.protocol.etf.check_term`); ``max_depth`` bounds ETF nesting.
+    A Codec holds no per-message state and may be shared by threads.
     """
 
-    __slots__ = ("_etf_loads", "encoding", "max_depth", "max_size")
+    __slots__ = ("_etf_loads", "encoding", "max_depth", "max_items", "max_size")
 
     def __init__(
         self,
@@ -85,13 +88,17 @@ class Codec:
         *,
         max_size: int = DEFAULT_MAX_SIZE,
         max_depth: int = etf.DEFAULT_MAX_DEPTH,
+        max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
         if max_size <= 0:
             raise ValueError("max_size must be positive")
+        if max_items <= 0:
+            raise ValueError("max_items must be positive")
         self.encoding: Encoding = encoding
         self.max_size = max_size
+        self.max_items = max_items
         self.max_depth = max_depth
         self._etf_loads: Callable[[bytes], Any] | None = None
         if encoding == "etf":
@@ -110,7 +117,7 @@ class Codec:
         (first byte 131), or JSON. Raises :class:`LeapProtocolError` only.
         """
         if not binary:
-            return decode_json(payload)
+            return decode_json(payload, self.max_items)
         if isinstance(payload, str):
             try:
                 payload = payload.encode("utf-8")
@@ -120,7 +127,7 @@ class Codec:
             payload = inflate(payload, self.max_size)
         if payload[:1] == b"\x83":
             return self._decode_etf(payload)
-        return decode_json(payload)
+        return decode_json(payload, self.max_items)
 
     def _decode_etf(self, data: bytes) -> Any:
         loads = self._etf_loads
@@ -129,7 +136,7 @@ class Codec:
                 loads = self._etf_loads = etf.decoder()
             except LeapError as exc:
                 raise LeapProtocolError(f"received an ETF payload: {exc}") from None
-        return etf.decode(data, self.max_depth, loads)
+        return etf.decode(data, self.max_depth, loads, max_items=self.max_items)
 
     # -- encoding --------------------------------------------------------------------
 

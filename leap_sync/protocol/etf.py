@@ -72,17 +72,23 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
 
-def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH, max_items: int | None = None) -> None:
     """Check that ``data`` is one complete ETF term erlpack can safely decode.
 
     Walks the term without recursion. Raises :class:`LeapProtocolError` for a missing
     version byte, a truncated term, trailing bytes, nesting deeper than ``max_depth``,
-    or a term type outside what JSON-like payloads use (pids, ports, references, funs
-    and compressed terms are refused).
+    more than ``max_items`` terms (every element, map keys and list tails included, and
+    each character of a ``STRING_EXT``, which decodes to a list of ints; counted as
+    each container's header announces them, so the walk stops at the limit), or a term
+    type outside what JSON-like payloads use (pids, ports, references, funs and
+    compressed terms are refused). Every term takes at least one byte, so a term of at
+    most ``max_items`` bytes is not counted at all.
     """
     n = len(data)
     if n == 0 or data[0] != VERSION:
         raise LeapProtocolError("ETF payload does not start with version byte 131")
+    limit = max_items if max_items is not None and n > max_items else None
+    items = 1
     pos = 1
     # Each stack entry is the number of terms still to read at that nesting level.
     stack = [1]
@@ -109,6 +115,10 @@ def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
             else:
                 length = _U32.unpack_from(data, pos)[0]
             pos += width + length
+            if tag == 107 and limit is not None:  # STRING_EXT: a list of small ints
+                items += length
+                if items > limit:
+                    raise LeapProtocolError(f"ETF term holds more than {limit} terms (max_message_items)")
         elif tag == 110 or tag == 111:  # SMALL_BIG_EXT, LARGE_BIG_EXT
             width = 1 if tag == 110 else 4
             if pos + width > n:
@@ -133,6 +143,10 @@ def check_term(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
             # len(stack) - 1 containers are open; this one nests len(stack) deep.
             if len(stack) > max_depth:
                 raise LeapProtocolError(f"ETF term nested deeper than {max_depth}")
+            if limit is not None:
+                items += count
+                if items > limit:
+                    raise LeapProtocolError(f"ETF term holds more than {limit} terms (max_message_items)")
             stack.append(count)
         else:
             raise LeapProtocolError(f"unsupported ETF term type {tag}")
@@ -176,13 +190,16 @@ def decode(
     data: bytes,
     max_depth: int = DEFAULT_MAX_DEPTH,
     _loads: Callable[[bytes], Any] | None = None,
+    *,
+    max_items: int | None = None,
 ) -> Any:
     """Decode one ETF term from untrusted ``data``.
 
     Binaries come back as ``str`` when valid UTF-8, else as ``bytes``. Raises
     :class:`LeapProtocolError` for anything malformed (an atom that is not valid UTF-8
-    included), and :class:`LeapError` naming the ``etf`` extra when erlpack is not
-    installed.
+    included) or holding more than ``max_items`` terms (:func:`check_term`, before
+    erlpack sees it), and :class:`LeapError` naming the ``etf`` extra when erlpack is
+    not installed.
     """
     loads = _loads if _loads is not None else decoder()
     # What servers send, decoded and checked in one pass (etf_fast); anything it does
@@ -190,10 +207,12 @@ def decode(
     atom = _atom
     if atom is not None:
         try:
-            return _fast_decode(data, max_depth, atom)
+            return _fast_decode(
+                data, max_depth, atom, max_items if max_items is not None and len(data) > max_items else None
+            )
         except Exception:  # Unhandled, or a fault to be reported by the general path
             pass
-    check_term(data, max_depth)
+    check_term(data, max_depth, max_items)
     try:
         return loads(data)
     except UnicodeDecodeError:

@@ -32,15 +32,17 @@ class Unhandled(Exception):
     """Not for this decoder: take the general path."""
 
 
-def decode(data: bytes, max_depth: int, atom: Callable[[str], Any]) -> Any:
+def decode(data: bytes, max_depth: int, atom: Callable[[str], Any], max_items: int | None = None) -> Any:
     """The term in ``data`` (version byte included); ``atom`` makes an atom's value
     (``erlpack.Atom``). Raises :class:`Unhandled` (or any other exception) for
-    anything it does not decode itself; never returns a value the general path would
-    refuse or decode differently."""
+    anything it does not decode itself (a term of more than ``max_items`` terms,
+    counted as :func:`~leap_sync.protocol.etf.check_term` counts them, included);
+    never returns a value the general path would refuse or decode differently."""
     n = len(data)
     if n < 2 or data[0] != 131:
         raise Unhandled
-    value, pos = _term(data, 1, n, max_depth, atom)
+    budget = None if max_items is None else [max_items - 1]
+    value, pos = _term(data, 1, n, max_depth, atom, budget)
     if pos != n:
         raise Unhandled
     return value
@@ -59,9 +61,12 @@ def _binary(data: bytes, pos: int, n: int) -> tuple[Any, int]:
         return raw, end
 
 
-def _term(data: bytes, pos: int, n: int, depth: int, atom: Callable[[str], Any]) -> tuple[Any, int]:
+def _term(
+    data: bytes, pos: int, n: int, depth: int, atom: Callable[[str], Any], budget: list[int] | None
+) -> tuple[Any, int]:
     """The term whose tag is at ``pos``, and the position after it. ``depth``: how
-    many more containers may open (erlpack's ``check_term`` counts the same way)."""
+    many more containers may open (``check_term`` counts the same way); ``budget``:
+    how many more terms may follow, ``None`` for no bound."""
     tag = data[pos]
     if tag == 109:  # BINARY_EXT
         return _binary(data, pos, n)
@@ -70,6 +75,10 @@ def _term(data: bytes, pos: int, n: int, depth: int, atom: Callable[[str], Any])
         pos += 5
         if count * 2 > n - pos or depth <= 0:
             raise Unhandled
+        if budget is not None:
+            budget[0] -= count * 2
+            if budget[0] < 0:
+                raise Unhandled
         out: dict[Any, Any] = {}
         inner = depth - 1
         for _ in range(count):
@@ -77,7 +86,7 @@ def _term(data: bytes, pos: int, n: int, depth: int, atom: Callable[[str], Any])
             if data[pos] == 109:
                 key, pos = _binary(data, pos, n)
             else:
-                key, pos = _term(data, pos, n, inner, atom)
+                key, pos = _term(data, pos, n, inner, atom, budget)
             tag = data[pos]
             if tag == 109:
                 out[key], pos = _binary(data, pos, n)
@@ -87,7 +96,7 @@ def _term(data: bytes, pos: int, n: int, depth: int, atom: Callable[[str], Any])
                 out[key] = data[pos + 1]
                 pos += 2
             else:
-                out[key], pos = _term(data, pos, n, inner, atom)
+                out[key], pos = _term(data, pos, n, inner, atom, budget)
         return out, pos
     if tag == 97:  # SMALL_INTEGER_EXT
         if pos + 2 > n:
@@ -117,10 +126,14 @@ def _term(data: bytes, pos: int, n: int, depth: int, atom: Callable[[str], Any])
         pos += 5
         if count + 1 > n - pos or depth <= 0:
             raise Unhandled
+        if budget is not None:
+            budget[0] -= count + 1
+            if budget[0] < 0:
+                raise Unhandled
         inner = depth - 1
         items = []
         for _ in range(count):
-            value, pos = _term(data, pos, n, inner, atom)
+            value, pos = _term(data, pos, n, inner, atom, budget)
             items.append(value)
         if data[pos] != 106:  # NIL_EXT; any other tail: the general path decides
             raise Unhandled

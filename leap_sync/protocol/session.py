@@ -245,7 +245,7 @@ class ClientSession:
         # first payload that fails, whose error then follows the frames before it.
         error: LeapProtocolError | None = None
         if not any(map(_second, batch)):  # no binary frame
-            objs, error = decode_json_many([payload for payload, _ in batch])
+            objs, error = decode_json_many([payload for payload, _ in batch], self.codec.max_items)
         else:
             objs = []
             decode = self.codec.decode

@@ -2,7 +2,9 @@
 
 :func:`encode_json` refuses what JSON cannot carry (bytes, NaN, lone surrogates) with
 :class:`~leap_sync.errors.LeapEncodeError`; :func:`decode_json` reads ``str`` or strict
-UTF-8 ``bytes`` and raises only :class:`~leap_sync.errors.LeapProtocolError`.
+UTF-8 ``bytes`` and raises only :class:`~leap_sync.errors.LeapProtocolError`, and with
+``max_items`` refuses, before decoding, a text that holds more values than that
+(:func:`check_items`).
 
 With the ``fast`` extra (orjson) installed, :func:`decode_json` reads ``bytes`` with
 ``orjson.loads`` first, and takes the standard library's path for whatever orjson
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,9 +32,22 @@ try:  # the ``fast`` extra (imported by name: type checks pass with and without 
 except ImportError:  # pragma: no cover - the plain install
     _orjson_loads = None
 
-__all__ = ["BACKENDS", "backend", "decode_json", "decode_json_many", "encode_json", "set_backend"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_ITEMS",
+    "backend",
+    "check_items",
+    "decode_json",
+    "decode_json_many",
+    "encode_json",
+    "set_backend",
+]
 
 BACKENDS = ("json", "orjson")
+
+DEFAULT_MAX_ITEMS = 1_000_000
+"""Default bound on the values one message may decode to (every value counts:
+containers, strings, numbers, literals and object keys)."""
 
 
 def _not_json(value: Any) -> Any:
@@ -46,6 +62,43 @@ _json_decoder = json.JSONDecoder()
 _json_decode = _json_decoder.decode
 # The C scanner json.loads ends in (typeshed does not declare the attribute).
 _json_scan: Callable[[str, int], tuple[Any, int]] = _json_decoder.scan_once  # type: ignore[attr-defined]
+
+
+# A JSON string, escapes included (unrolled: no backtracking per character).
+_STRING_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _most_values(data: str | bytes) -> int:
+    """At least the number of values in the JSON text ``data``: one, plus one for each
+    ``,`` (another element or member), ``:`` (a member's value beside its key), ``[``
+    and ``{`` (a container's first element or member), minus one for each ``[]`` and
+    ``{}`` (a container without one). Exact for minified JSON whose strings hold none
+    of those characters; characters inside strings only ever add. Each ``count`` runs
+    at C speed."""
+    if isinstance(data, str):
+        opens = data.count("[") + data.count("{") - data.count("[]") - data.count("{}")
+        return 1 + data.count(",") + data.count(":") + opens
+    opens = data.count(b"[") + data.count(b"{") - data.count(b"[]") - data.count(b"{}")
+    return 1 + data.count(b",") + data.count(b":") + opens
+
+
+def check_items(data: str | bytes, max_items: int) -> None:
+    """Raise :class:`LeapProtocolError` when the JSON text ``data`` holds more than
+    ``max_items`` values (object keys included), without decoding it.
+
+    A text of at most ``max_items`` characters cannot (every value takes one), so it
+    costs one ``len``. A longer one is estimated by :func:`_most_values`, which can
+    only over-count (when strings hold those characters, or whitespace sits inside an
+    empty container); when the estimate is over, the count is made again with every
+    string left out (one regular-expression pass), so a minified text is refused only
+    when it truly holds more values.
+    """
+    if len(data) <= max_items or _most_values(data) <= max_items:
+        return
+    stripped = _STRING_TEXT.sub("", data) if isinstance(data, str) else _STRING_BYTES.sub(b"", data)
+    if _most_values(stripped) > max_items:
+        raise LeapProtocolError(f"message holds more than {max_items} values (max_message_items)")
 
 
 def encode_json(obj: Any) -> str:
@@ -90,9 +143,10 @@ def set_backend(name: str) -> None:
     _fast_loads = None if name == "json" else _orjson_loads
 
 
-def decode_json(data: str | bytes) -> Any:
+def decode_json(data: str | bytes, max_items: int | None = None) -> Any:
     """Decode JSON from ``str`` or strict UTF-8 ``bytes``; errors are
-    :class:`LeapProtocolError`.
+    :class:`LeapProtocolError`. With ``max_items``, a text holding more values than
+    that is refused before decoding (:func:`check_items`).
 
     ``bytes`` go to orjson when it is installed (see the module's docstring for when
     it defers to the standard library). Otherwise minified JSON (what servers send)
@@ -100,6 +154,8 @@ def decode_json(data: str | bytes) -> Any:
     anything else (surrounding whitespace, trailing bytes, invalid input) takes the
     full decoder, which also produces its errors.
     """
+    if max_items is not None and len(data) > max_items:
+        check_items(data, max_items)
     fast = _fast_loads
     if fast is not None and type(data) is bytes and _LONG_NUMBER not in data.translate(_DIGITS):
         try:
@@ -128,10 +184,12 @@ def _only_bytes(payloads: Sequence[str | bytes]) -> bool:
     return set(map(type, payloads)) == {bytes}
 
 
-def decode_json_many(payloads: Sequence[str | bytes]) -> tuple[list[Any], LeapProtocolError | None]:
-    """Decode payloads in order, as :func:`decode_json` would one at a time, stopping at
-    the first that fails: ``(the values before it, its error)``, or ``(all values,
-    None)``.
+def decode_json_many(
+    payloads: Sequence[str | bytes], max_items: int | None = None
+) -> tuple[list[Any], LeapProtocolError | None]:
+    """Decode payloads in order, as :func:`decode_json` (with ``max_items``) would one
+    at a time, stopping at the first that fails: ``(the values before it, its
+    error)``, or ``(all values, None)``.
 
     Does less per payload than separate calls: with orjson, one scan of the whole batch
     for long numbers; with the standard library, one UTF-8 decode of the whole batch
@@ -142,7 +200,9 @@ def decode_json_many(payloads: Sequence[str | bytes]) -> tuple[list[Any], LeapPr
     add = out.append
     fast = _fast_loads
     try:
-        if fast is not None:
+        if max_items is not None and payloads and max(map(len, payloads)) > max_items:
+            pass  # a payload that must be counted first: one at a time, below
+        elif fast is not None:
             if _only_bytes(payloads) and _LONG_NUMBER not in b" ".join(payloads).translate(_DIGITS):  # type: ignore[arg-type]
                 for payload in payloads:
                     try:
@@ -170,7 +230,7 @@ def decode_json_many(payloads: Sequence[str | bytes]) -> tuple[list[Any], LeapPr
                     pos = end + 1
                 return out, None
         for payload in payloads[len(out) :]:
-            add(decode_json(payload))
+            add(decode_json(payload, max_items))
     except LeapProtocolError as exc:
         return out, exc
     return out, None

@@ -23,6 +23,8 @@ __all__ = [
     "OP_TEXT",
     "FrameReader",
     "WebSocketProtocolError",
+    "close_code_allowed",
+    "close_payload",
     "parse_close_payload",
     "unmasked_frame",
     "unmasked_frame_header",
@@ -47,20 +49,53 @@ as in bytes, so a stream of empty continuation frames cannot run forever."""
 
 class WebSocketProtocolError(LeapProtocolError):
     """The server broke the websocket framing rules. ``close_code`` is the websocket
-    code to close with (1002 protocol error, 1009 message too big)."""
+    code to close with (1002 protocol error, 1007 a text message that is not UTF-8,
+    1009 message too big)."""
 
     def __init__(self, message: str, close_code: int = 1002) -> None:
         super().__init__(message, close_code=close_code)
 
 
+def close_code_allowed(code: int) -> bool:
+    """Whether a close frame may carry ``code`` (RFC 6455 section 7.4): 1000-1003 and
+    1007-1011 (section 7.4.1), 1012-1014 (registered with IANA since), and 3000-4999
+    (libraries, frameworks and applications). Never 0-999, 1004 (reserved), 1005 and
+    1006 (stand for "no code" and "no close frame", never sent), 1015 (a TLS failure,
+    never sent), 1016-2999 (reserved for the RFC's extensions) or 5000 and above."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
-    """``(code, reason)`` from a close frame's payload; ``(None, "")`` when empty."""
+    """``(code, reason)`` from a close frame's payload; ``(None, "")`` when empty.
+
+    Raises :class:`WebSocketProtocolError` (close code 1002) for a payload of one byte,
+    a code no close frame may carry (:func:`close_code_allowed`) or a reason that is
+    not UTF-8 (RFC 6455 section 5.5.1; the Autobahn test suite's cases 7.3.2, 7.5.1,
+    7.9.x and 7.13.x)."""
     if not payload:
         return None, ""
     if len(payload) == 1:
         raise WebSocketProtocolError("close frame payload of one byte")
     code = payload[0] << 8 | payload[1]
-    return code, payload[2:].decode("utf-8", errors="replace")
+    if not close_code_allowed(code):
+        raise WebSocketProtocolError(f"close code {code} is not one a close frame may carry")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebSocketProtocolError(f"close frame (code {code}) with a reason that is not UTF-8") from None
+    return code, reason
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """The payload of a close frame we send: ``code`` (1000 instead when it is not one
+    a close frame may carry: 1005, 1006 and 1015 never travel) and ``reason`` cut to
+    the 123 bytes that fit, at a character boundary (it stays UTF-8)."""
+    if not close_code_allowed(code):
+        code = 1000
+    data = reason.encode("utf-8", errors="replace")
+    if len(data) > 123:
+        data = data[:123].decode("utf-8", errors="ignore").encode("utf-8")
+    return code.to_bytes(2, "big") + data
 
 
 def unmasked_frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
@@ -85,14 +120,26 @@ def unmasked_message(payload: str | bytes) -> bytes:
     return unmasked_frame(OP_BINARY, payload)
 
 
+def _check_text(payload: bytes) -> None:
+    """Raise :class:`WebSocketProtocolError` with 1007 unless ``payload`` (a text
+    message) is UTF-8 (RFC 6455 section 8.1)."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"text message that is not UTF-8 ({exc.reason} at byte {exc.start})"
+        raise WebSocketProtocolError(reason, 1007) from None
+
+
 class FrameReader:
     """Parses the server's frame stream into messages.
 
     :meth:`feed` takes the bytes read from the socket and returns the data messages
     they completed, as ``(payload, binary)`` pairs in order. Control frames go
     elsewhere: pings to :attr:`pings` (the transport answers each with a pong), and a
-    close frame sets :attr:`close` (``(code, reason)``), after which nothing more is
-    parsed. ``max_size`` bounds one message (all fragments together) and
+    close frame sets :attr:`close` (``(code, reason)``, checked by
+    :func:`parse_close_payload`), after which nothing more is parsed. A text message
+    must be UTF-8 (1007 otherwise, checked once it is whole; ASCII costs one
+    ``isascii()``). ``max_size`` bounds one message (all fragments together) and
     :data:`MAX_FRAGMENTS` the frames it spans; a longer one raises
     :class:`WebSocketProtocolError` with close code 1009 before its payload is read.
     A framing error is raised, but not at the expense of the messages completed before
@@ -247,6 +294,8 @@ class FrameReader:
             pos = end
             if opcode in (OP_TEXT, OP_BINARY):
                 if fin:
+                    if opcode == OP_TEXT and not payload.isascii():
+                        _check_text(payload)
                     out.append((payload, opcode == OP_BINARY))
                 else:
                     self._fragments = [payload]
@@ -261,7 +310,10 @@ class FrameReader:
                 if length:
                     fragments.append(payload)
                 if fin:
-                    out.append((b"".join(fragments), self._fragment_binary))
+                    message = b"".join(fragments)
+                    if not self._fragment_binary and not message.isascii():
+                        _check_text(message)
+                    out.append((message, self._fragment_binary))
                     self._fragments = None
                     self._fragment_size = 0
                     self._fragment_count = 0
