@@ -127,15 +127,19 @@ class LeapClient:
             proxy_type=proxy_type,
             trust_env=trust_env,
         )
-        url = with_query(url, encoding, compression)
         lock = threading.RLock()
         self._handler = LeapHandler(project_id, token, self._codec, encoding, compression, lock)
-        self._core = ConnectionCore(
-            self._handler, url=url, options=options, logger=self.logger, backoff=backoff, clock=clock, lock=lock
-        )
+        try:
+            url = with_query(url, encoding, compression)
+            self._core = ConnectionCore(
+                self._handler, url=url, options=options, logger=self.logger, backoff=backoff, clock=clock, lock=lock
+            )
+        except ValueError as exc:  # it may name the URL: never with the token in it
+            shown = self._handler.redact(str(exc))
+            if shown != str(exc):
+                raise ValueError(shown) from None
+            raise
         self._handler.core = self._core
-        if token is not None:
-            self._core.log.redact = self._handler.redact  # every log record, whatever produced it
         self._number = self._core.number
         self._lock = lock
         self._waiters = self._handler.waiters
@@ -145,7 +149,7 @@ class LeapClient:
     def __repr__(self) -> str:
         return (
             f"<LeapClient project_id={self.project_id!r} "
-            f"state={self.state.connection_state.value} url={self.url!r} "
+            f"state={self.state.connection_state.value} url={self._core.show(self.url)!r} "
             f"token={'set' if self._token else 'none'}>"
         )
 

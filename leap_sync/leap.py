@@ -11,8 +11,6 @@ blocks.
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 import urllib.parse
 from typing import Any, cast
@@ -20,7 +18,7 @@ from typing import Any, cast
 import attrs
 
 from .connection.core import ConnectionCore
-from .connection.handler import ARRIVALS, Decision, Future, Live, holding_live, in_arrival_order
+from .connection.handler import ARRIVALS, Decision, Future, Live, holding_live, in_arrival_order, scrub_error
 from .connection.options import ConnectOptions
 from .errors import ChannelUnavailableError, LeapAuthorizationError, LeapConnectionError
 from .protocol import frames
@@ -29,8 +27,10 @@ from .protocol.models import AvailableEvent, Hello, InitEvent, UnavailableEvent
 from .protocol.opcodes import CloseCode, close_action
 from .protocol.session import Answer, ClientSession, ReceiveResult
 from .wire.close import CloseAction
+from .wire.secrets import PIECE, TokenRedactor
+from .wire.urls import redact_url, redact_urls
 
-__all__ = ["CHANNEL_EVENTS", "MESSAGES", "LeapHandler", "Undo", "leap_session", "with_query"]
+__all__ = ["CHANNEL_EVENTS", "MESSAGES", "PIECE", "LeapHandler", "Undo", "leap_session", "with_query"]
 
 MESSAGES = "messages"
 CHANNEL_EVENTS = "channel_events"
@@ -45,7 +45,7 @@ def with_query(url: str, encoding: str, compression: str) -> str:
         raise TypeError(f"a Leap Edge URL is a str, not {type(url).__name__}")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {url!r}")
+        raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {redact_url(url)!r}")
     parts.port  # noqa: B018 - raises ValueError for a port out of range
     query = [
         (k, v)
@@ -54,67 +54,6 @@ def with_query(url: str, encoding: str, compression: str) -> str:
     ]
     query += [("encoding", encoding), ("compression", compression)]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query), path=parts.path or "/"))
-
-
-def _forms(token: str) -> tuple[str, ...]:
-    """The token as it may appear in text: as is, escaped (``repr``, JSON),
-    percent-encoded (``quote``, ``quote_plus``), or its UTF-8 read as Latin-1; the
-    longest first."""
-    forms = {
-        token,
-        repr(token)[1:-1],
-        json.dumps(token)[1:-1],
-        urllib.parse.quote(token, safe=""),
-        urllib.parse.quote_plus(token),
-        token.encode("utf-8").decode("latin-1"),
-    }
-    return tuple(sorted(forms, key=len, reverse=True))
-
-
-def _percent_encoded(token: str) -> re.Pattern[str]:
-    """Matches the token with any of its characters percent-encoded (hex digits in
-    either case; a space also as ``+``): servers and proxies choose which to encode."""
-    parts = []
-    for char in token:
-        encoded = "".join(f"%{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
-        alternatives = [
-            re.escape(char),
-            "".join(f"%[{h[1]}{h[1].upper()}][{h[2]}{h[2].upper()}]" for h in _hex(encoded)),
-        ]
-        if char == " ":
-            alternatives.append(r"\+")
-        parts.append(f"(?:{'|'.join(alternatives)})")
-    return re.compile("".join(parts))
-
-
-def _hex(encoded: str) -> list[str]:
-    """``"%2f%41"`` as ``["%2f", "%41"]``."""
-    return [encoded[i : i + 3] for i in range(0, len(encoded), 3)]
-
-
-PIECE = 12
-"""The shortest run of the token's characters redacted where it shows cut (a server
-echoing it in a close reason, cut to 123 bytes): a piece of ``PIECE`` characters or
-more becomes ``<redacted>``."""
-
-
-def _without_pieces(text: str, token: str) -> str:
-    """``text`` with every run of at least :data:`PIECE` characters taken from the
-    token (as it stands in the token) replaced by ``<redacted>``."""
-    if len(token) < PIECE or len(text) < PIECE:
-        return text
-    for start in range(len(token) - PIECE + 1):
-        window = token[start : start + PIECE]
-        found = text.find(window)
-        while found >= 0:
-            left, right, t_left, t_right = found, found + PIECE, start, start + PIECE
-            while left > 0 and t_left > 0 and text[left - 1] == token[t_left - 1]:
-                left, t_left = left - 1, t_left - 1
-            while right < len(text) and t_right < len(token) and text[right] == token[t_right]:
-                right, t_right = right + 1, t_right + 1
-            text = text[:left] + _REDACTED + text[right:]
-            found = text.find(window)
-    return text
 
 
 def leap_session(session: Any) -> ClientSession:
@@ -144,8 +83,7 @@ class LeapHandler:
     ) -> None:
         self.project_id = project_id
         self._token = token
-        self._token_forms = _forms(token) if token else ()
-        self._token_encoded = _percent_encoded(token) if token else None
+        self._redactor = TokenRedactor(token) if token else None
         self.codec = codec
         self.encoding = encoding
         self.compression = compression
@@ -374,28 +312,22 @@ class LeapHandler:
         return target
 
     def redact(self, text: str) -> str:
-        """``text`` with the token replaced by ``<redacted>``, in every form it can take
-        on its way: as is, escaped by ``repr`` or JSON, percent-encoded, UTF-8 read as
-        Latin-1, or cut (any run of :data:`PIECE` of its characters)."""
-        for form in self._token_forms:
-            if form in text:
-                text = text.replace(form, _REDACTED)
-        if self._token_encoded is not None and "%" in text:
-            text = self._token_encoded.sub(_REDACTED, text)
-        return _without_pieces(text, self._token) if self._token else text
+        """``text`` as it may be shown: the token replaced by ``<redacted>`` in every
+        form it can take on its way (as is, escaped by ``repr`` or JSON,
+        percent-encoded, UTF-8 read as Latin-1, or cut: any run of :data:`PIECE` of its
+        characters), then the secrets of every URL in it (userinfo, credential-named
+        parameters: :func:`~leap_sync.wire.urls.redact_urls`)."""
+        if self._redactor is not None:
+            text = self._redactor(text)  # first: a token with a space would end a URL early
+        return redact_urls(text)
 
     def carries_token(self, text: str) -> bool:
         """Whether ``text``, or its percent-decoded form, holds the token."""
-        return bool(self._token) and (
-            self.redact(text) != text or self.redact(urllib.parse.unquote_plus(text)) != urllib.parse.unquote_plus(text)
-        )
+        redactor = self._redactor
+        decoded = urllib.parse.unquote_plus(text)
+        return redactor is not None and (redactor(text) != text or redactor(decoded) != decoded)
 
     def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
-        """``error`` with the token removed from its message and close reason."""
-        reason = error.close_reason
-        text = str(error)
-        if not self._token or (self.redact(text) == text and (reason is None or self.redact(reason) == reason)):
-            return error  # no form of the token in it
-        scrubbed = error.with_message(self.redact(str(error)))
-        scrubbed.close_reason = self.redact(reason) if reason is not None else None
-        return scrubbed
+        """``error`` with the token and URL secrets removed from its message and close
+        reason (:meth:`redact`)."""
+        return scrub_error(error, self.redact)

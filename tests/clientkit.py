@@ -1,11 +1,13 @@
-"""Helpers for client tests: a state recorder that waits on a condition, and a
-client factory that always closes what it made."""
+"""Helpers for client tests: a state recorder that waits on a condition, a call on a
+thread of its own (:func:`in_thread`), and a client factory that always closes what it
+made."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from leap_sync import Backoff, ConnectionState, StateInfo
 
@@ -50,6 +52,22 @@ class StateRecorder:
 def fast_backoff() -> Backoff:
     """Small, deterministic delays (the ceiling of each step)."""
     return Backoff(base=0.01, cap=0.05, uniform=lambda low, high: high)
+
+
+def in_thread(call: Callable[[], object], **thread_options: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """``call()`` on a new thread (``threading.Thread(**thread_options)``), started at
+    once; returns the thread and the list that receives whatever ``call`` raises."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, **thread_options)
+    thread.start()
+    return thread, outcome
 
 
 class CountingTransport:

@@ -1,6 +1,8 @@
 """Real peers between the client and the embedded server: nginx, HAProxy, squid and
 dante, each started in the foreground with its own config on a free loopback port and
-stopped by its pid.
+stopped by its pid; the stream a client reads through them; and the fixtures the
+``test_peers_*`` modules share (``daemons``, ``workdir``, ``edge``: import them from here).
+Config writers are in :mod:`peers_configs`.
 
 A missing binary skips the test with the reason (and the Debian package that brings
 it); in CI (``CI=true``) it fails instead, so the tier cannot silently vanish.
@@ -9,6 +11,7 @@ it); in CI (``CI=true``) it fails instead, so the tier cannot silently vanish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -23,20 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 
-from leap_sync import ConnectionState, LeapClient, MessageEvent
+from leap_sync import ConnectionState, LeapClient, LeapConnectionError, MessageEvent, StateInfo
 from leap_sync.testing import LeapEdgeServer
 
 CONNECTED = ConnectionState.CONNECTED
 ERRORED = ConnectionState.ERRORED
+FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
 
 SOCKS_USER = "leapsocks"
 """The system user dante's ``username`` method checks (made by ``.ci/run``)."""
 SOCKS_PASSWORD = "leap-socks-pw"
-
-SQUID_AUTH_HELPER = "/usr/lib/squid/basic_ncsa_auth"
 
 
 def in_ci() -> bool:
@@ -153,6 +154,8 @@ class Daemon:
             os.killpg(process.pid, signal.SIGKILL)  # the session it led: leftover children
         except (ProcessLookupError, PermissionError):
             pass
+        else:
+            _wait_gone(process.pid, timeout)
         self.process = None
         if "-n" in self.argv:  # squid's shared memory segments, left behind by SIGKILL
             for path in Path("/dev/shm").glob(f"{self.argv[self.argv.index('-n') + 1]}-*.shm"):
@@ -161,6 +164,23 @@ class Daemon:
     def log(self) -> str:
         texts = [path.read_text(errors="replace")[-3000:] for path in sorted(self.workdir.glob("*.log"))]
         return "\n".join([self.output.read_text(errors="replace")[-3000:], *texts])
+
+
+def _wait_gone(group: int, timeout: float) -> None:
+    """Wait until no process of ``group`` is left: a killed worker can hold the listening
+    socket a moment longer, and a daemon started on the same port meanwhile would fail
+    to bind while the old socket still answered its readiness check. (No event tells
+    when another process's children are gone: a bounded check every 10 ms.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.01)
+    # still there: zombies nobody reaps (a container's init may not); they hold no socket
 
 
 def start_daemon(
@@ -189,174 +209,12 @@ def start_daemon(
     raise error
 
 
-# -- config writers ------------------------------------------------------------------------
-
-
-def nginx_argv(
-    nginx: str, workdir: Path, upstream: int, cert: Path, key: Path, read_timeout: str, main: str = ""
-) -> Callable[[int], list[str]]:
-    """nginx terminating TLS and proxying websockets to ``upstream`` (plain ws);
-    ``main``: more directives for the main context."""
-
-    def make(port: int) -> list[str]:
-        user = "user root;" if os.geteuid() == 0 else ""
-        kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        temp = " ".join(f"{kind}_temp_path {workdir}/{kind};" for kind in kinds)
-        conf = workdir / "nginx.conf"
-        conf.write_text(
-            f"""{user}
-worker_processes 1;
-{main}
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    {temp}
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_read_timeout {read_timeout};
-            proxy_send_timeout {read_timeout};
-        }}
-    }}
-}}
-"""
-        )
-        return [nginx, "-p", str(workdir), "-c", str(conf), "-e", f"{workdir}/nginx-error.log", "-g", "daemon off;"]
-
-    return make
-
-
-def haproxy_argv(
-    haproxy: str, workdir: Path, upstream: int, pem: Path, tunnel: str, client: str = "30s"
-) -> Callable[[int], list[str]]:
-    """HAProxy terminating TLS (``pem``: certificate and key) in front of ``upstream``,
-    with ``timeout tunnel``/``timeout client`` and a 1 s ``hard-stop-after``."""
-
-    def make(port: int) -> list[str]:
-        conf = workdir / "haproxy.cfg"
-        conf.write_text(
-            f"""global
-    hard-stop-after 1s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client {client}
-    timeout server 30s
-    timeout tunnel {tunnel}
-frontend leap
-    bind 127.0.0.1:{port} ssl crt {pem}
-    default_backend edge
-backend edge
-    server edge 127.0.0.1:{upstream}
-"""
-        )
-        return [haproxy, "-f", str(conf), "-db"]
-
-    return make
-
-
-def squid_service(port: int) -> str:
-    return f"leapsync{port}"
-
-
-def squid_argv(
-    squid: str, workdir: Path, passwords: Path | None, stock_ports: bool = False
-) -> Callable[[int], list[str]]:
-    """squid as an HTTP CONNECT proxy, no cache; with ``passwords`` (an htpasswd
-    file) it requires basic auth; ``stock_ports``: the stock config's rule allowing
-    CONNECT to port 443 only."""
-
-    def make(port: int) -> list[str]:
-        auth = "acl SSL_ports port 443\nhttp_access deny CONNECT !SSL_ports\n" if stock_ports else ""
-        allow = "http_access allow CONNECT local"
-        if passwords is not None:
-            auth += f"auth_param basic program {SQUID_AUTH_HELPER} {passwords}\nauth_param basic children 1\n"
-            auth += "acl authed proxy_auth REQUIRED\n"
-            allow = "http_access allow CONNECT local authed"
-        conf = workdir / "squid.conf"
-        conf.write_text(
-            f"""http_port 127.0.0.1:{port}
-pid_filename {workdir}/squid.pid
-cache_log {workdir}/squid-cache.log
-access_log none
-cache deny all
-cache_mem 8 MB
-coredump_dir {workdir}
-netdb_filename none
-pinger_enable off
-shutdown_lifetime 0 seconds
-acl local src 127.0.0.0/8
-acl CONNECT method CONNECT
-{auth}{allow}
-http_access deny all
-"""
-        )
-        # -n: a service name of its own names its shared memory segments (two squids
-        # never share them); Daemon.stop removes them
-        return [squid, "-N", "-n", squid_service(port), "-f", str(conf)]
-
-    return make
-
-
-def dante_argv(danted: str, workdir: Path, username: bool) -> Callable[[int], list[str]]:
-    """dante as a SOCKS5 proxy; ``username``: the RFC 1929 method, checked against
-    system users."""
-
-    def make(port: int) -> list[str]:
-        method = "username" if username else "none"
-        privileged, unprivileged = (
-            ("root", "nobody") if os.geteuid() == 0 else (pwd.getpwuid(os.geteuid()).pw_name,) * 2
-        )
-        conf = workdir / "danted.conf"
-        conf.write_text(
-            f"""logoutput: {workdir}/danted.log
-internal: 127.0.0.1 port = {port}
-external: 127.0.0.1
-clientmethod: none
-socksmethod: {method}
-user.privileged: {privileged}
-user.unprivileged: {unprivileged}
-client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
-socks pass {{
-    from: 127.0.0.0/8 to: 0.0.0.0/0
-    command: connect
-    log: connect
-}}
-"""
-        )
-        return [danted, "-f", str(conf), "-p", f"{workdir}/danted.pid", "-N", "1"]
-
-    return make
-
-
-# -- TLS -----------------------------------------------------------------------------------
-
-
-class Certificates:
-    """A trustme CA and a server certificate for 127.0.0.1 and localhost, as files."""
-
-    def __init__(self, workdir: Path) -> None:
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca = workdir / "ca.pem"
-        self.cert = workdir / "server-cert.pem"
-        self.key = workdir / "server-key.pem"
-        self.combined = workdir / "server.pem"
-        ca.cert_pem.write_to_path(str(self.ca))
-        server.private_key_pem.write_to_path(str(self.key))
-        chain = b"".join(blob.bytes() for blob in server.cert_chain_pems)
-        self.cert.write_bytes(chain)
-        self.combined.write_bytes(chain + server.private_key_pem.bytes())
+def restart(daemon: Daemon) -> Daemon:
+    """``daemon`` started again (after it stopped) with the same command line, port and
+    stop signal."""
+    return start_daemon(
+        daemon.name, daemon.workdir, lambda port: daemon.argv, port=daemon.port, stop_signal=daemon.stop_signal
+    )
 
 
 # -- the stream ------------------------------------------------------------------------------
@@ -366,6 +224,14 @@ def prepare(server: LeapEdgeServer) -> None:
     """Token TOKEN and the sequenced channel ``seq``."""
     server.add_token(TOKEN, project_id=PROJECT)
     server.create_channel("seq", project_id=PROJECT, sequenced=True)
+
+
+@contextlib.contextmanager
+def prepared_edge(**options: Any) -> Iterator[LeapEdgeServer]:
+    """A running ``LeapEdgeServer(**options)``, prepared (:func:`prepare`)."""
+    with LeapEdgeServer(**options) as server:
+        prepare(server)
+        yield server
 
 
 class Stream:
@@ -400,11 +266,62 @@ class Stream:
         assert [m.seq for m in self.received] == list(range(1, self.published + 1))
         assert [m.data for m in self.received] == list(range(self.published))
 
+    def connect_error(self) -> LeapConnectionError:
+        """The ``LeapConnectionError`` the client's first ``connect()`` raises (fails
+        the test if it raises nothing or something else)."""
+        with pytest.raises(LeapConnectionError) as failed:
+            self.client.connect()
+        return failed.value
+
+    def first_errored(self) -> StateInfo:
+        """The first ``ERRORED`` state update the client reported."""
+        return next(i for i in self.recorder.infos if i.connection_state is ERRORED)
+
     def connections(self) -> int:
         return sum(i.connection_state is CONNECTED for i in self.recorder.infos)
 
     def close(self) -> None:
         self.client.close()
+
+
+def restart_under(stream: Stream, daemon: Daemon, daemons: list[Daemon], signum: int | None = None) -> None:
+    """Stop ``daemon`` (with ``signum``, by default its stop signal) under ``stream``'s
+    open connection; once the client reports ``ERRORED``, start it again (put on
+    ``daemons``), wait for the client's second ``CONNECTED`` and check the stream is
+    whole (:meth:`Stream.slice`, :meth:`Stream.check`)."""
+    daemon.stop(signum)
+    stream.recorder.wait_count(ERRORED, 1)
+    daemons.append(restart(daemon))
+    stream.recorder.wait_count(CONNECTED, 2)
+    stream.slice()
+    stream.check()
+
+
+def freeze_and_thaw(stream: Stream, proxy: Daemon, edge: LeapEdgeServer, kind: str) -> None:
+    """With ``stream`` open through ``proxy`` (a ``kind`` proxy: ``http``, ``socks5``)
+    and a short connect timeout: freeze the proxy until the client has presumed the
+    connection dead and failed two attempts, thaw it, and check the client is back and
+    nothing was lost; the dead connection and each failed attempt are the errors
+    expected (each attempt connects to the frozen proxy's backlog, then waits for its
+    answer)."""
+    stream.open()
+    stream.slice()
+    proxy.freeze()
+    infos = stream.recorder.wait_count(ERRORED, 3)
+    proxy.freeze(False)
+    stream.recorder.wait_count(CONNECTED, 2)
+    stream.slice()
+    stream.check()
+    dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
+    assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
+    assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
+    for attempt in attempts:
+        assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
+        assert attempt.error.phase == "proxy"
+        assert str(attempt.error) == (
+            f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
+            f"through the {kind} proxy 127.0.0.1:{proxy.port} within 1 s"
+        )
 
 
 def workdir_for(name: str) -> Iterator[Path]:
@@ -436,3 +353,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"not in {timeout} s: {what}")
         ticker.wait(0.02)
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """The test's daemons (:func:`stopping`)."""
+    yield from stopping()
+
+
+@pytest.fixture
+def workdir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The test's folder (:func:`workdir_for`), named after the peer its module tests
+    (``test_peers_nginx`` -> ``leap-sync-nginx-...``)."""
+    yield from workdir_for(request.module.__name__.removeprefix("test_peers_"))
+
+
+@pytest.fixture
+def edge() -> Iterator[LeapEdgeServer]:
+    """A prepared server (:func:`prepare`) with a 5 s heartbeat interval."""
+    with prepared_edge(heartbeat_interval=5.0) as server:
+        yield server

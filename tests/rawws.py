@@ -4,15 +4,19 @@ test write any bytes and read the client's (masked) frames one by one."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import queue
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
+
+import trustme
 
 from leap_sync.wire.wsframes import unmasked_frame as server_frame
 
-__all__ = ["RawConnection", "RawServer", "server_frame"]
+__all__ = ["RawConnection", "RawServer", "raw_server_for", "server_frame"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -120,3 +124,20 @@ class RawServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def raw_server_for(scheme: str, ca: trustme.CA) -> Iterator[tuple[RawServer, dict[str, object]]]:
+    """A running :class:`RawServer` and the client options that reach it: over TLS
+    (a certificate for 127.0.0.1 issued by ``ca``; ``sslopt`` trusting ``ca``) when
+    ``scheme`` is ``"wss"``, plain (no options) otherwise."""
+    context = None
+    options: dict[str, object] = {}
+    if scheme == "wss":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        options = {"sslopt": {"context": client_context}}
+    with RawServer(tls=context) as raw:
+        yield raw, options

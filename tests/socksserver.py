@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 from relay import LoopbackProxy
 
@@ -14,11 +15,23 @@ __all__ = ["SocksProxy"]
 class SocksProxy(LoopbackProxy):
     """``mode``: ``"tunnel"``, ``"refuse"`` (SOCKS5 reply 5, SOCKS4 0x5B) or
     ``"silent"``. ``credentials`` makes SOCKS5 require username/password.
-    ``requests`` records ``(version, host, port, user)`` per CONNECT."""
+    ``requests`` records ``(version, host, port, user)`` per CONNECT.
 
-    def __init__(self, mode: str = "tunnel", credentials: tuple[str, str] | None = None) -> None:
+    ``"tunnel"`` is honest: it connects to the target first and answers success, or
+    "connection refused" (SOCKS4: 0x5B) when it cannot. ``answers`` overrides that per
+    target host: a SOCKS5 reply code (SOCKS4 answers 0x5B for any code but 0), or
+    ``None`` for never answering."""
+
+    def __init__(
+        self,
+        mode: str = "tunnel",
+        credentials: tuple[str, str] | None = None,
+        answers: dict[str, int | None] | None = None,
+    ) -> None:
         self.mode = mode
         self.credentials = credentials
+        self.answers = dict(answers or {})
+        self._asked = threading.Condition()
         self.requests: list[tuple[int, str, int, str]] = []
         super().__init__("test-socks")
 
@@ -42,17 +55,30 @@ class SocksProxy(LoopbackProxy):
         client.settimeout(5)
         version = self._read(client, 1)[0]
         host, port, user = self._socks5(client) if version == 5 else self._socks4(client)
-        self.requests.append((version, host, port, user))
-        if self.mode == "silent":
+        with self._asked:
+            self.requests.append((version, host, port, user))
+            self._asked.notify_all()
+        code = 5 if self.mode == "refuse" else self.answers.get(host, 0) if self.mode == "tunnel" else None
+        if code is None:
             self._stop.wait(30)
             return
-        ok = self.mode == "tunnel"
+        upstream = None
+        if code == 0:
+            try:
+                upstream = self.track(socket.create_connection((host, port), timeout=5))
+            except OSError:
+                code = 5
         if version == 5:
-            client.sendall(b"\x05" + (b"\x00" if ok else b"\x05") + b"\x00\x01" + b"\0" * 6)
+            client.sendall(b"\x05" + bytes([code]) + b"\x00\x01" + b"\0" * 6)
         else:
-            client.sendall(b"\x00" + (b"\x5a" if ok else b"\x5b") + b"\0" * 6)
-        if ok:
-            self.relay(client, self.track(socket.create_connection((host, port), timeout=5)))
+            client.sendall(b"\x00" + (b"\x5a" if code == 0 else b"\x5b") + b"\0" * 6)
+        if upstream is not None:
+            self.relay(client, upstream)
+
+    def wait_requests(self, count: int, timeout: float = 10) -> bool:
+        """Wait until ``count`` CONNECT requests arrived; whether they did in time."""
+        with self._asked:
+            return self._asked.wait_for(lambda: len(self.requests) >= count, timeout)
 
     def _socks5(self, client: socket.socket) -> tuple[str, int, str]:
         methods = self._read(client, self._read(client, 1)[0])

@@ -60,6 +60,16 @@ def listen(server: LeapEdgeServer, **extra_env: str) -> subprocess.Popen[str]:
     )
 
 
+def elstat(server: ElstatServer) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "elstat", "--url", server.base_url, "--channel", "status:api"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+
+
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)
@@ -128,13 +138,7 @@ def test_sigterm_closes_listen_with_a_close_frame(leap: LeapEdgeServer) -> None:
 
 def test_sigterm_closes_elstat_with_a_close_frame() -> None:
     with ElstatServer(channels=["status:api"]) as server:
-        proc = subprocess.Popen(
-            [*CLI, "elstat", "--url", server.base_url, "--channel", "status:api"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env(),
-        )
+        proc = elstat(server)
         assert proc.stdout is not None
         try:
             assert read_until(proc.stdout, "subscribe")["channels"] == ["status:api"]
@@ -236,13 +240,7 @@ def test_listen_prints_messages_and_channel_events_in_arrival_order(leap: LeapEd
 
 def test_elstat_prints_data_and_incidents_in_arrival_order() -> None:
     with ElstatServer(channels=["status:api"]) as server:
-        proc = subprocess.Popen(
-            [*CLI, "elstat", "--url", server.base_url, "--channel", "status:api"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env(),
-        )
+        proc = elstat(server)
         assert proc.stdout is not None
         try:
             read_until(proc.stdout, "subscribe")

@@ -7,6 +7,7 @@ the server has (``LeapEdgeServer.connections[...].subscriptions``): the three ag
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from leap_sync import (
     AvailableEvent,
     Backoff,
     ConnectionState,
+    EventChannel,
     LeapClient,
     LeapConnectionError,
     LeapTimeoutError,
@@ -75,6 +77,19 @@ def _server_subscriptions(server: LeapEdgeServer) -> frozenset[str]:
     return conn.subscriptions
 
 
+@contextlib.contextmanager
+def abandoned_subscribe(server: HoldingServer) -> Iterator[tuple[LeapClient, EventChannel[Any]]]:
+    """A connected client (and its channel events) whose ``subscribe("room")`` timed out
+    (``LeapTimeoutError``) while the server held its answer (``server.hold = 1``)."""
+    server.hold = 1
+    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        yield client, events
+
+
 def _steady(delay: float) -> Backoff:
     return Backoff(base=delay, cap=delay, uniform=lambda low, high: high)
 
@@ -99,12 +114,7 @@ def test_a_retry_after_a_subscribe_the_server_never_answered_is_answered(server:
 
 
 def test_a_late_answer_to_an_abandoned_subscribe_is_the_servers_word(server: HoldingServer) -> None:
-    server.hold = 1
-    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
-        events = client.channel_event_channel()
-        client.connect(wait=True, timeout=5)
-        with pytest.raises(LeapTimeoutError):
-            client.subscribe("room", timeout=0.5)
+    with abandoned_subscribe(server) as (client, events):
         assert client.subscriptions == ()
         server.release_held()  # the server subscribes after all, and says so
         event = events.get(timeout=5)
@@ -114,12 +124,7 @@ def test_a_late_answer_to_an_abandoned_subscribe_is_the_servers_word(server: Hol
 
 
 def test_a_retry_while_the_abandoned_request_is_still_in_flight(server: HoldingServer) -> None:
-    server.hold = 1
-    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
-        events = client.channel_event_channel()
-        client.connect(wait=True, timeout=5)
-        with pytest.raises(LeapTimeoutError):
-            client.subscribe("room", timeout=0.5)
+    with abandoned_subscribe(server) as (client, events):
         assert client.subscribe("room", timeout=5).id == "room"  # answered at once
         server.release_held()  # then the first request's answer: a push, same word
         event = events.get(timeout=5)
@@ -129,12 +134,7 @@ def test_a_retry_while_the_abandoned_request_is_still_in_flight(server: HoldingS
 
 
 def test_a_late_subscribe_answer_after_unsubscribe_follows_the_server(server: HoldingServer) -> None:
-    server.hold = 1
-    with LeapClient(PROJECT, TOKEN, url=server.url) as client:
-        events = client.channel_event_channel()
-        client.connect(wait=True, timeout=5)
-        with pytest.raises(LeapTimeoutError):
-            client.subscribe("room", timeout=0.5)
+    with abandoned_subscribe(server) as (client, events):
         client.unsubscribe("room")
         gone = events.get(timeout=5)
         assert isinstance(gone, UnavailableEvent) and gone.graceful

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from clientkit import PROJECT, TOKEN, StateRecorder
+from clientkit import PROJECT, TOKEN, StateRecorder, in_thread
 from conftest import leap_threads
 
 from leap_sync import (
@@ -232,16 +232,7 @@ def test_close_during_connecting_to_a_black_hole(make_client: MakeClient) -> Non
         listener.listen(8)
         url = f"ws://127.0.0.1:{listener.getsockname()[1]}/ws"
         client = LeapClient(PROJECT, TOKEN, url=url, connect_timeout=30)
-        outcome: list[BaseException] = []
-
-        def connect() -> None:
-            try:
-                client.connect()
-            except BaseException as exc:
-                outcome.append(exc)
-
-        connector = threading.Thread(target=connect)
-        connector.start()
+        connector, outcome = in_thread(client.connect)
         conn, _ = listener.accept()
         with conn:
             client.close()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
+from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff, in_thread
 from hostile import HostileServer, Peer, leap_session
 
 from leap_sync import (
@@ -298,16 +298,7 @@ def test_close_interrupting_dns_leaves_no_callbacks_thread(
         heard.append(info.connection_state)
 
     client.add_state_update_listener(slow_listener)
-    outcome: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            client.connect()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect, daemon=True)
-    connector.start()
+    connector, outcome = in_thread(client.connect, daemon=True)
     assert entered.wait(10)
     n = client._number
     client.close()

@@ -6,7 +6,7 @@ fake clock, and reads from many threads at once."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import websocket
@@ -166,3 +166,124 @@ def test_stats_read_from_many_threads_while_streaming(leap: LeapEdgeServer) -> N
         for values in seen:
             assert values == sorted(values)  # never goes back
         assert client.stats.messages_in == 3 + 500  # Hello, INIT, AVAILABLE, the stream
+
+
+class _SignallingLock:
+    """A lock that sets ``trying`` when a thread starts to acquire it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.trying = threading.Event()
+
+    def __enter__(self) -> None:
+        self.trying.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class _HeldClock:
+    """A fake clock whose first read on ``thread_name`` returns the time of the call,
+    but only once ``release`` is set (a transition slowed between its clock read and
+    its update)."""
+
+    def __init__(self, thread_name: str) -> None:
+        self.now = 100.0
+        self.thread_name = thread_name
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> float:
+        now = self.now
+        if threading.current_thread().name == self.thread_name and not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(TIMEOUT)
+        return now
+
+
+def test_connected_total_never_goes_back_when_a_transition_races_a_snapshot() -> None:
+    # A disconnect reads the clock at 103, a snapshot at 104, then the disconnect is
+    # recorded: with the clock read outside the lock, the disconnect closed the
+    # interval at 103 after a snapshot had counted it up to 104 (4.0, then 3.0).
+    clock = _HeldClock("stats-transition")
+    counters = Counters(clock)
+    lock = _SignallingLock()
+    counters._lock = lock  # type: ignore[assignment]
+    counters.state_changed(ConnectionState.CONNECTING)
+    counters.state_changed(ConnectionState.CONNECTED)  # at 100
+    clock.now = 103.0
+    snaps: list[Stats] = []
+    transition = threading.Thread(
+        target=counters.state_changed, args=(ConnectionState.ERRORED,), name="stats-transition"
+    )
+    transition.start()
+    assert clock.entered.wait(TIMEOUT)
+    clock.now = 104.0
+    lock.trying.clear()
+    reader = threading.Thread(target=lambda: snaps.append(counters.snapshot(None, {})), name="stats-reader")
+    reader.start()
+    assert lock.trying.wait(TIMEOUT)  # the snapshot is at (or past) the counters' lock
+    clock.release.set()
+    transition.join(TIMEOUT)
+    reader.join(TIMEOUT)
+    snaps.append(counters.snapshot(None, {}))
+    assert [(s.state, s.connected_for, s.connected_total) for s in snaps] == [
+        (ConnectionState.ERRORED, None, 3.0),
+        (ConnectionState.ERRORED, None, 3.0),
+    ]
+
+
+class _ChangingChannel:
+    """Stands for an event channel; reading its depth lets a transition happen
+    (``on_qsize``) in the middle of a snapshot."""
+
+    maxsize = 0
+    dropped = 0
+
+    def __init__(self, on_qsize: Callable[[], None]) -> None:
+        self.on_qsize = on_qsize
+
+    def qsize(self) -> int:
+        self.on_qsize()
+        return 0
+
+
+def test_stats_state_agrees_with_connected_for_when_a_transition_races_the_snapshot() -> None:
+    # The state used to be read before the counters: a snapshot said CONNECTING with
+    # connected_for 0.0 (or ERRORED with connected_for set) when a transition came between.
+    client = LeapClient("project_x", token=TOKEN, url="ws://127.0.0.1:1/ws")
+    core = client._core
+    core.counters = Counters(FakeClock())
+    core.set_state(ConnectionState.CONNECTING)
+    channel = _ChangingChannel(lambda: core.set_state(ConnectionState.CONNECTED))
+    core.registry.by_kind = lambda: {"data": (channel,)}  # type: ignore[method-assign,assignment]
+    snap = client.stats
+    assert (snap.state, snap.connected_for, snap.connections) == (ConnectionState.CONNECTED, 0.0, 1)
+    channel.on_qsize = lambda: core.set_state(ConnectionState.ERRORED, ValueError("x"), True)
+    snap = client.stats
+    assert (snap.state, snap.connected_for, snap.connections) == (ConnectionState.ERRORED, None, 1)
+    client.close()
+
+
+def test_stats_while_another_thread_makes_channels() -> None:
+    # Regression: a snapshot iterated the registry's dict of kinds while another
+    # thread's new channel added a kind to it ("dictionary changed size during
+    # iteration"). Here the new kind arrives right inside the snapshot's walk.
+    client = LeapClient("project_x", token=TOKEN, url="ws://127.0.0.1:1/ws")
+    registry = client._core.registry
+    messages = client.message_event_channel()
+    made: list[object] = []
+    listed = registry.channels
+
+    def channels_then_a_new_kind(kind: str) -> tuple[object, ...]:
+        if not made:
+            made.append(client.channel_event_channel())
+        return listed(kind)
+
+    registry.channels = channels_then_a_new_kind  # type: ignore[method-assign,assignment]
+    assert [c.kind for c in client.stats.channels] == ["messages"]  # the kinds of that instant
+    assert [c.kind for c in client.stats.channels] == ["messages", "channel_events"]
+    del registry.channels
+    messages.close()
+    client.close()

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from clientkit import PROJECT, TOKEN, fast_backoff
+from clientkit import PROJECT, TOKEN, fast_backoff, in_thread
 from conftest import leap_threads
 from proxyserver import ConnectProxy
+from resolving import TCP, V4, V6, info, leap, resolver
 from socksserver import SocksProxy
 
 from leap_sync import ConnectionState, LeapClient, LeapClosedError, LeapConnectionError
@@ -32,16 +33,7 @@ from leap_sync.connection.wakeup import Wakeup
 from leap_sync.elstat import ElstatClient
 from leap_sync.testing import ElstatServer, LeapEdgeServer
 
-V4, V6, STREAM, TCP = socket.AF_INET, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP
 CONNECTED = ConnectionState.CONNECTED
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def info(host: str, port: int) -> tuple[Any, ...]:
-    """One getaddrinfo() entry for ``host`` (an IPv4 or IPv6 literal) and ``port``."""
-    if ":" in host:
-        return (V6, STREAM, TCP, "", (host, port, 0, 0))
-    return (V4, STREAM, TCP, "", (host, port))
 
 
 # -- RFC 8305 section 4: the order (pure) ---------------------------------------------------------
@@ -109,31 +101,6 @@ def refused() -> Iterator[int]:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         yield holder.getsockname()[1]
-
-
-@pytest.fixture
-def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]]:
-    """``resolver[name] = [info(...), ...]`` makes ``name`` resolve to those entries;
-    every other name resolves as usual. Lookups are recorded under ``"<asked>"``."""
-    names: dict[str, list[tuple[Any, ...]]] = {"<asked>": []}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(".test"):
-            names["<asked>"].append((host,))
-            if host not in names:
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-            return list(names[host])
-        return _real_getaddrinfo(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
-@pytest.fixture
-def leap() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer() as server:
-        server.add_token(TOKEN, project_id=PROJECT)
-        yield server
 
 
 def client_for(url: str, **options: Any) -> LeapClient:
@@ -223,18 +190,10 @@ def test_stop_during_the_race_abandons_it_and_closes_every_socket(dead: Callable
     ports = [dead("127.0.0.1"), dead("::1")]
     attempt, stop, wakeup = new_attempt(30)
     made = Recorder(2)
-    outcome: list[BaseException] = []
-
-    def race() -> None:
-        try:
-            connect_first(
-                [info("127.0.0.1", ports[0]), info("::1", ports[1])], "dead.test", 80, attempt, new_socket=made
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-
-    racer = threading.Thread(target=race, name="test-racer")
-    racer.start()
+    addresses = [info("127.0.0.1", ports[0]), info("::1", ports[1])]
+    racer, outcome = in_thread(
+        lambda: connect_first(addresses, "dead.test", 80, attempt, new_socket=made), name="test-racer"
+    )
     try:
         assert made.made.wait(10)  # both addresses in flight
         stop.set()
@@ -376,16 +335,7 @@ def test_close_during_the_race_returns_promptly_leaving_no_socket_or_thread(
     made = Recorder(2)
     monkeypatch.setattr(opening, "connect_first", functools.partial(eyeballs.connect_first, new_socket=made))
     client = client_for("ws://dead.test:80/ws", connect_timeout=30)
-    outcome: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            client.connect()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect, name="test-connector")
-    connector.start()
+    connector, outcome = in_thread(client.connect, name="test-connector")
     try:
         assert made.made.wait(10)  # both addresses in flight
         started = time.monotonic()

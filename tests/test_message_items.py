@@ -95,6 +95,9 @@ def test_json_counts_values_exactly_whatever_strings_hold(data: str | bytes) -> 
         ('{"a":1,"b":[true,null]}', 7),  # dict, 2 keys, 1, list, true, null
         ('"' + "[{,:" * 1000 + '"', 1),  # one string, 4000 separators inside
         ("[[],[],[]]", 4),
+        ('["a"]', 2),  # a list and a string: a stripped string must not leave "[]" behind
+        ('[["a"],["b"]]', 5),
+        ('{"k":"v"}', 3),
     ],
 )
 def test_json_value_counts(text: str, values: int) -> None:
@@ -102,6 +105,28 @@ def test_json_value_counts(text: str, values: int) -> None:
     if values > 1:
         with pytest.raises(LeapProtocolError, match=f"more than {values - 1} values"):
             check_items(text, values - 1)
+
+
+@pytest.mark.timeout(30)  # the old string pass took minutes here, holding the GIL
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_quotes_that_never_close_are_counted_in_one_pass(as_bytes: bool) -> None:
+    # A 2.9 KB zlib frame inflating to this froze the process: each quote started a
+    # string match that ran to the end of the text and failed (quadratic). A string left
+    # open now runs to the end in one match: the text is one value (it is no JSON: the
+    # decoder refuses it).
+    text = '"' + '\\",,,' * 400_000
+    data: str | bytes = text.encode() if as_bytes else text
+    check_items(data, 1_000)
+    with pytest.raises(LeapProtocolError, match="invalid JSON payload"):
+        decode_json(data, 1_000)
+
+
+def test_strings_in_single_element_lists_are_counted() -> None:
+    # Stripping strings to nothing made [["a"],...] look like [[],...]: half the values.
+    text = "[" + ",".join(['["a"]'] * 600) + "]"  # 1 + 600 lists + 600 strings
+    check_items(text, 1_201)
+    with pytest.raises(LeapProtocolError, match="more than 1200 values"):
+        check_items(text, 1_200)
 
 
 def test_a_short_text_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +186,7 @@ def test_elstat_sessions_apply_the_bound() -> None:
 
 def test_elstat_client_passes_the_option_to_its_sessions() -> None:
     client = ElstatClient("https://s.example", max_message_items=123)
-    assert client.new_session()._max_items == 123
+    assert client._new_session()._max_items == 123
 
 
 # -- end to end --------------------------------------------------------------------------------

@@ -10,47 +10,33 @@ import pytest
 from peers import (
     CONNECTED,
     ERRORED,
+    FIRST_CONNECT,
     SOCKS_PASSWORD,
     SOCKS_USER,
     Daemon,
     Stream,
-    dante_argv,
+    daemons,
+    edge,
+    freeze_and_thaw,
     prepare,
+    prepared_edge,
     require,
     require_socks_user,
+    restart_under,
     start_daemon,
-    stopping,
-    workdir_for,
+    workdir,
 )
+from peers_configs import dante_argv
 
 from leap_sync import ConnectionState, LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
 
 pytestmark = pytest.mark.timeout(60)
 
-FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    yield from stopping()
-
 
 @pytest.fixture
 def danted() -> str:
     return require("danted", "dante-server")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    yield from workdir_for("dante")
-
-
-@pytest.fixture
-def edge() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer(heartbeat_interval=5.0) as server:
-        prepare(server)
-        yield server
 
 
 def through_dante(
@@ -80,13 +66,8 @@ def test_dante_stream_in_order_and_a_restart_reconnects(
         stream.open()
         stream.slice()
         assert stream.recorder.states == FIRST_CONNECT
-        daemon.stop()  # the tunnel is cut; the port refuses until dante is back
-        stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(start_daemon("danted", workdir, lambda port: daemon.argv, port=daemon.port))
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        restart_under(stream, daemon, daemons)  # the tunnel is cut; the port refuses until dante is back
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert str(errored.error) == "connection lost: closed without a close frame"
         assert len(edge.all_connections) == 2
@@ -115,10 +96,9 @@ def test_dante_username_auth_failure_names_the_proxy_phase(
         options["http_proxy_auth"] = credentials
     daemon, stream = through_dante(danted, workdir, edge, daemons, True, **options)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "proxy"
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert failed.phase == "proxy"
+        assert str(failed) == (
             f"could not connect: socks5 proxy 127.0.0.1:{daemon.port} could not connect to 127.0.0.1:{edge.port}: "
             + reply
         )
@@ -133,10 +113,9 @@ def test_dante_refusing_the_destination_names_the_proxy_phase_and_the_reply(
         prepare(edge)
     daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5")  # nothing listens there
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "proxy"
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert failed.phase == "proxy"
+        assert str(failed) == (
             f"could not connect: socks5 proxy 127.0.0.1:{daemon.port} could not connect to 127.0.0.1:{edge.port}: "
             "the SOCKS5 proxy refused: connection refused"
         )
@@ -150,10 +129,9 @@ def test_dante_down_the_tcp_error_names_the_proxy(
     daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5")
     daemon.stop()
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "tcp"
-        assert f"socks5 proxy 127.0.0.1:{daemon.port}" in str(failed.value)
+        failed = stream.connect_error()
+        assert failed.phase == "tcp"
+        assert f"socks5 proxy 127.0.0.1:{daemon.port}" in str(failed)
     finally:
         stream.close()
 
@@ -162,27 +140,9 @@ def test_dante_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
     danted: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
     # A proxy that hangs (SIGSTOP) keeps every socket open and forwards nothing.
-    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=0.3) as edge:
         daemon, stream = through_dante(danted, workdir, edge, daemons, False, proxy_type="socks5", connect_timeout=1.0)
         try:
-            stream.open()
-            stream.slice()
-            daemon.freeze()
-            infos = stream.recorder.wait_count(ERRORED, 3)
-            daemon.freeze(False)
-            stream.recorder.wait_count(CONNECTED, 2)
-            stream.slice()
-            stream.check()
-            dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
-            assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
-            assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
-            for attempt in attempts:  # connects to the frozen proxy's backlog, then waits for its reply
-                assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
-                assert attempt.error.phase == "proxy"
-                assert str(attempt.error) == (
-                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
-                    f"through the socks5 proxy 127.0.0.1:{daemon.port} within 1 s"
-                )
+            freeze_and_thaw(stream, daemon, edge, "socks5")
         finally:
             stream.close()

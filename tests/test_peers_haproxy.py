@@ -11,38 +11,29 @@ import pytest
 from peers import (
     CONNECTED,
     ERRORED,
-    Certificates,
+    FIRST_CONNECT,
     Daemon,
     Stream,
-    haproxy_argv,
+    daemons,
     prepare,
+    prepared_edge,
     require,
+    restart,
+    restart_under,
     start_daemon,
-    stopping,
-    workdir_for,
+    workdir,
 )
+from peers_configs import Certificates, haproxy_argv
 
 from leap_sync import ConnectionState, LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
 
 pytestmark = pytest.mark.timeout(60)
 
-FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    yield from stopping()
-
 
 @pytest.fixture
 def haproxy() -> str:
     return require("haproxy", "haproxy")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    yield from workdir_for("haproxy")
 
 
 def behind_haproxy(
@@ -59,21 +50,20 @@ def behind_haproxy(
 def test_haproxy_soft_stop_hands_over_to_a_new_process_and_the_client_reconnects(
     haproxy: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
-    with LeapEdgeServer(heartbeat_interval=5.0) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=5.0) as edge:
         old, stream = behind_haproxy(haproxy, workdir, edge, daemons)
         try:
             stream.open()
             stream.slice()
             old.send(signal.SIGUSR1)  # soft stop: stop listening, keep connections until hard-stop-after (1 s)
-            daemons.append(start_daemon("haproxy", workdir, lambda port: old.argv, port=old.port))
+            daemons.append(restart(old))
             assert old.wait(10) == 0  # the old process ends at hard-stop-after, closing the websocket
             stream.recorder.wait_count(CONNECTED, 2)
             # one reconnect, at once: the new process was listening before the old one ended
             assert stream.recorder.states == [*FIRST_CONNECT, ERRORED, *FIRST_CONNECT]
             stream.slice()
             stream.check()
-            errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+            errored = stream.first_errored()
             assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
             assert str(errored.error) == "connection lost: closed without a close frame"
             assert len(edge.all_connections) == 2
@@ -82,18 +72,12 @@ def test_haproxy_soft_stop_hands_over_to_a_new_process_and_the_client_reconnects
 
 
 def test_haproxy_restart_reconnects_and_nothing_is_lost(haproxy: str, workdir: Path, daemons: list[Daemon]) -> None:
-    with LeapEdgeServer(heartbeat_interval=5.0) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=5.0) as edge:
         daemon, stream = behind_haproxy(haproxy, workdir, edge, daemons)
         try:
             stream.open()
             stream.slice()
-            daemon.stop()
-            stream.recorder.wait_count(ERRORED, 1)
-            daemons.append(start_daemon("haproxy", workdir, lambda port: daemon.argv, port=daemon.port))
-            stream.recorder.wait_count(CONNECTED, 2)
-            stream.slice()
-            stream.check()
+            restart_under(stream, daemon, daemons)
             assert len(edge.all_connections) == 2
         finally:
             stream.close()
@@ -102,8 +86,7 @@ def test_haproxy_restart_reconnects_and_nothing_is_lost(haproxy: str, workdir: P
 def test_haproxy_timeout_tunnel_shorter_than_the_heartbeat_interval_cuts_and_reconnects(
     haproxy: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
-    with LeapEdgeServer(heartbeat_interval=5.0) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=5.0) as edge:
         _, stream = behind_haproxy(haproxy, workdir, edge, daemons, tunnel="300ms")
         try:
             stream.open()
@@ -111,7 +94,7 @@ def test_haproxy_timeout_tunnel_shorter_than_the_heartbeat_interval_cuts_and_rec
             stream.recorder.wait_count(CONNECTED, 2)  # idle past 300 ms: HAProxy closed the tunnel
             stream.slice()
             stream.check()
-            errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+            errored = stream.first_errored()
             assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
             assert str(errored.error) == "connection lost: closed without a close frame"
             assert (errored.error.phase, errored.error.close_code) == (None, None)
@@ -123,8 +106,7 @@ def test_haproxy_timeout_tunnel_longer_than_the_heartbeat_interval_stays_connect
     haproxy: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
     # Once upgraded, the tunnel timeout applies, not the (shorter) client timeout.
-    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=0.3) as edge:
         _, stream = behind_haproxy(haproxy, workdir, edge, daemons, tunnel="1s", client="200ms")
         try:
             stream.open()
@@ -145,10 +127,9 @@ def test_haproxy_with_the_edge_down_reports_the_upgrade_phase_and_503(
         prepare(edge)
     daemon, stream = behind_haproxy(haproxy, workdir, edge, daemons)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("upgrade", 503)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("upgrade", 503)
+        assert str(failed) == (
             f"could not connect: websocket upgrade refused: HTTP 503 Service Unavailable from localhost:{daemon.port}"
         )
     finally:
@@ -158,8 +139,7 @@ def test_haproxy_with_the_edge_down_reports_the_upgrade_phase_and_503(
 def test_haproxy_passes_the_servers_close_code_and_reason_through(
     haproxy: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
-    with LeapEdgeServer(heartbeat_interval=5.0) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=5.0) as edge:
         _, stream = behind_haproxy(haproxy, workdir, edge, daemons)
         try:
             stream.open()
@@ -168,7 +148,7 @@ def test_haproxy_passes_the_servers_close_code_and_reason_through(
             stream.recorder.wait_count(CONNECTED, 2)
             stream.slice()
             stream.check()
-            errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+            errored = stream.first_errored()
             assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
             assert (errored.error.close_code, errored.error.close_reason) == (4005, "bye")
             assert str(errored.error) == "server closed the connection (code 4005: bye)"

@@ -10,46 +10,30 @@ import pytest
 from peers import (
     CONNECTED,
     ERRORED,
-    Certificates,
+    FIRST_CONNECT,
     Daemon,
     Stream,
-    nginx_argv,
+    daemons,
+    edge,
     prepare,
+    prepared_edge,
     require,
+    restart_under,
     start_daemon,
-    stopping,
     wait_until,
-    workdir_for,
+    workdir,
 )
+from peers_configs import Certificates, nginx_argv
 
 from leap_sync import ConnectionState, LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
 
 pytestmark = pytest.mark.timeout(60)
 
-FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    yield from stopping()
-
 
 @pytest.fixture
 def nginx() -> str:
     return require("nginx", "nginx")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    yield from workdir_for("nginx")
-
-
-@pytest.fixture
-def edge() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer(heartbeat_interval=5.0) as server:
-        prepare(server)
-        yield server
 
 
 def behind_nginx(
@@ -69,13 +53,8 @@ def test_nginx_stream_in_order_and_a_restart_reconnects(
     try:
         stream.open()
         stream.slice()
-        daemon.stop()  # the connection is cut; the port refuses until nginx is back
-        stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(start_daemon("nginx", workdir, lambda port: daemon.argv, port=daemon.port))
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        restart_under(stream, daemon, daemons)  # the connection is cut; the port refuses until nginx is back
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert len(edge.all_connections) == 2
     finally:
@@ -121,7 +100,7 @@ def test_nginx_reload_with_worker_shutdown_timeout_reconnects_promptly(
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert errored.error.phase is None  # lost once connected
         assert len(edge.all_connections) == 2
@@ -132,8 +111,7 @@ def test_nginx_reload_with_worker_shutdown_timeout_reconnects_promptly(
 def test_nginx_read_timeout_shorter_than_the_heartbeat_interval_cuts_and_reconnects(
     nginx: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
-    with LeapEdgeServer(heartbeat_interval=5.0) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=5.0) as edge:
         _, stream = behind_nginx(nginx, workdir, edge, daemons, read_timeout="300ms")
         try:
             stream.open()
@@ -141,7 +119,7 @@ def test_nginx_read_timeout_shorter_than_the_heartbeat_interval_cuts_and_reconne
             stream.recorder.wait_count(CONNECTED, 2)  # idle past 300 ms: nginx closed it
             stream.slice()
             stream.check()
-            errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+            errored = stream.first_errored()
             assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
             assert str(errored.error) == "connection lost: closed without a close frame"
             assert (errored.error.phase, errored.error.close_code) == (None, None)
@@ -152,8 +130,7 @@ def test_nginx_read_timeout_shorter_than_the_heartbeat_interval_cuts_and_reconne
 def test_nginx_read_timeout_longer_than_the_heartbeat_interval_stays_connected(
     nginx: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
-    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=0.3) as edge:
         _, stream = behind_nginx(nginx, workdir, edge, daemons, read_timeout="1s")
         try:
             stream.open()
@@ -175,10 +152,9 @@ def test_nginx_with_the_edge_down_reports_the_upgrade_phase_and_502(
         prepare(edge)
     daemon, stream = behind_nginx(nginx, workdir, edge, daemons)  # the edge's port is closed now
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("upgrade", 502)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("upgrade", 502)
+        assert str(failed) == (
             f"could not connect: websocket upgrade refused: HTTP 502 Bad Gateway from localhost:{daemon.port}"
         )
     finally:
@@ -193,10 +169,9 @@ def test_nginx_with_an_untrusted_certificate_reports_the_tls_phase(
     daemon = daemons[0]
     untrusting = Stream(edge, f"wss://localhost:{daemon.port}/ws")
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            untrusting.client.connect()
-        assert failed.value.phase == "tls"
-        assert str(failed.value) == (
+        failed = untrusting.connect_error()
+        assert failed.phase == "tls"
+        assert str(failed) == (
             f"could not connect: TLS handshake with localhost:{daemon.port} failed: "
             "unable to get local issuer certificate"
         )
@@ -215,7 +190,7 @@ def test_nginx_passes_the_servers_close_code_and_reason_through(
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert (errored.error.close_code, errored.error.close_reason) == (4005, "bye")
         assert str(errored.error) == "server closed the connection (code 4005: bye)"

@@ -5,54 +5,37 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from peers import (
     CONNECTED,
     ERRORED,
-    Certificates,
+    FIRST_CONNECT,
     Daemon,
     Stream,
-    nginx_argv,
-    prepare,
+    daemons,
+    edge,
+    freeze_and_thaw,
+    prepared_edge,
     require,
-    squid_argv,
+    restart_under,
     start_daemon,
-    stopping,
-    workdir_for,
+    workdir,
 )
+from peers_configs import Certificates, nginx_argv, squid_argv
 
-from leap_sync import ConnectionState, LeapConnectionError
+from leap_sync import LeapConnectionError
 from leap_sync.testing import LeapEdgeServer
 
 pytestmark = pytest.mark.timeout(60)
 
-FIRST_CONNECT = [ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING, CONNECTED]
 USER, PASSWORD = "leap", "squid-pw"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    yield from stopping()
 
 
 @pytest.fixture
 def squid() -> str:
     return require("squid", "squid")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    yield from workdir_for("squid")
-
-
-@pytest.fixture
-def edge() -> Iterator[LeapEdgeServer]:
-    with LeapEdgeServer(heartbeat_interval=5.0) as server:
-        prepare(server)
-        yield server
 
 
 def passwords(workdir: Path) -> Path:
@@ -85,16 +68,9 @@ def test_squid_stream_in_order_and_a_restart_reconnects(
         stream.open()
         stream.slice()
         assert stream.recorder.states == FIRST_CONNECT
-        daemon.stop(signal.SIGTERM)  # the tunnel is cut; the port refuses until squid is back
-        stream.recorder.wait_count(ERRORED, 1)
-        restarted = start_daemon(
-            "squid", workdir, lambda port: daemon.argv, port=daemon.port, stop_signal=signal.SIGKILL
-        )
-        daemons.append(restarted)
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
-        errored = next(i for i in stream.recorder.infos if i.connection_state is ERRORED)
+        # SIGTERM: the tunnel is cut; the port refuses until squid is back
+        restart_under(stream, daemon, daemons, signal.SIGTERM)
+        errored = stream.first_errored()
         assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
         assert str(errored.error) == "connection lost: closed without a close frame"
         assert len(edge.all_connections) == 2
@@ -109,14 +85,13 @@ def test_squid_407_names_the_proxy_phase_and_the_status(
     options = {"http_proxy_auth": credentials} if credentials else {}
     daemon, stream = through_squid(squid, workdir, edge, daemons, True, **options)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("proxy", 407)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("proxy", 407)
+        assert str(failed) == (
             f"could not connect: http proxy 127.0.0.1:{daemon.port} refused CONNECT to 127.0.0.1:{edge.port}: "
             "HTTP 407 Proxy Authentication Required"
         )
-        assert PASSWORD not in str(failed.value) and "wrong" not in str(failed.value)
+        assert PASSWORD not in str(failed) and "wrong" not in str(failed)
     finally:
         stream.close()
 
@@ -130,10 +105,9 @@ def test_squid_stock_rule_refusing_connect_to_a_port_other_than_443_names_the_pr
     daemons.append(daemon)
     stream = Stream(edge, edge.url, http_proxy_host="127.0.0.1", http_proxy_port=daemon.port)
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert (failed.value.phase, failed.value.status_code) == ("proxy", 403)
-        assert str(failed.value) == (
+        failed = stream.connect_error()
+        assert (failed.phase, failed.status_code) == ("proxy", 403)
+        assert str(failed) == (
             f"could not connect: http proxy 127.0.0.1:{daemon.port} refused CONNECT to 127.0.0.1:{edge.port}: "
             "HTTP 403 Forbidden"
         )
@@ -158,12 +132,7 @@ def test_squid_then_nginx_wss_through_connect_to_a_tls_terminator(
     try:
         stream.open()
         stream.slice()
-        front.stop()  # nginx restarts behind squid
-        stream.recorder.wait_count(ERRORED, 1)
-        daemons.append(start_daemon("nginx", workdir, lambda port: front.argv, port=front.port))
-        stream.recorder.wait_count(CONNECTED, 2)
-        stream.slice()
-        stream.check()
+        restart_under(stream, front, daemons)  # nginx restarts behind squid
         assert len(edge.all_connections) == 2
     finally:
         stream.close()
@@ -177,10 +146,9 @@ def test_squid_down_the_tcp_error_names_the_proxy(
     daemon, stream = through_squid(squid, workdir, edge, daemons, False)
     daemon.stop()
     try:
-        with pytest.raises(LeapConnectionError) as failed:
-            stream.client.connect()
-        assert failed.value.phase == "tcp"
-        assert f"http proxy 127.0.0.1:{daemon.port}" in str(failed.value)
+        failed = stream.connect_error()
+        assert failed.phase == "tcp"
+        assert f"http proxy 127.0.0.1:{daemon.port}" in str(failed)
     finally:
         stream.close()
 
@@ -189,27 +157,9 @@ def test_squid_frozen_is_presumed_dead_and_the_client_reconnects_once_it_thaws(
     squid: str, workdir: Path, daemons: list[Daemon]
 ) -> None:
     # A proxy that hangs (SIGSTOP) keeps every socket open and forwards nothing.
-    with LeapEdgeServer(heartbeat_interval=0.3) as edge:
-        prepare(edge)
+    with prepared_edge(heartbeat_interval=0.3) as edge:
         daemon, stream = through_squid(squid, workdir, edge, daemons, False, connect_timeout=1.0)
         try:
-            stream.open()
-            stream.slice()
-            daemon.freeze()
-            infos = stream.recorder.wait_count(ERRORED, 3)
-            daemon.freeze(False)
-            stream.recorder.wait_count(CONNECTED, 2)
-            stream.slice()
-            stream.check()
-            dead, *attempts = [i for i in infos if i.connection_state is ERRORED]
-            assert isinstance(dead.error, LeapConnectionError) and dead.will_reconnect
-            assert dead.error.phase is None and str(dead.error).endswith("connection presumed dead")
-            for attempt in attempts:  # connects to the frozen proxy's backlog, then waits for its answer
-                assert isinstance(attempt.error, LeapConnectionError) and attempt.will_reconnect
-                assert attempt.error.phase == "proxy"
-                assert str(attempt.error) == (
-                    f"could not connect: proxy did not open a tunnel to 127.0.0.1:{edge.port} "
-                    f"through the http proxy 127.0.0.1:{daemon.port} within 1 s"
-                )
+            freeze_and_thaw(stream, daemon, edge, "http")
         finally:
             stream.close()

@@ -52,9 +52,11 @@ def _cycles(port: int, path: str, count: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
 
 
-def _instances(kind: type) -> int:
+def _instances(kind: type, server: object) -> int:
+    """How many connection objects of ``server`` are alive (other tests' servers may
+    still have theirs, waiting for the garbage collector)."""
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind and obj.host is server)
 
 
 @pytest.mark.timeout(60)
@@ -74,7 +76,7 @@ def test_memory_stays_flat_over_10000_connections(kind: str) -> None:
         assert len(server.all_connections) == limit
         assert all(info.close_code == 1006 and not info.open for info in server.all_connections)
         # Nothing else holds on to a connection: exactly the history is alive.
-        assert _instances(conn_type) == limit
+        assert _instances(conn_type, server) == limit
 
 
 def test_history_keeps_the_last_closed_connections_and_every_frame_count() -> None:
@@ -233,3 +235,51 @@ def test_control_fault_routes_refuse_a_bad_body(
         assert answer == {"error": error}
     assert [c.cid for c in leap.connections] == [client.init["cid"]]
     client.close()
+
+
+def _every_byte_encoded(text: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in text.encode())
+
+
+def test_server_debug_log_redacts_registered_tokens_in_the_request_line_and_every_header(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A registered token in the upgrade request's query string (as is and
+    # percent-encoded) and in headers outside the credential list, and a removed one.
+    caplog.set_level(logging.DEBUG)
+    removed = "leap_token_removed_0123456789"
+    with LeapEdgeServer() as server:
+        server.add_token(SECRET, project_id=PROJECT)
+        server.add_token(removed, project_id=PROJECT)
+        server.remove_token(removed)
+        query = f"?token={SECRET}&x={SECRET}&y={_every_byte_encoded(SECRET)}&keep=1"
+        headers = {"X-Leap-Token": SECRET, "X-Trace": f"id {SECRET} end", "X-Old": removed}
+        with connect(server.url + query, additional_headers=headers):
+            pass
+        server.wait_for(lambda s: not s._live)
+    messages = [r.getMessage() for r in caplog.records if r.name == "leap_sync.testing.websockets"]
+    path = server.url.split(str(server.port), 1)[1]
+    assert f"< GET {path}?token=[redacted]&x=[redacted]&y=[redacted]&keep=1 HTTP/1.1" in messages
+    assert "< X-Leap-Token: [redacted]" in messages
+    assert "< X-Trace: id [redacted] end" in messages
+    assert "< X-Old: [redacted]" in messages
+    shown = [r.getMessage() for r in caplog.records if r.name != "websockets.client"]  # the test's own client
+    leaks = (SECRET, SECRET[-12:], _every_byte_encoded(SECRET)[:36], removed[-12:])
+    assert [m for m in shown if any(leak in m for leak in leaks)] == []
+
+
+def test_server_log_tracebacks_redact_registered_tokens(caplog: pytest.LogCaptureFixture) -> None:
+    # The servers' own logger (a failed connection or control request logs its
+    # traceback; a warning here: an error would fail the test's no-server-errors check):
+    # a registered token in the message or the exception becomes [redacted].
+    with LeapEdgeServer() as server, caplog.at_level(logging.WARNING, logger="leap_sync.testing"):
+        server.add_token(SECRET, project_id=PROJECT)
+        try:
+            raise KeyError(SECRET)
+        except KeyError:
+            logging.getLogger("leap_sync.testing").warning("control request for %s failed", SECRET, exc_info=True)
+    [record] = [r for r in caplog.records if r.name == "leap_sync.testing"]
+    assert record.getMessage() == "control request for [redacted] failed"
+    assert record.exc_info is None
+    assert record.exc_text is not None and record.exc_text.endswith("KeyError: '[redacted]'")
+    assert SECRET not in caplog.text

@@ -552,6 +552,17 @@ def test_eight_threads_send_while_a_wss_stream_flows(ca: trustme.CA, ca_path: st
 # -- a TLS peer that ends its session but keeps TCP open ---------------------------------------
 
 
+def send_with_close_notify(peer: Peer, frame: bytes) -> None:
+    """Send ``frame`` (one TLS record) and a ``close_notify`` right behind it, without
+    waiting for the client's; TCP stays open."""
+    peer.sock.settimeout(0)
+    peer.sock.send(frame)
+    try:
+        peer.sock.unwrap()
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        pass
+
+
 def test_close_notify_behind_a_message_ends_the_connection_at_once(ca: trustme.CA) -> None:
     """A TLS terminator writes a message and its ``close_notify`` in one go, then keeps
     TCP open: the message is delivered, then the client leaves CONNECTED at once (the
@@ -562,13 +573,7 @@ def test_close_notify_behind_a_message_ends_the_connection_at_once(ca: trustme.C
         peer.sock = context.wrap_socket(peer.sock, server_side=True)
         leap_session(peer, channels=["room"])
         payload = json.dumps({"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "last", "d": 1}}}).encode()
-        record = unmasked_frame(OP_TEXT, payload)
-        peer.sock.settimeout(0)
-        peer.sock.send(record)  # one TLS record
-        try:
-            peer.sock.unwrap()  # close_notify right behind it; TCP stays open
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
+        send_with_close_notify(peer, unmasked_frame(OP_TEXT, payload))
         peer.wait()
 
     def serves(peer: Peer) -> None:
@@ -615,12 +620,7 @@ def test_elstat_close_notify_behind_data_ends_the_connection_at_once(ca: trustme
         peer.sock = context.wrap_socket(peer.sock, server_side=True)
         peer.upgrade()
         data = json.dumps({"op": 3, "c": "status:api", "d": [1531339962000, True]}).encode()
-        peer.sock.settimeout(0)
-        peer.sock.send(unmasked_frame(OP_TEXT, data))
-        try:
-            peer.sock.unwrap()  # close_notify right behind it; TCP stays open
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
+        send_with_close_notify(peer, unmasked_frame(OP_TEXT, data))
         peer.wait()
 
     def serves(peer: Peer) -> None:

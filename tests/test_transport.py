@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
+from clientkit import in_thread
 from rawws import RawServer, server_frame
 
 from leap_sync.connection.opening import Attempt, open_socket
@@ -168,16 +169,7 @@ def test_eof_without_close_frame(raw: RawServer) -> None:
 def test_abort_wakes_a_blocked_reader(raw: RawServer) -> None:
     transport = open_transport(raw.url)
     conn = raw.accept()
-    outcome: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            transport.receive()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader, outcome = in_thread(transport.receive)
     transport.abort(LeapConnectionError("stop reading"))
     reader.join(5)
     assert not reader.is_alive()
@@ -299,7 +291,7 @@ def test_tls_with_an_ssl_context(tls_raw: RawServer, ca: trustme.CA) -> None:
 
 def test_proxy_environment_is_ignored_without_trust_env(raw: RawServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
-    with pytest.raises(LeapConnectionError, match=r"TCP connect to 127\.0\.0\.1:9 "):
+    with pytest.raises(LeapConnectionError, match=r"TCP connect to http proxy 127\.0\.0\.1:9 failed"):
         open_transport(raw.url)
     transport = open_transport(raw.url, trust_env=False)
     conn = raw.accept()

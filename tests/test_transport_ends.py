@@ -14,7 +14,7 @@ import test_transport as base
 import trustme
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 from hostile import HostileServer, Peer, leap_session
-from rawws import RawConnection, RawServer, server_frame
+from rawws import RawConnection, RawServer, raw_server_for, server_frame
 
 from leap_sync import ConnectionState, LeapClient
 from leap_sync.connection.transport import Transport
@@ -31,16 +31,8 @@ def ca() -> trustme.CA:
 @pytest.fixture
 def server(request: pytest.FixtureRequest, ca: trustme.CA) -> Iterator[tuple[RawServer, dict[str, object]]]:
     """A raw server, over TLS when the test's ``scheme`` parameter is ``wss``."""
-    context = None
-    options: dict[str, object] = {}
-    if request.node.callspec.params.get("scheme", "ws") == "wss":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        client_context = ssl.create_default_context()
-        ca.configure_trust(client_context)
-        options = {"sslopt": {"context": client_context}}
-    with RawServer(tls=context) as raw:
-        yield raw, options
+    with raw_server_for(request.node.callspec.params.get("scheme", "ws"), ca) as served:
+        yield served
 
 
 def close_notify(conn: RawConnection) -> None:

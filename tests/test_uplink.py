@@ -5,7 +5,6 @@ uplink a heartbeat waits behind about one small buffer, not megabytes of send bu
 from __future__ import annotations
 
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ import test_transport as base
 import trustme
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 from faultproxy import UP, FaultProxy
-from rawws import RawServer
+from rawws import RawServer, raw_server_for
 
 from leap_sync import ConnectionState, LeapClient, LeapError
 from leap_sync.connection.transport import UNSENT_LIMIT
@@ -36,16 +35,8 @@ def ca() -> trustme.CA:
 
 @pytest.fixture(params=["ws", "wss"])
 def raw_server(request: pytest.FixtureRequest, ca: trustme.CA) -> Iterator[tuple[RawServer, dict[str, object]]]:
-    context = None
-    options: dict[str, object] = {}
-    if request.param == "wss":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        client_context = ssl.create_default_context()
-        ca.configure_trust(client_context)
-        options = {"sslopt": {"context": client_context}}
-    with RawServer(tls=context) as raw:
-        yield raw, options
+    with raw_server_for(request.param, ca) as served:
+        yield served
 
 
 @needs_lowat

@@ -12,7 +12,9 @@ Exit status (``--help`` shows it too): 0 done (Ctrl-C, SIGTERM, or the output's
 reader went away), 2 usage error (bad arguments, or a missing extra: a one-line
 message names what to install), 3 refused by the server (Leap Edge's 4001, a channel
 not granted, Elstat's 4200/4420), 4 could not connect or the connection failed for
-good. SIGTERM does what Ctrl-C does: the connection is closed with a close frame.
+good. SIGTERM does what Ctrl-C does, at any moment once the command started: the
+connection is closed with a close frame (:mod:`leap_sync.cli.stopping`). A pipe on
+stdout whose reader left ends ``listen``, ``elstat`` and ``demo`` at once.
 Characters the console cannot encode are written as backslash escapes.
 """
 
@@ -32,9 +34,9 @@ from .common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
-    terminate_on_sigterm,
     tolerant_console,
 )
+from .stopping import stopping
 
 __all__ = [
     "EXIT_CONNECT",
@@ -64,15 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status. SIGTERM, while it runs (on the
-    main thread), does what Ctrl-C does."""
-    tolerant_console()
+    """Run the command line; returns the exit status. While it runs (on the main
+    thread), SIGINT and SIGTERM stop the command at any moment: what it opened is
+    closed (a close frame) and the status is :data:`EXIT_OK`; so does the reader of
+    a piped stdout going away (:mod:`leap_sync.cli.stopping`)."""
     try:
-        with terminate_on_sigterm():
+        with stopping() as stop:
+            tolerant_console()
             args = build_parser().parse_args(argv)
+            args.stop = stop
             status: int = args.func(args)
-            return status
-    except KeyboardInterrupt:  # before or after a command's own handling
+            return EXIT_OK if stop.requested else status
+    except KeyboardInterrupt:  # a signal before the command had anything open
         return EXIT_OK
 
 

@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import math
-import signal
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..log import printable
+from .stopping import Stop, discard_output
 
 __all__ = [
     "EXIT_CODES",
@@ -40,8 +40,8 @@ __all__ = [
     "missing_extra",
     "printable",
     "seconds",
+    "stop_of",
     "stopped_at_exit",
-    "terminate_on_sigterm",
     "to_json",
     "tolerant_console",
 ]
@@ -98,26 +98,6 @@ def tolerant_console() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """While in the block, SIGTERM (what systemd, Docker and Kubernetes send) does
-    what Ctrl-C does: ``KeyboardInterrupt`` in the main thread, so each command closes
-    its connection (a close frame) and exits. Nothing happens off the main thread,
-    where Python cannot set a handler."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def to_json(value: Any, ascii_only: bool = False) -> str:
     """Compact JSON, always valid: values JSON has no type for are shown as ``str()``
     (map keys too: ETF maps may have any term as a key), non-finite numbers (NaN,
@@ -172,10 +152,13 @@ class Emitter:
     JSON object per line (``{"type": kind, ...record}``; ASCII with JSON escapes
     unless stdout is UTF-8);
     one line at a time, from any thread. Never raises: once the output is gone (a
-    closed pipe), :attr:`closed` is set and later records are dropped."""
+    closed pipe), :attr:`closed` is set, stdout is pointed at the null device, later
+    records are dropped and ``on_gone`` is called (once, outside the printer's lock:
+    it may close the client, whose state listener prints)."""
 
-    def __init__(self, human: bool) -> None:
+    def __init__(self, human: bool, on_gone: Callable[[], object] | None = None) -> None:
         self.human = human
+        self._on_gone = on_gone
         encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
         # JSON lines stay valid JSON on a console that cannot encode every character
         self._ascii = encoding not in ("utf-8", "utf8")
@@ -198,8 +181,12 @@ class Emitter:
                     encoding = getattr(sys.stdout, "encoding", None) or "ascii"
                     sys.stdout.write(line.encode(encoding, "backslashreplace").decode(encoding, "replace"))
                 sys.stdout.flush()
+                return
             except (OSError, ValueError):  # the reader went away (EPIPE) or stdout was closed
                 self.closed = True
+                discard_output()
+        if self._on_gone is not None:
+            self._on_gone()
 
     def state(self, info: Any) -> None:
         """A state listener that prints each transition (and its error)."""
@@ -213,14 +200,24 @@ class Emitter:
         self("state", text, record)
 
 
-def follow(command: str, client: Any, events: Iterable[Any], emit: Emitter, show: Callable[[Any], None]) -> int:
+def stop_of(args: argparse.Namespace) -> Stop:
+    """The command's :class:`~leap_sync.cli.stopping.Stop` (``main()`` gives one; a
+    command run on its own gets a new one, which no signal reaches)."""
+    stop = getattr(args, "stop", None)
+    return stop if isinstance(stop, Stop) else Stop()
+
+
+def follow(
+    command: str, client: Any, events: Iterable[Any], emit: Emitter, show: Callable[[Any], None], stop: Stop
+) -> int:
     """Show each of ``events`` (the client's events of every kind, in the order they
     arrived) until the channel ends, which means the client stopped for good (its
-    error on stderr, then :func:`exit_status` of it), or until nobody reads the output
-    any more (:data:`EXIT_OK`). An event ``show`` cannot print is reported on stderr
-    and skipped: the next ones are still shown."""
+    error on stderr, then :func:`exit_status` of it) or was closed by ``stop``
+    (:data:`EXIT_OK`), or until nobody reads the output any more (:data:`EXIT_OK`).
+    An event ``show`` cannot print is reported on stderr and skipped: the next ones
+    are still shown."""
     for event in events:
-        if emit.closed:
+        if emit.closed or stop.requested:
             return EXIT_OK
         try:
             show(event)
@@ -228,6 +225,8 @@ def follow(command: str, client: Any, events: Iterable[Any], emit: Emitter, show
             message = f"leap-sync {command}: cannot print a {type(event).__name__}: {type(exc).__name__}"
             with contextlib.suppress(OSError, ValueError):
                 print(message, file=sys.stderr)
+    if emit.closed or stop.requested:
+        return EXIT_OK
     error = client.state.error
     print(f"leap-sync {command}: stopped: {printable(str(error))}", file=sys.stderr)
     return exit_status(error)
@@ -248,9 +247,12 @@ def _refusal(error: BaseException | None) -> bool:
 
 
 @contextlib.contextmanager
-def stopped_at_exit(client: Any) -> Iterator[None]:
-    """However the command ends (Ctrl-C and SIGTERM included): close ``client``,
-    which sends a close frame if it is connected."""
+def stopped_at_exit(client: Any, stop: Stop) -> Iterator[None]:
+    """However the command ends: close ``client``, which sends a close frame if it is
+    connected. From the block's start, a stop request (a signal, the output gone)
+    closes it from the ``leap-sync-cli-stop`` thread, which ends what the block waits
+    for."""
+    stop.on_stop(client.close)
     try:
         yield
     finally:

@@ -10,25 +10,49 @@ from typing import Any, TextIO
 
 from ..protocol.codec import COMPRESSIONS, ENCODINGS
 from ..protocol.etf import erlpack_available
-from .common import EXIT_CODES, EXIT_CONNECT, EXIT_OK, EXIT_USAGE, missing_extra
+from .common import EXIT_CODES, EXIT_CONNECT, EXIT_OK, EXIT_USAGE, missing_extra, stop_of
 from .common import to_json as _json
+from .stopping import Stop
 
 __all__ = ["add_parser", "run"]
 
 
 class _DemoPrinter:
-    def __init__(self, out: TextIO) -> None:
+    """Prints the demo's lines from any thread; once the command is stopping, or its
+    output is gone (which stops it), lines are dropped."""
+
+    def __init__(self, out: TextIO, stop: Stop) -> None:
         self.out = out
+        self.stop = stop
         self.start = time.perf_counter()
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
         with self._lock:
-            self.out.write(f"[{time.perf_counter() - self.start:6.3f}s] {text}\n")
-            self.out.flush()
+            if self.stop.requested:
+                return
+            try:
+                self.out.write(f"[{time.perf_counter() - self.start:6.3f}s] {text}\n")
+                self.out.flush()
+                return
+            except (OSError, ValueError):  # the reader went away (EPIPE)
+                pass
+        self.stop.output_gone()  # outside the lock: closing the client prints a state
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; a stop (Ctrl-C, SIGTERM, the output gone) at any step closes the
+    client (a close frame) and the server, and exits 0 quietly."""
+    stop = stop_of(args)
+    try:
+        return _run(args, stop)
+    except Exception:
+        if stop.requested:  # a wait the stop's close ended
+            return EXIT_OK
+        raise
+
+
+def _run(args: argparse.Namespace, stop: Stop) -> int:
     try:
         from ..testing import LeapEdgeServer
     except ImportError as exc:
@@ -39,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.encoding == "etf" and not erlpack_available():
         print("leap-sync demo: the etf encoding needs the 'etf' extra: pip install 'leap-sync[etf]'", file=sys.stderr)
         return EXIT_USAGE
-    out = _DemoPrinter(sys.stdout)
+    out = _DemoPrinter(sys.stdout, stop)
     project, token, room = "project_demo", "leap_token_demo_do_not_print", "demo-room"
     answered = threading.Event()
+    stop.on_stop(answered.set)  # from here on, a signal is a stop request: every wait ends
     answers: list[float] = []
     asked: list[float] = []
 
@@ -66,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         )
         states: list[StateInfo] = []
         connected_again = threading.Event()
+        stop.on_stop(connected_again.set)
+        stop.on_stop(client.close)  # a close frame; the waits on the client end
 
         def on_state(info: StateInfo) -> None:
             states.append(info)
@@ -107,15 +134,18 @@ def run(args: argparse.Namespace) -> int:
 
             asked.append(time.perf_counter())
             server.request_heartbeat("demo-tag")
-            if answered.wait(5):
+            if answered.wait(5) and not stop.requested:
                 out.line(f"tagged heartbeat 'demo-tag' answered in {(answers[0] - asked[0]) * 1000:.2f} ms")
             # the server re-checks this at every heartbeat it receives
-            server.wait_for(lambda s: client.latency is not None, timeout=5)
+            server.wait_for(lambda s: client.latency is not None or stop.requested, timeout=5)
             out.line(f"heartbeat round trip: {(client.latency or 0.0) * 1000:.2f} ms")
 
             out.line("server closes the connection with 4000 to show a reconnect")
             server.disconnect(4000, "demo: forced reconnect")
-            if not connected_again.wait(10):
+            reconnected = connected_again.wait(10)
+            if stop.requested:
+                return EXIT_OK
+            if not reconnected:
                 out.line("did not reconnect in time")
                 return EXIT_CONNECT
             sent = time.perf_counter()

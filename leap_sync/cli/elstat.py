@@ -26,6 +26,7 @@ from .common import (
     follow,
     printable,
     seconds,
+    stop_of,
     stopped_at_exit,
 )
 from .common import to_json as _json
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import FmtLogger
     from ..elstat import ElstatClient
 
-    emit = Emitter(sys.stdout.isatty() if args.format == "auto" else args.format == "text")
+    stop = stop_of(args)
+    emit = Emitter(sys.stdout.isatty() if args.format == "auto" else args.format == "text", on_gone=stop.request)
 
     try:
         client = ElstatClient(args.url, FmtLogger(args.log_level) if args.log_level else None)
@@ -77,27 +79,30 @@ def run(args: argparse.Namespace) -> int:
         text = f"{event.kind} #{incident.id} {incident.title or ''}".rstrip()
         emit("incident", text, {"kind": event.kind, "incident": incident.raw})
 
+    def failed(exc: Exception, status: int) -> int:
+        if stop.requested:  # the failure is the stop's close: quiet, exit 0
+            return EXIT_OK
+        print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
+        return status
+
     try:
-        with stopped_at_exit(client):
+        with stopped_at_exit(client, stop):
             try:
                 client.connect()
             except LeapError as exc:
-                print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_CONNECT
+                return failed(exc, EXIT_CONNECT)
             try:
                 if args.channel:
                     confirmed = client.subscribe(args.channel, timeout=args.timeout)
                     missing = [c for c in args.channel if c not in confirmed]
                     emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
             except (ValueError, TypeError) as exc:  # a channel name too long for a payload
-                print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_USAGE
+                return failed(exc, EXIT_USAGE)
             except LeapError as exc:
-                print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
                 # Elstat refusing the SUBSCRIBE itself (4200/4420) is as fatal as later
-                return EXIT_REFUSED if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_CONNECT
-            return follow("elstat", client, arrivals, emit, show)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the client closed with a close frame
+                return failed(exc, EXIT_REFUSED if getattr(exc, "close_code", None) in FATAL_CODES else EXIT_CONNECT)
+            return follow("elstat", client, arrivals, emit, show, stop)
+    except KeyboardInterrupt:  # a signal before the client was registered to be closed
         return EXIT_OK
 
 

@@ -28,6 +28,7 @@ from .common import (
     follow,
     printable,
     seconds,
+    stop_of,
     stopped_at_exit,
 )
 from .common import to_json as _json
@@ -67,9 +68,10 @@ def fields(value: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from .. import FmtLogger, LeapClient
 
+    stop = stop_of(args)
     token = _read_token(args)
     human = sys.stdout.isatty() if args.format == "auto" else args.format == "text"
-    emit = Emitter(human)
+    emit = Emitter(human, on_gone=stop.request)
 
     try:
         client = LeapClient(
@@ -102,27 +104,30 @@ def run(args: argparse.Namespace) -> int:
         shown = fields(event)
         emit("event", f"{name} {_json(shown)}", {"event": name, **shown})
 
+    def failed(exc: Exception, status: int) -> int:
+        if stop.requested:  # the failure is the stop's close: quiet, exit 0
+            return EXIT_OK
+        print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
+        return status
+
     try:
-        with stopped_at_exit(client):
+        with stopped_at_exit(client, stop):
             try:
                 client.connect()
             except LeapError as exc:
-                print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_REFUSED if isinstance(exc, LeapAuthorizationError) else EXIT_CONNECT
+                return failed(exc, EXIT_REFUSED if isinstance(exc, LeapAuthorizationError) else EXIT_CONNECT)
             try:
                 client.wait_connected(timeout=args.timeout)
                 for channel in args.channel or ():
                     subscribed = client.subscribe(channel, timeout=args.timeout)
                     emit("subscribe", f"{subscribed.id} ({subscribed.type})", {"channel": subscribed.id})
             except (ValueError, TypeError) as exc:  # a channel name the protocol cannot carry
-                print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_USAGE
+                return failed(exc, EXIT_USAGE)
             except LeapError as exc:
-                print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
                 refused = isinstance(exc, (LeapAuthorizationError, ChannelUnavailableError))
-                return EXIT_REFUSED if refused else EXIT_CONNECT
-            return follow("listen", client, arrivals, emit, show)  # ends when the client stopped
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the client closed with a close frame
+                return failed(exc, EXIT_REFUSED if refused else EXIT_CONNECT)
+            return follow("listen", client, arrivals, emit, show, stop)  # ends when the client stopped
+    except KeyboardInterrupt:  # a signal before the client was registered to be closed
         return EXIT_OK
     finally:
         if args.stats:  # on stderr: stdout may be a pipe of JSON lines

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from typing import Any
 
 from ..errors import LeapError
-from .common import EXIT_CODES, EXIT_OK, EXIT_USAGE, missing_extra, printable
+from .common import EXIT_CODES, EXIT_OK, EXIT_USAGE, missing_extra, printable, stop_of
+from .stopping import discard_output
 
 __all__ = ["add_parser", "run"]
 
@@ -42,14 +42,23 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError, LeapError) as exc:  # an option out of range, a bad channel name
         print(f"leap-sync serve: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    stop = threading.Event()
+    stop = stop_of(args)
+    # From here on a signal is a stop request, never an exception inside a server's
+    # start: the wait below returns and the with-blocks close both servers. The
+    # server outlives its output: a pipe closed after the two lines changes nothing.
+    stop.keep_running_without_output()
+    stop.on_stop(lambda: None)
     try:
         with server, ControlServer(server, args.host, args.control_port) as control:
-            print(f"leap edge: {server.url}", flush=True)
-            print(f"control: {control.url}", flush=True)
+            try:
+                print(f"leap edge: {server.url}", flush=True)
+                print(f"control: {control.url}", flush=True)
+            except (OSError, ValueError):  # nobody reads the lines (EPIPE): nothing to serve
+                discard_output()
+                return EXIT_OK
             stop.wait()
     except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM, however early: the with-blocks closed both servers
+        pass  # a signal before the stop request was armed: the with-blocks closed both servers
     except OSError as exc:  # the address does not resolve or cannot be bound
         print(f"leap-sync serve: cannot listen on {args.host}: {exc}", file=sys.stderr)
         return EXIT_USAGE

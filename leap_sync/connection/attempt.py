@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import LeapConnectionError
+from ..wire.urls import redact_url
 from .wakeup import Wakeup
 
 __all__ = ["PHASES", "Abandoned", "Attempt", "Endpoint"]
@@ -37,19 +38,25 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         """Raises ``TypeError`` for a URL that is not a ``str`` and ``ValueError`` for
-        one that is not ``ws(s)://host[:port]/...`` (a port out of range included)."""
+        one that is not ``ws(s)://host[:port]/...`` (a port out of range included, and
+        port 0, which no connection can go to: it never means the default port),
+        naming the URL with its secrets redacted (:func:`~leap_sync.wire.urls.redact_url`)."""
         if not isinstance(url, str):
             raise TypeError(f"a URL is a str, not {type(url).__name__}")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")
+            raise ValueError(f"not a ws:// or wss:// URL with a host: {redact_url(url)!r}")
         if not parts.hostname.isprintable() or " " in parts.hostname:
-            raise ValueError(f"URL host holds a space or control character: {url!r}")
+            raise ValueError(f"URL host holds a space or control character: {redact_url(url)!r}")
         secure = parts.scheme == "wss"
-        port = parts.port or (443 if secure else 80)
+        port = parts.port  # raises ValueError when out of range
+        if port == 0:
+            raise ValueError(f"URL port 0 is not a port a connection can go to: {url!r}")
+        if port is None:
+            port = 443 if secure else 80
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if any(c in resource for c in " \r\n\0"):
-            raise ValueError(f"URL path holds a space or control character: {url!r}")
+            raise ValueError(f"URL path holds a space or control character: {redact_url(url)!r}")
         return cls(secure, parts.hostname, port, resource)
 
     @property

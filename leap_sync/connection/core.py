@@ -94,6 +94,7 @@ class ConnectionCore:
         self.number = next(_numbers)
         self.pid: int | None = None  # the process connect() was called in
         self.log = Callbacks(f"leap-sync-callbacks-{self.number}", logger)
+        self.log.redact = self.show  # every log record, whatever produced it
         self.lock = lock if lock is not None else threading.RLock()
         self.closing = threading.Event()
         self.finished = False  # channels ended: nothing will be delivered again
@@ -104,6 +105,12 @@ class ConnectionCore:
         self.registry = ChannelRegistry(self.lock)
         self._state = StateInfo(ConnectionState.IDLE)
         self._state_cond = threading.Condition()
+
+    def show(self, text: str) -> str:
+        """``text`` as it may be shown (a log record, a ``repr``, an error): the
+        handler's ``redact`` (the secrets of every URL in it, userinfo and
+        credential-named parameters, and the token in every form: ``<redacted>``)."""
+        return self.handler.redact(text)
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -134,8 +141,11 @@ class ConnectionCore:
         return self._state
 
     def stats(self, heartbeat_rtt: float | None) -> Stats:
-        """A :class:`~leap_sync.connection.stats.Stats` snapshot (any thread, cheap)."""
-        return self.counters.snapshot(heartbeat_rtt, self.registry.by_kind(), self.state.connection_state)
+        """A :class:`~leap_sync.connection.stats.Stats` snapshot (any thread, cheap): the
+        state is the one the counters recorded under their lock, so it agrees with the
+        numbers (``CLOSED`` in a forked child)."""
+        closed = ConnectionState.CLOSED if self.forked() else None
+        return self.counters.snapshot(heartbeat_rtt, self.registry.by_kind(), closed)
 
     def add_state_update_listener(self, listener: StateListener) -> Callable[[], None]:
         if not callable(listener):

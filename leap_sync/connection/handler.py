@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from ..errors import LeapConnectionError
@@ -16,7 +16,17 @@ from ..wire.close import CloseAction
 from .timeouts import MAX_WAIT
 from .transport import Transport
 
-__all__ = ["ARRIVALS", "Decision", "Future", "Handler", "Live", "Session", "holding_live", "in_arrival_order"]
+__all__ = [
+    "ARRIVALS",
+    "Decision",
+    "Future",
+    "Handler",
+    "Live",
+    "Session",
+    "holding_live",
+    "in_arrival_order",
+    "scrub_error",
+]
 
 ARRIVALS = "arrivals"
 """The channel kind fed with every event a protocol delivers, of whatever kind, in
@@ -91,9 +101,16 @@ class Handler(Protocol):
 
     def awaiting(self, session: Session) -> tuple[str, str]: ...
 
-    def scrub(self, error: LeapConnectionError) -> LeapConnectionError: ...
+    def scrub(self, error: LeapConnectionError) -> LeapConnectionError:
+        """``error`` with :meth:`redact` applied to its message and close reason
+        (:func:`scrub_error`): what reaches a ``StateInfo`` or a caller."""
+        ...
 
-    def redact(self, text: str) -> str: ...
+    def redact(self, text: str) -> str:
+        """``text`` as it may be shown (log records, ``repr``, errors): the secrets of
+        every URL in it (:func:`~leap_sync.wire.urls.redact_urls`) and the handler's
+        own secret (a token) redacted."""
+        ...
 
 
 class Live:
@@ -166,3 +183,17 @@ def holding_live(core: Any, lock: Any) -> Iterator[Live | None]:
             if core.live is live:
                 yield live
                 return
+
+
+def scrub_error(error: LeapConnectionError, redact: Callable[[str], str]) -> LeapConnectionError:
+    """``error``, or a copy of it with ``redact`` applied to its message and close
+    reason when that changes either (a handler's ``scrub``)."""
+    reason = error.close_reason
+    text = str(error)
+    shown_reason = redact(reason) if reason is not None else None
+    shown = redact(text)
+    if shown == text and shown_reason == reason:
+        return error
+    scrubbed = error.with_message(shown)
+    scrubbed.close_reason = shown_reason
+    return scrubbed

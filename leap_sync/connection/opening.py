@@ -19,7 +19,8 @@ The TCP phase tries a name's addresses by Happy Eyeballs (RFC 8305, see
 :mod:`~leap_sync.connection.eyeballs`): the next address starts 250 ms after the last
 while earlier ones stay in flight, so one dead address never spends the whole deadline.
 A proxy's own addresses are tried the same way; with ``socks5h``/``socks4a`` the target
-name goes to the proxy unresolved.
+name goes to the proxy unresolved, with ``socks5``/``socks4`` the target's addresses are
+asked for in turn (:func:`_through_socks`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ..wire.handshake import (
 from ..wire.handshake import upgrade_request as build_upgrade_request
 from ..wire.socks import (
     SocksError,
+    SocksUnreachable,
     socks4_reply,
     socks4_request,
     socks5_auth,
@@ -54,14 +56,13 @@ from ..wire.socks import (
     socks5_method,
 )
 from .attempt import PHASES, Abandoned, Attempt, Endpoint
-from .eyeballs import connect_first
+from .eyeballs import MAX_ADDRESSES, connect_first, order, show, untried_note, usable
 from .proxy import Proxy, choose_proxy
 from .timeouts import poll_ms
 
 __all__ = ["PHASES", "Attempt", "Endpoint", "open_socket"]  # Attempt and Endpoint live in .attempt
 
 _READ_SIZE = 16 * 1024
-_MAX_ADDRESSES = 16
 _HAS_POLL = hasattr(select, "poll")
 
 
@@ -130,8 +131,8 @@ def _resolve(host: str, port: int, attempt: Attempt) -> list[tuple[Any, ...]]:
     attempt.phase, attempt.host = "dns", host
     attempt.resolving = True
     try:
-        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    except (OSError, UnicodeError, ValueError) as exc:
+        infos = list(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP))
+    except (OSError, UnicodeError, ValueError, TypeError) as exc:
         attempt.resolving = False
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _error(attempt, f"DNS lookup of {host!r} failed: {cause}") from None
@@ -142,7 +143,10 @@ def _resolve(host: str, port: int, attempt: Attempt) -> list[tuple[Any, ...]]:
         raise attempt.expired_error()  # the answer came, but too late
     if not infos:
         raise _error(attempt, f"DNS lookup of {host!r} found no address")
-    return infos[:_MAX_ADDRESSES]
+    if not any(usable(info) for info in infos):
+        what = "entry is not a TCP address" if len(infos) == 1 else "entries are not TCP addresses"
+        raise _error(attempt, f"DNS lookup of {host!r} found no usable address ({len(infos)} {what} over IPv4 or IPv6)")
+    return infos
 
 
 def _read_head(sock: socket.socket, attempt: Attempt, early: bytes = b"") -> tuple[ResponseHead, Response | str]:
@@ -193,33 +197,81 @@ def _exchange(
         data += _recv_some(sock, attempt)
 
 
-def _socks(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attempt) -> bytes:
-    """SOCKS4(a)/5(h) CONNECT through ``proxy`` on the connected ``sock``, with the
-    same waits as every phase (bounded, interrupted by ``close()``); returns bytes that
-    followed the proxy's answer."""
+def _socks(sock: socket.socket, proxy: Proxy, endpoint: Endpoint, attempt: Attempt, host: str | None = None) -> bytes:
+    """SOCKS4(a)/5(h) CONNECT through ``proxy`` on the connected ``sock`` to
+    ``host`` (an address the client resolved; ``None``: the endpoint's name, which
+    ``socks5h``/``socks4a`` send as is), with the same waits as every phase (bounded,
+    interrupted by ``close()``); returns bytes that followed the proxy's answer.
+    Raises :class:`SocksError` (:class:`SocksUnreachable` when the proxy could not
+    reach ``host``) for the proxy's refusal."""
     attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {proxy.describe()}"
-    problem = None
-    try:
-        host = endpoint.host
-        if proxy.type in ("socks5", "socks4"):  # the client resolves the target
-            infos = _resolve(host, endpoint.port, attempt)
-            attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {proxy.describe()}"
-            family = socket.AF_INET if proxy.type == "socks4" else None
-            host = next(str(info[4][0]) for info in infos if family is None or info[0] == family)
-        if proxy.type.startswith("socks5"):
-            user, password = proxy.auth or ("", "")
-            method, _ = _exchange(sock, attempt, socks5_greeting(proxy.auth is not None), socks5_method)
-            if method == 2:
-                _exchange(sock, attempt, socks5_auth(user, password), socks5_auth_reply)
-            length, data = _exchange(sock, attempt, socks5_connect(host, endpoint.port), socks5_connect_reply)
-            return data[length:]
-        user = proxy.auth[0] if proxy.auth else ""
-        remote = proxy.type == "socks4a"
-        _, data = _exchange(sock, attempt, socks4_request(host, endpoint.port, user, remote_dns=remote), socks4_reply)
-        return data[8:]
-    except (SocksError, StopIteration) as exc:
-        problem = str(exc) or "the target has no IPv4 address (use socks4a)"
-    raise _error(attempt, f"{proxy.describe()} could not connect to {endpoint.hostport}: {problem}")
+    host = endpoint.host if host is None else host
+    if proxy.type.startswith("socks5"):
+        user, password = proxy.auth or ("", "")
+        method, _ = _exchange(sock, attempt, socks5_greeting(proxy.auth is not None), socks5_method)
+        if method == 2:
+            _exchange(sock, attempt, socks5_auth(user, password), socks5_auth_reply)
+        length, data = _exchange(sock, attempt, socks5_connect(host, endpoint.port), socks5_connect_reply)
+        return bytes(data[length:])
+    user = proxy.auth[0] if proxy.auth else ""
+    remote = proxy.type == "socks4a"
+    _, data = _exchange(sock, attempt, socks4_request(host, endpoint.port, user, remote_dns=remote), socks4_reply)
+    return bytes(data[8:])
+
+
+def _through_socks(
+    proxy_infos: Sequence[tuple[Any, ...]], proxy: Proxy, endpoint: Endpoint, attempt: Attempt
+) -> tuple[socket.socket, bytes]:
+    """Connect to the endpoint through a SOCKS ``proxy`` whose own addresses are
+    ``proxy_infos``: the connected socket and the bytes that followed the proxy's
+    answer.
+
+    With ``socks5h``/``socks4a`` the proxy resolves the target: one proxy connection.
+    With ``socks5``/``socks4`` the client does, and tries the target's addresses in
+    Happy Eyeballs order (:func:`~leap_sync.connection.eyeballs.order`; ``socks4``:
+    the IPv4 ones), at most :data:`~leap_sync.connection.eyeballs.MAX_ADDRESSES`, one
+    after another: each needs a proxy connection of its own, and the next is opened
+    when the proxy answers that it could not reach one (refused, host or network
+    unreachable, TTL expired); any other refusal ends the attempt. All under the
+    attempt's one deadline, interrupted by ``close()``. The error names each target
+    address asked for and the proxy's answer."""
+    label = proxy.describe()
+    targets: list[tuple[str | None, str]] = [(None, endpoint.host)]  # (host to send, its name in errors)
+    beyond = 0
+    if proxy.type in ("socks5", "socks4"):
+        infos = _resolve(endpoint.host, endpoint.port, attempt)
+        addresses = [info for info in order(infos) if proxy.type == "socks5" or info[0] == socket.AF_INET]
+        if not addresses:
+            attempt.phase, attempt.host = "proxy", f"{endpoint.hostport} through the {label}"
+            problem = "the target has no IPv4 address (use socks4a)"
+            raise _error(attempt, f"{label} could not connect to {endpoint.hostport}: {problem}")
+        beyond = max(len(addresses) - MAX_ADDRESSES, 0)
+        targets = [(str(info[4][0]), show(info[4], endpoint.port)) for info in addresses[:MAX_ADDRESSES]]
+    tried: list[str] = []  # "target address: the proxy's answer"
+    for index, (host, where) in enumerate(targets):
+        left = untried_note(len(targets) - index - 1, beyond)
+        sock = connect_first(proxy_infos, proxy.host, proxy.port, attempt, label=label)  # raises for a dead proxy
+        try:
+            return sock, _socks(sock, proxy, endpoint, attempt, host)
+        except SocksError as exc:
+            _close_quietly(sock)
+            problem = str(exc)
+            tried.append(f"{where}: {problem}")
+            if isinstance(exc, SocksUnreachable) and index + 1 < len(targets):
+                continue  # the next address, through a new proxy connection
+        except LeapConnectionError as exc:  # the deadline, while the proxy had not answered
+            _close_quietly(sock)
+            if not tried:
+                raise
+            raise exc.with_message(f"{exc} ({'; '.join([*tried, f'{where}: no answer', *left])})") from None
+        except BaseException:
+            _close_quietly(sock)
+            raise
+        if len(tried) == 1 and not left:
+            target = endpoint.hostport if where == endpoint.host else f"{endpoint.hostport} ({where})"
+            raise _error(attempt, f"{label} could not connect to {target}: {problem}")
+        raise _error(attempt, f"{label} could not connect to {endpoint.hostport} ({'; '.join(tried + left)})")
+    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
 def _start_tls(sock: socket.socket, context: ssl.SSLContext, server_name: str, attempt: Attempt) -> ssl.SSLSocket:
@@ -293,14 +345,13 @@ def open_socket(
             raise _error(attempt, f"bad proxy setting in the environment: {exc}") from None
         target = chosen or Proxy("direct", endpoint.host, endpoint.port)
         infos = _resolve(target.host, target.port, attempt)
-        sock = connect_first(infos, target.host, target.port, attempt, label=chosen.describe() if chosen else None)
         early = b""
-        if chosen is not None:
-            early = (
-                _tunnel(sock, chosen, endpoint, attempt)
-                if chosen.type == "http"
-                else _socks(sock, chosen, endpoint, attempt)
-            )
+        if chosen is not None and chosen.type != "http":
+            sock, early = _through_socks(infos, chosen, endpoint, attempt)
+        else:
+            sock = connect_first(infos, target.host, target.port, attempt, label=chosen.describe() if chosen else None)
+            if chosen is not None:
+                early = _tunnel(sock, chosen, endpoint, attempt)
         if endpoint.secure:
             if early:
                 attempt.phase = "proxy"

@@ -54,8 +54,8 @@ _DEFAULT_PORTS = {"http": 8080, "socks4": 1080, "socks4a": 1080, "socks5": 1080,
 def parse_proxy_url(url: str) -> Proxy:
     """A proxy from an environment-style URL (``http://user:pw@host:3128``,
     ``socks5h://host:1080``; a bare ``host:port`` means ``http``). Raises
-    ``ValueError`` for a scheme other than :data:`PROXY_TYPES` or a URL without a
-    host."""
+    ``ValueError`` for a scheme other than :data:`PROXY_TYPES`, a URL without a host,
+    or a port out of range or 0 (never taken to mean the default port)."""
     if "://" not in url:
         url = "http://" + url
     parts = urllib.parse.urlsplit(url)
@@ -65,7 +65,11 @@ def parse_proxy_url(url: str) -> Proxy:
     host = parts.hostname
     if not host:
         raise ValueError("proxy URL has no host")
-    port = parts.port or _DEFAULT_PORTS[scheme]  # .port raises ValueError when out of range
+    port = parts.port  # raises ValueError when out of range
+    if port == 0:
+        raise ValueError("proxy URL port 0 is not a port a connection can go to")
+    if port is None:
+        port = _DEFAULT_PORTS[scheme]
     auth = None
     if parts.username is not None:
         auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))

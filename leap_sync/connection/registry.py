@@ -36,7 +36,8 @@ class ChannelRegistry:
         """Feed ``channel`` with events of ``kind`` while it is referenced (under ``lock``)."""
         with self._lock:
             self._prune()
-            self._refs[kind] = (*self._refs.get(kind, ()), weakref.ref(channel, self._on_release))
+            # A new dict, never changed once published: readers walk it without the lock.
+            self._refs = {**self._refs, kind: (*self._refs.get(kind, ()), weakref.ref(channel, self._on_release))}
 
     def feed(self, kind: str, events: Sequence[Any]) -> None:
         """Append ``events`` to every channel of ``kind`` still referenced (the I/O
@@ -60,7 +61,7 @@ class ChannelRegistry:
 
     def all(self) -> list[EventChannel[Any]]:
         """Every channel still referenced, of every kind."""
-        return [c for refs in self._refs.values() for c in (ref() for ref in refs) if c is not None]
+        return [c for refs in tuple(self._refs.values()) for c in (ref() for ref in refs) if c is not None]
 
     def detach(self, channel: EventChannel[Any]) -> None:
         """Stop feeding ``channel`` (its ``close()``)."""

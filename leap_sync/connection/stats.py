@@ -3,10 +3,14 @@
 
 Who writes what: the I/O thread counts what it reads (once per batch of messages, not
 per message) and every state change; any thread that sends counts what it queued
-(:meth:`Counters.sent`). Every update and :meth:`Counters.snapshot` take one small
+(:meth:`Counters.sent_frame`). Every update and :meth:`Counters.snapshot` take one small
 lock, never held across I/O or a callback, so reading ``client.stats`` is cheap (a few
 microseconds, no allocation beyond the snapshot) and safe from any thread, and the
-numbers of one snapshot belong together (taken at one instant).
+numbers of one snapshot belong together (taken at one instant): the counters keep their
+own copy of the state (updated by :meth:`Counters.state_changed` under the lock), and
+both the transitions and the snapshot read the clock under that lock, so a snapshot's
+``state`` agrees with its ``connected_for`` and no count (``connected_total``
+included) ever goes back from one snapshot to the next.
 """
 
 from __future__ import annotations
@@ -99,9 +103,10 @@ class Counters:
         self._bytes_out = 0
 
     def state_changed(self, state: ConnectionState) -> None:
-        """A state transition (the core's ``set_state``)."""
-        now = self._clock()
+        """A state transition (the core's ``set_state``); the clock is read under the
+        lock, so the interval closed here starts after every earlier snapshot's instant."""
         with self._lock:
+            now = self._clock()
             if self._connected_since is not None and state is not ConnectionState.CONNECTED:
                 self._connected_total += max(0.0, now - self._connected_since)
                 self._connected_since = None
@@ -135,20 +140,24 @@ class Counters:
     def snapshot(
         self, heartbeat_rtt: float | None, channels: Mapping[str, Iterable[Any]], state: ConnectionState | None = None
     ) -> Stats:
-        """A :class:`Stats` of now; ``channels`` maps each kind to its open
+        """A :class:`Stats` of now: the state, the clock and every count read under the
+        lock the transitions take. ``channels`` maps each kind to its open
         :class:`~leap_sync.channels.EventChannel` objects; ``state`` overrides the
-        last state seen (a forked child's)."""
+        last state recorded (a forked child's ``CLOSED``: then ``connected_for`` is
+        ``None`` and ``connected_total`` what was closed before the fork, as for any
+        state but ``CONNECTED``)."""
         listed = tuple(
             ChannelStats(kind, channel.qsize(), channel.maxsize, channel.dropped)
             for kind, chans in channels.items()
             for channel in chans
         )
-        now = self._clock()
         with self._lock:
-            since = self._connected_since
+            now = self._clock()
+            current = self._state if state is None else state
+            since = self._connected_since if current is ConnectionState.CONNECTED else None
             connected_for = None if since is None else max(0.0, now - since)
             return Stats(
-                state=self._state if state is None else state,
+                state=current,
                 connected_for=connected_for,
                 connected_total=self._connected_total + (connected_for or 0.0),
                 connections=self._connections,

@@ -371,7 +371,9 @@ class Supervisor:
         core.handler.on_lost(error, outcome.session)
         if error.close_code is not None:
             core.log.info("connection closed", {"code": error.close_code, "reason": error.close_reason or ""})
-        decision = core.handler.decide(error, outcome.session, outcome.wrote)
+        # Decided on the error as it came (a 4006 redirect goes to the URL the server
+        # sent, credentials included); what is reported or logged is scrubbed.
+        decision = core.handler.decide(outcome.error, outcome.session, outcome.wrote)
         if decision.action is CloseAction.FATAL:
             self._give_up(decision.error)
             return None
@@ -406,6 +408,7 @@ class Supervisor:
 
     def _give_up(self, error: LeapConnectionError) -> None:
         core = self.core
+        error = core.handler.scrub(error)
         core.log.error("not reconnecting", error)
         core.finish(error)
         core.set_state(ConnectionState.ERRORED, error, False)

@@ -20,7 +20,7 @@ from typing import Any
 from ..backoff import Backoff
 from ..channels import EventChannel
 from ..connection.core import ConnectionCore
-from ..connection.handler import ARRIVALS, Decision, Live, in_arrival_order
+from ..connection.handler import ARRIVALS, Decision, Live, in_arrival_order, scrub_error
 from ..connection.options import ConnectOptions
 from ..connection.stats import Stats
 from ..connection.timeouts import check_seconds, check_timeout
@@ -28,6 +28,7 @@ from ..errors import LeapConnectionError
 from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
+from ..wire.urls import redact_url, redact_urls
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op
 from .requests import Requests
 from .session import ElstatResult, ElstatSession
@@ -49,7 +50,7 @@ def streaming_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
     if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"an Elstat URL is http(s):// or ws(s):// with a host, not {url!r}")
+        raise ValueError(f"an Elstat URL is http(s):// or ws(s):// with a host, not {redact_url(url)!r}")
     parts.port  # noqa: B018 - raises ValueError for a port out of range
     path = parts.path.rstrip("/")
     if not path.endswith("/api/streaming"):
@@ -107,7 +108,7 @@ class ElstatClient:
         self._wanted = self._calls.wanted  # the same dict
 
     def __repr__(self) -> str:
-        return f"<ElstatClient state={self.state.connection_state.value} url={self.url!r}>"
+        return f"<ElstatClient state={self.state.connection_state.value} url={self._core.show(self.url)!r}>"
 
     @property
     def state(self) -> StateInfo:
@@ -263,10 +264,10 @@ class ElstatClient:
         )
 
     def _scrub(self, error: LeapConnectionError) -> LeapConnectionError:
-        return error  # Elstat has no secrets
+        return scrub_error(error, redact_urls)  # no token: only what a URL may carry
 
     def _redact(self, text: str) -> str:
-        return text
+        return redact_urls(text)
 
 
 class _ElstatHandler:

@@ -64,9 +64,12 @@ _json_decode = _json_decoder.decode
 _json_scan: Callable[[str, int], tuple[Any, int]] = _json_decoder.scan_once  # type: ignore[attr-defined]
 
 
-# A JSON string, escapes included (unrolled: no backtracking per character).
-_STRING_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A JSON string, escapes included (unrolled: no backtracking per character). The closing
+# quote is optional: a string left open runs to the end of the text (which is then no
+# JSON), so a text full of quotes that never close is one match, not one scan to the end
+# from each quote (quadratic, holding the GIL).
+_STRING_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 
 
 def _most_values(data: str | bytes) -> int:
@@ -91,12 +94,15 @@ def check_items(data: str | bytes, max_items: int) -> None:
     costs one ``len``. A longer one is estimated by :func:`_most_values`, which can
     only over-count (when strings hold those characters, or whitespace sits inside an
     empty container); when the estimate is over, the count is made again with every
-    string left out (one regular-expression pass), so a minified text is refused only
-    when it truly holds more values.
+    string replaced by one character (one linear regular-expression pass, whatever
+    the quotes and escapes), so a minified text is refused only when it truly holds
+    more values.
     """
     if len(data) <= max_items or _most_values(data) <= max_items:
         return
-    stripped = _STRING_TEXT.sub("", data) if isinstance(data, str) else _STRING_BYTES.sub(b"", data)
+    # Each string becomes one character: it is a value, and "[]" must not appear where a
+    # string stood (``["a"]`` holds two values, ``[]`` one).
+    stripped = _STRING_TEXT.sub("0", data) if isinstance(data, str) else _STRING_BYTES.sub(b"0", data)
     if _most_values(stripped) > max_items:
         raise LeapProtocolError(f"message holds more than {max_items} values (max_message_items)")
 

@@ -15,6 +15,7 @@ from ..errors import LeapError
 
 __all__ = [
     "SocksError",
+    "SocksUnreachable",
     "socks4_reply",
     "socks4_request",
     "socks5_auth",
@@ -39,6 +40,16 @@ _SOCKS5_REPLIES = {
 
 class SocksError(LeapError):
     """The SOCKS proxy refused, or answered something that is not SOCKS."""
+
+
+class SocksUnreachable(SocksError):
+    """The proxy could not reach the address it was asked for (SOCKS5 replies 3
+    network unreachable, 4 host unreachable, 5 connection refused, 6 TTL expired;
+    SOCKS4's 0x5B, request rejected or failed): another address of the same target
+    may still work."""
+
+
+_UNREACHABLE = (3, 4, 5, 6)
 
 
 def _address(host: str) -> bytes:
@@ -101,7 +112,8 @@ def socks5_connect_reply(data: bytes) -> int | None:
     if data[0] != 5:
         raise SocksError("not a SOCKS5 proxy (bad version in its answer)")
     if data[1] != 0:
-        raise SocksError(f"the SOCKS5 proxy refused: {_SOCKS5_REPLIES.get(data[1], f'error {data[1]}')}")
+        error = SocksUnreachable if data[1] in _UNREACHABLE else SocksError
+        raise error(f"the SOCKS5 proxy refused: {_SOCKS5_REPLIES.get(data[1], f'error {data[1]}')}")
     kind = data[3]
     if kind == 1:
         length = 4 + 4 + 2
@@ -134,5 +146,6 @@ def socks4_reply(data: bytes) -> bool | None:
     if data[0] != 0:
         raise SocksError("not a SOCKS4 proxy (bad version in its answer)")
     if data[1] != 0x5A:
-        raise SocksError(f"the SOCKS4 proxy refused (code {data[1]:#x})")
+        error = SocksUnreachable if data[1] == 0x5B else SocksError
+        raise error(f"the SOCKS4 proxy refused (code {data[1]:#x})")
     return True

@@ -38,7 +38,7 @@ import attrs
 
 from ...elstat.protocol import MAX_PAYLOAD, Op, Request, check_channel, data_frame, incident_frame, reply_frame
 from ...wire.wsframes import unmasked_message
-from ..websocket.embedded import DEFAULT_HISTORY_LIMIT, EmbeddedServer
+from ..websocket.embedded import DEFAULT_HISTORY_LIMIT, Inspectable
 from ..websocket.sockets import Settings
 from ..websocket.validation import check_count, check_host_port, check_seconds, check_size, check_ssl_context
 from .connection import ElstatConnection
@@ -104,7 +104,7 @@ def _incident_op(kind: str | int) -> Op:
     raise ValueError(f'incident kind must be "new", "update", "close" or op 4, 5, 6, not {kind!r}')
 
 
-class ElstatServer(EmbeddedServer[ElstatConnection]):
+class ElstatServer(Inspectable[ElstatConnection, ElstatConnectionInfo]):
     """An embedded Elstat Streaming API server on ``host:port`` (loopback, a free port
     by default); see the module docstring.
 
@@ -255,32 +255,8 @@ class ElstatServer(EmbeddedServer[ElstatConnection]):
 
     # -- introspection -----------------------------------------------------------------
 
-    @property
-    def connections(self) -> list[ElstatConnectionInfo]:
-        """The open connections, oldest first."""
-        with self._lock:
-            return [_info(conn) for conn in self._conns.values()]
-
-    @property
-    def all_connections(self) -> list[ElstatConnectionInfo]:
-        """The open connections and the last ``history_limit`` closed ones (1000 by
-        default), oldest first."""
-        with self._lock:
-            return [_info(conn) for conn in self._listed()]
-
-    @property
-    def frames_in(self) -> int:
-        """Messages received from clients, over every connection since the start
-        (those no longer listed included)."""
-        with self._lock:
-            return self._frame_totals()[0]
-
-    @property
-    def frames_out(self) -> int:
-        """Messages written to clients, over every connection since the start (those
-        no longer listed included)."""
-        with self._lock:
-            return self._frame_totals()[1]
+    def _snapshot(self, conn: ElstatConnection) -> ElstatConnectionInfo:
+        return _info(conn)
 
     def wait_for_connections(self, count: int = 1, timeout: float = 10.0) -> list[ElstatConnectionInfo]:
         """Block until at least ``count`` connections are open; return them.

@@ -72,6 +72,13 @@ class ServerCore(EmbeddedServer[LeapConnection]):
         self._acks_paused = False
         self._enforce_heartbeats = True
         self._codecs: list[Codec] = []  # for _check_storable
+        self._tokens_seen: frozenset[str] = frozenset()
+        """Every token ever added (removed ones too: a client may still send one),
+        replaced whole on each add: read lock-free by the log redaction."""
+
+    def log_secrets(self) -> Iterable[str]:
+        """Every token ever added: no log line of the embedded servers shows one."""
+        return self._tokens_seen
 
     @property
     def enforcing_heartbeats(self) -> bool:

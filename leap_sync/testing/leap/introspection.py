@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from ..websocket.embedded import Inspectable
 from .connection import LeapConnection
 from .core import ServerCore
 
@@ -74,35 +75,12 @@ def connection_info(conn: LeapConnection) -> ConnectionInfo:
         )
 
 
-class Introspection(ServerCore):
-    """Introspection and waits (see the module docstring)."""
+class Introspection(ServerCore, Inspectable[LeapConnection, ConnectionInfo]):
+    """Introspection (:class:`~leap_sync.testing.websocket.embedded.Inspectable`: connections
+    and frame totals) and waits (see the module docstring)."""
 
-    @property
-    def connections(self) -> list[ConnectionInfo]:
-        """The open connections, oldest first."""
-        with self._lock:
-            return [connection_info(conn) for conn in self._conns.values()]
-
-    @property
-    def all_connections(self) -> list[ConnectionInfo]:
-        """The open connections and the last ``history_limit`` closed ones (1000 by
-        default), oldest first."""
-        with self._lock:
-            return [connection_info(conn) for conn in self._listed()]
-
-    @property
-    def frames_in(self) -> int:
-        """Messages received from clients, over every connection since the start
-        (those no longer listed included)."""
-        with self._lock:
-            return self._frame_totals()[0]
-
-    @property
-    def frames_out(self) -> int:
-        """Messages written to clients, over every connection since the start (those
-        no longer listed included)."""
-        with self._lock:
-            return self._frame_totals()[1]
+    def _snapshot(self, conn: LeapConnection) -> ConnectionInfo:
+        return connection_info(conn)
 
     def wait_for_connections(
         self, count: int = 1, timeout: float = 10.0, *, identified: bool = True

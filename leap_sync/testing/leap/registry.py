@@ -48,6 +48,7 @@ class Registry(ServerCore):
         record = TokenRecord(_text("token", token), project, _ids("grants", grants), metadata, scope, state)
         self._check_storable([metadata, state, scope])
         with self._lock:
+            self._tokens_seen = self._tokens_seen | {token}
             self._model.projects.add(project)
             self._model.tokens[token] = record
 

@@ -23,7 +23,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ...errors import LeapError
@@ -31,9 +31,10 @@ from ...protocol.codec import Payload
 from ...wire.wsframes import unmasked_message
 from .connection import WebSocketConnection
 from .listener import Listener, bind
+from .redaction import register_secrets
 from .sockets import Settings, check_close
 
-__all__ = ["DEFAULT_HISTORY_LIMIT", "RECHECK", "EmbeddedServer"]
+__all__ = ["DEFAULT_HISTORY_LIMIT", "RECHECK", "EmbeddedServer", "Inspectable"]
 
 DEFAULT_HISTORY_LIMIT = 1000
 """Closed connections a server keeps listed (``all_connections``) by default."""
@@ -44,6 +45,7 @@ _GOING_AWAY = 1001
 _server_numbers = itertools.count(1)  # thread names only
 
 ConnT = TypeVar("ConnT", bound=WebSocketConnection)
+InfoT = TypeVar("InfoT")
 _S = TypeVar("_S", bound="EmbeddedServer[Any]")
 
 
@@ -84,6 +86,13 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
         self._changes = threading.Condition(threading.Lock())
         self._version = 0
         self._waiters = 0
+        register_secrets(self)  # kept out of the servers' logs while this server lives
+
+    def log_secrets(self) -> Iterable[str]:
+        """The secrets the servers' logs never show (see
+        ``leap_sync.testing.websocket.redaction``); none here, a subclass's
+        credentials (a Leap server's tokens). Lock-free: it runs inside logging calls."""
+        return ()
 
     @abc.abstractmethod
     def _new_connection(self, sock: socket.socket, cid: str, name: str) -> ConnT:
@@ -324,3 +333,40 @@ class EmbeddedServer(abc.ABC, Generic[ConnT]):
             raise TypeError(f"a payload is a str or bytes, not {type(payload).__name__}")
         wire = unmasked_message(payload)
         return sum(conn.send_wire(wire) for conn in self._select(cid))
+
+
+class Inspectable(EmbeddedServer[ConnT], Generic[ConnT, InfoT]):
+    """An :class:`EmbeddedServer` that shows tests its connections as snapshots
+    (``InfoT``, made by :meth:`_snapshot`) and its frame totals. Every call takes
+    ``_lock`` only to copy, so it returns promptly."""
+
+    @abc.abstractmethod
+    def _snapshot(self, conn: ConnT) -> InfoT:
+        """A snapshot of ``conn`` (called under ``_lock``)."""
+
+    @property
+    def connections(self) -> list[InfoT]:
+        """The open connections, oldest first."""
+        with self._lock:
+            return [self._snapshot(conn) for conn in self._conns.values()]
+
+    @property
+    def all_connections(self) -> list[InfoT]:
+        """The open connections and the last ``history_limit`` closed ones (1000 by
+        default), oldest first."""
+        with self._lock:
+            return [self._snapshot(conn) for conn in self._listed()]
+
+    @property
+    def frames_in(self) -> int:
+        """Messages received from clients, over every connection since the start
+        (those no longer listed included)."""
+        with self._lock:
+            return self._frame_totals()[0]
+
+    @property
+    def frames_out(self) -> int:
+        """Messages written to clients, over every connection since the start (those
+        no longer listed included)."""
+        with self._lock:
+            return self._frame_totals()[1]
