@@ -80,16 +80,34 @@ def _term(
             if budget[0] < 0:
                 raise Unhandled
         out: dict[Any, Any] = {}
+        key: Any
         inner = depth - 1
         for _ in range(count):
-            # Keys and values are mostly binaries and small integers: read inline.
+            # Keys and values are mostly binaries and small integers: read inline
+            # (what _binary does, without a call per term).
             if data[pos] == 109:
-                key, pos = _binary(data, pos, n)
+                start = pos + 5
+                pos = start + _u32(data, pos + 1)[0]
+                if pos > n:
+                    raise Unhandled
+                raw = data[start:pos]
+                try:
+                    key = raw.decode()
+                except UnicodeDecodeError:
+                    key = raw
             else:
                 key, pos = _term(data, pos, n, inner, atom, budget)
             tag = data[pos]
             if tag == 109:
-                out[key], pos = _binary(data, pos, n)
+                start = pos + 5
+                pos = start + _u32(data, pos + 1)[0]
+                if pos > n:
+                    raise Unhandled
+                raw = data[start:pos]
+                try:
+                    out[key] = raw.decode()
+                except UnicodeDecodeError:
+                    out[key] = raw
             elif tag == 97:
                 if pos + 2 > n:
                     raise Unhandled
