@@ -244,3 +244,17 @@ def test_receiving_leaves_no_cyclic_garbage(encoding: str) -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_an_etf_term_in_a_text_frame_is_not_read_as_etf() -> None:
+    import erlpack
+
+    term = erlpack.pack({"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "x", "d": 1}}})
+    session = ClientSession("project_x", None, Codec("etf"))
+    session.receive(text(HELLO, INIT), 1.0)
+    as_binary = session.receive([(term, True)], 1.0)
+    assert [m.data for m in as_binary.messages] == [1] and as_binary.error is None
+    as_text = session.receive([(term, False)], 1.0)
+    assert as_text.messages == [] and isinstance(as_text.error, LeapProtocolError)
+    mixed = session.receive([(term, True), (term, False)], 1.0)
+    assert [m.data for m in mixed.messages] == [1] and isinstance(mixed.error, LeapProtocolError)

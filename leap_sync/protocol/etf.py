@@ -22,7 +22,15 @@ from typing import Any
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
 from .etf_fast import decode as _fast_decode
 
-__all__ = ["DEFAULT_MAX_DEPTH", "binary_decoder", "check_term", "decode", "encode", "erlpack_available"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "binary_decoder",
+    "check_term",
+    "decode",
+    "encode",
+    "erlpack_available",
+    "one_pass_decoder",
+]
 
 DEFAULT_MAX_DEPTH = 256
 VERSION = 131
@@ -184,6 +192,21 @@ def _text_where_possible(value: Any) -> Any:
     if cls is dict:
         return {_text_where_possible(k): _text_where_possible(v) for k, v in value.items()}
     return value
+
+
+def one_pass_decoder(max_depth: int, max_items: int | None) -> Callable[[bytes], Any] | None:
+    """What :func:`decode` tries first, as one function of the payload (for a batch):
+    it returns the value or raises, and then :func:`decode` (through the codec) gives
+    the value or the exact error. ``None`` without erlpack."""
+    atom = _atom
+    if atom is None:
+        return None
+
+    def one_pass(data: bytes) -> Any:
+        bound = max_items if max_items is not None and len(data) > max_items else None
+        return _fast_decode(data, max_depth, atom, bound)
+
+    return one_pass
 
 
 def decode(

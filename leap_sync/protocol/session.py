@@ -33,7 +33,7 @@ import attrs
 from ..errors import LeapConnectionError, LeapProtocolError
 from ..wire.jsontext import decode_json_many
 from ..wire.keepalive import TimerResult
-from . import frames
+from . import etf, frames
 from .codec import Codec, Payload
 from .heartbeat import HeartbeatTracker, Pulse
 from .models import (
@@ -248,10 +248,19 @@ class ClientSession:
             objs, error = decode_json_many([payload for payload, _ in batch], self.codec.max_items)
         else:
             objs = []
+            add = objs.append
             decode = self.codec.decode
+            # An ETF term in a binary frame (zlib starts otherwise): decoded in one pass.
+            etf_one_pass = etf.one_pass_decoder(self.codec.max_depth, self.codec.max_items)
             try:
                 for payload, binary in batch:
-                    objs.append(decode(payload, binary))
+                    if binary and etf_one_pass is not None and type(payload) is bytes and payload[:1] == b"\x83":
+                        try:
+                            add(etf_one_pass(payload))
+                            continue
+                        except Exception:  # the codec's general path decides
+                            pass
+                    add(decode(payload, binary))
             except LeapProtocolError as exc:
                 error = exc
         messages = result.messages
