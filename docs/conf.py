@@ -42,11 +42,13 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 nitpicky = True
 nitpick_ignore = [
     # Internal names that public signatures mention: the type variables of EventChannel
-    # and of the servers' start(), and the close-code reaction CloseCode.action returns.
+    # and of the servers' start() and connection listings, and the close-code reaction
+    # CloseCode.action returns.
     ("py:class", "leap_sync.channels.T"),
     ("py:obj", "leap_sync.channels.T"),
     ("py:class", "leap_sync.wire.close.CloseAction"),
     ("py:class", "leap_sync.testing.websocket.embedded._S"),
+    ("py:class", "leap_sync.testing.websocket.embedded.InfoT"),
 ]
 nitpick_ignore_regex = [
     # Standard library and third-party names the reference mentions in signatures; with no

@@ -214,9 +214,9 @@ class LeapClient:
         :meth:`subscribe` call goes to that call instead."""
         return self._core.new_channel(CHANNEL_EVENTS, maxsize, overflow)
 
-    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent]:
-        """(For ``leap-sync listen``.) A channel of messages and channel events
-        together, in the order they arrived."""
+    def _arrivals_channel(self) -> EventChannel[MessageEvent | ChannelEvent | StateInfo]:
+        """(For ``leap-sync listen``.) A channel of messages, channel events and state
+        transitions together, in the order they happened."""
         return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting --------------------------------------------------------------------
@@ -287,12 +287,23 @@ class LeapClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Future()
         requests: list[tuple[Any, int]] = []
+        undos: list[Undo] = []
 
         def register(session: Any) -> None:
-            requests.append((session, self._handler.subscribing(leap_session(session), channel_id, waiter)))
+            request, undo = self._handler.subscribing(leap_session(session), channel_id, waiter)
+            requests.append((session, request))
+            undos.append(undo)
 
         try:
-            self._core.send(frames.subscribe(channel_id), wait, timeout, register)
+            failed = False
+            try:
+                self._core.send(frames.subscribe(channel_id), wait, timeout, register)
+            except LeapConnectionError:
+                failed = True  # queued, never written: the connection ended first
+                raise
+            finally:
+                for undo in undos:
+                    self._handler.call_ended(channel_id, undo, failed)
             self._core.log.debug("subscribe", {"channel": channel_id})
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not waiter.wait(remaining):
@@ -321,6 +332,7 @@ class LeapClient:
         as :meth:`send_message`."""
         _check_id(channel_id, "channel_id")
         before: list[Undo] = []
+        failed = False
         try:
             self._core.send(
                 frames.unsubscribe(channel_id),
@@ -329,12 +341,11 @@ class LeapClient:
                 lambda session: before.append(self._handler.unsubscribed(leap_session(session), channel_id)),
             )
         except LeapConnectionError:
-            for undo in before:  # queued, never written: the connection ended first
-                self._handler.undo_unsubscribe(channel_id, undo)
+            failed = True  # queued, never written: the connection ended first
             raise
         finally:
             for undo in before:
-                self._handler.unsubscribe_done(channel_id, undo)
+                self._handler.call_ended(channel_id, undo, failed)
 
     def set_channel_state(
         self, channel_id: str, state: dict[str, Any], *, wait: bool = False, timeout: float | None = None

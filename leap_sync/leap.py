@@ -63,13 +63,18 @@ def leap_session(session: Any) -> ClientSession:
 
 @attrs.define(eq=False)
 class Undo:
-    """What an ``unsubscribe()`` call changed: the connection generation it was
-    recorded on, and whether the channel was subscribed and being unsubscribed
-    before."""
+    """What one ``subscribe()``/``unsubscribe()`` call changed on its channel when its
+    frame was queued: the connection generation then, whether the channel was
+    subscribed and being unsubscribed before, the channel's version before and the
+    one this call set, and ``outcome`` (``None`` while the call runs, then ``"kept"``
+    or ``"failed"``: never written)."""
 
     generation: int
     subscribed: bool
     unsubscribing: bool
+    before: int
+    after: int
+    outcome: str | None = None
 
 
 class LeapHandler:
@@ -93,7 +98,11 @@ class LeapHandler:
         self.subscriptions: dict[str, None] = {}
         self.unsubscribing: dict[str, None] = {}  # unsubscribed by a call, not yet answered
         self.generation = 0  # connections set up (on_connected)
-        self.calls: dict[str, Undo] = {}  # the unsubscribe() call in progress that named each channel last
+        # Per channel, the calls whose effect may still be undone, oldest first, and
+        # the channel's version (the ``after`` of the last call whose effect stands).
+        self.calls: dict[str, list[Undo]] = {}
+        self.versions: dict[str, int] = {}
+        self._clock = 0
         self.init_event: InitEvent | None = None
         self.latency: float | None = None  # the last connection's
 
@@ -111,7 +120,7 @@ class LeapHandler:
         for before, event in zip(after, result.events, strict=True):  # in wire order, answers in their place
             if isinstance(event, Answer):
                 answer = event.event
-                self._track(answer)
+                self._track(answer, answered=True)
                 with self.lock:
                     entry = self.waiters.pop((session_id, event.request), None)
                 if entry is None:
@@ -134,15 +143,20 @@ class LeapHandler:
         if (result.messages or events) and core.registry.references(ARRIVALS):
             core.registry.feed(ARRIVALS, in_arrival_order(result.messages, placed))
 
-    def _track(self, event: Any) -> None:
+    def _track(self, event: Any, answered: bool = False) -> None:
         """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them.
 
-        An AVAILABLE for a channel a call unsubscribed since (its UNSUBSCRIBE not yet
-        answered) is not kept: it answers a request sent before the UNSUBSCRIBE, which
-        the server will undo. A graceful UNAVAILABLE settles an unsubscribe."""
+        An AVAILABLE answering a SUBSCRIBE (``answered``) of a channel a call
+        unsubscribed since (its UNSUBSCRIBE not yet answered) is not kept: it answers a
+        request sent before the UNSUBSCRIBE, which the server will undo. An AVAILABLE
+        push is the server's latest word (a server need not answer an UNSUBSCRIBE; a
+        connection of the same session subscribed it): kept, and it settles the
+        unsubscribe. A graceful UNAVAILABLE settles an unsubscribe."""
         if isinstance(event, AvailableEvent):
             channel_id = event.channel_id or event.channel.id
             with self.lock:
+                if not answered:
+                    self.unsubscribing.pop(channel_id, None)
                 if channel_id not in self.unsubscribing:
                     self.subscriptions[channel_id] = None
         elif isinstance(event, UnavailableEvent) and event.channel_id is not None:
@@ -153,60 +167,96 @@ class LeapHandler:
 
     # -- the calls' bookkeeping (under the connection's lock, right before the frame is queued)
 
-    def subscribing(self, session: ClientSession, channel_id: str, waiter: Future) -> int:
-        """Record a ``subscribe()`` call's SUBSCRIBE; returns its request number."""
+    def subscribing(self, session: ClientSession, channel_id: str, waiter: Future) -> tuple[int, Undo]:
+        """Record a ``subscribe()`` call's SUBSCRIBE: it cancels an unsubscribe in
+        progress. Returns its request number and what :meth:`call_ended` needs."""
         request = session.expect_answer(channel_id, True)
         with self.lock:
+            undo = self._record(channel_id)
             self.unsubscribing.pop(channel_id, None)  # the latest call wins
-            self.calls.pop(channel_id, None)
             self.waiters[(id(session), request)] = (channel_id, waiter)
-        return request
+        return request, undo
 
     def unsubscribed(self, session: ClientSession, channel_id: str) -> Undo:
         """Record an ``unsubscribe()`` call's UNSUBSCRIBE: the channel is forgotten
         now, and neither re-subscribed nor kept from a later INIT until a call
-        subscribes it again. Returns what :meth:`undo_unsubscribe` needs (the call
-        hands it back to :meth:`unsubscribe_done` when it ends)."""
+        subscribes it again (or the server says it is subscribed). Returns what
+        :meth:`call_ended` needs."""
         session.expect_answer(channel_id, False)
         with self.lock:
-            undo = Undo(self.generation, channel_id in self.subscriptions, channel_id in self.unsubscribing)
+            undo = self._record(channel_id)
             self.subscriptions.pop(channel_id, None)
             self.unsubscribing[channel_id] = None
-            self.calls[channel_id] = undo
         return undo
 
-    def unsubscribe_done(self, channel_id: str, undo: Undo) -> None:
-        """The ``unsubscribe()`` call that recorded ``undo`` ended."""
-        with self.lock:
-            if self.calls.get(channel_id) is undo:
-                del self.calls[channel_id]
+    def _record(self, channel_id: str) -> Undo:
+        """(Under :attr:`lock`.) A call's :class:`Undo`, before it changes anything."""
+        self._clock += 1
+        undo = Undo(
+            self.generation,
+            channel_id in self.subscriptions,
+            channel_id in self.unsubscribing,
+            self.versions.get(channel_id, 0),
+            self._clock,
+        )
+        self.versions[channel_id] = self._clock
+        self.calls.setdefault(channel_id, []).append(undo)
+        return undo
 
-    def undo_unsubscribe(self, channel_id: str, undo: Undo) -> None:
-        """(An ``unsubscribe()`` whose frame was never written: the connection ended
-        first.) Put the channel back as it was, unless a later call named it. If a
-        newer connection was already set up without it, subscribe it there again."""
+    def call_ended(self, channel_id: str, undo: Undo, failed: bool) -> None:
+        """The call that recorded ``undo`` ended: its frame was written or may still be
+        (``failed=False``: its effect stands), or never was, the connection ended first
+        (``failed=True``: its effect is undone, unless a later call's effect stands).
+        Calls end in any order; they are settled newest first, so failed calls undo
+        exactly their own effects, each restoring what the channel was before it (the
+        frames of one connection are written in order: the calls that fail on it are
+        its last ones). If a newer connection was set up meanwhile, it is told (a
+        SUBSCRIBE for a channel put back, an UNSUBSCRIBE for one its INIT kept that an
+        unsubscribe still wants gone)."""
         with holding_live(self.core, self.lock) as live:
-            if self.calls.get(channel_id) is not undo:
-                return  # a later call decided
-            if undo.unsubscribing:
-                self.unsubscribing[channel_id] = None
-            else:
-                self.unsubscribing.pop(channel_id, None)
-            if undo.subscribed:
-                self.subscriptions[channel_id] = None
-            resend = undo.subscribed and self.generation != undo.generation
-            if resend and live is not None and live.session.connected and not self.core.closing.is_set():
-                leap_session(live.session).expect_answer(channel_id, True)
-                live.emit(frames.subscribe(channel_id))
+            undo.outcome = "failed" if failed else "kept"
+            stack = self.calls.get(channel_id, [])
+            while stack and stack[-1].outcome is not None:
+                top = stack.pop()
+                if top.outcome == "failed" and self.versions.get(channel_id) == top.after:
+                    self.versions[channel_id] = top.before
+                    self._restore(live, channel_id, top)
+            if not stack:
+                self.calls.pop(channel_id, None)
+                self.versions.pop(channel_id, None)
+
+    def _restore(self, live: Live | None, channel_id: str, undo: Undo) -> None:
+        """(Under both locks.) Put ``channel_id`` back as it was before ``undo``'s call."""
+        if undo.subscribed:
+            self.subscriptions[channel_id] = None
+        else:
+            self.subscriptions.pop(channel_id, None)
+        if undo.unsubscribing:
+            self.unsubscribing[channel_id] = None
+        else:
+            self.unsubscribing.pop(channel_id, None)
+        if self.generation == undo.generation:
+            return  # the connection the call was made on (or none since): nothing was sent
+        connected = live is not None and live.session.connected and not self.core.closing.is_set()
+        session = leap_session(live.session) if live is not None and connected else None
+        if undo.subscribed and session is not None:
+            session.expect_answer(channel_id, True)
+            live.emit(frames.subscribe(channel_id))  # type: ignore[union-attr]
+        elif undo.unsubscribing:
+            init = session.init if session is not None else None
+            if init is not None and any(channel.id == channel_id for channel in init.channels):
+                assert session is not None and live is not None
+                session.expect_answer(channel_id, False)
+                live.emit(frames.unsubscribe(channel_id))
+            elif live is not None and live.session.connected:
+                del self.unsubscribing[channel_id]  # settled: that connection never had it
 
     def sending(self, session: ClientSession, channel_id: str) -> None:
-        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: if this client is
-        not subscribed to it, the server's refusal (UNAVAILABLE ``UNKNOWN``) answers
-        this frame, never a ``subscribe()`` sent after it."""
-        with self.lock:
-            subscribed = channel_id in self.subscriptions
-        if not subscribed:
-            session.expect_refusal(channel_id)
+        """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: should the server
+        refuse it (UNAVAILABLE ``UNKNOWN``: not subscribed, perhaps dropped while the
+        frame was in flight), the refusal answers this frame, never a ``subscribe()``
+        sent after it."""
+        session.expect_refusal(channel_id)
 
     def release(self, session: Any, channel_id: str, request: int) -> None:
         """(A ``subscribe()`` call that gave up.) Free its request in answer matching,

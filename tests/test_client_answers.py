@@ -23,13 +23,14 @@ from leap_sync import (
     EventChannel,
     LeapClient,
     LeapConnectionError,
+    LeapError,
     LeapTimeoutError,
     UnavailableEvent,
 )
 from leap_sync.protocol import frames
 from leap_sync.protocol.codec import Codec
 from leap_sync.protocol.models import Channel, InitEvent
-from leap_sync.protocol.session import MAX_REFUSALS, Answer, ClientSession
+from leap_sync.protocol.session import Answer, ClientSession
 from leap_sync.testing import LeapEdgeServer
 from leap_sync.testing.leap.handling import ClientFrames
 
@@ -295,6 +296,68 @@ def test_a_refused_message_never_answers_a_later_subscribe(call: str) -> None:
         assert hostile.errors == []
 
 
+def test_many_refused_messages_never_answer_a_later_subscribe() -> None:
+    """100 MESSAGEs to a channel this client is not subscribed to, then SUBSCRIBE: the
+    server refuses the 100 (UNAVAILABLE UNKNOWN) and grants the SUBSCRIBE. Before the
+    fix only 64 refusals were expected and the 65th failed the subscribe()."""
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        assert [peer.read_json()["d"]["e"] for _ in range(101)] == ["MESSAGE"] * 100 + ["SUBSCRIBE"]
+        for _ in range(100):
+            peer.json(
+                {"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}}
+            )
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        for n in range(100):
+            client.send_message("room", "chat", n)
+        assert client.subscribe("room", timeout=5).id == "room"
+        assert client.subscriptions == ("room",)
+        refusals = [events.get(timeout=5) for _ in range(100)]
+        assert all(isinstance(e, UnavailableEvent) and e.error_code == "UNKNOWN" for e in refusals)
+        assert events.qsize() == 0
+        assert hostile.errors == []
+
+
+def test_the_refusal_of_a_message_sent_while_subscribed_never_answers_a_later_subscribe() -> None:
+    """INIT lists "room"; the server drops it (a graceful UNAVAILABLE push, in flight)
+    while a MESSAGE and then a SUBSCRIBE are on their way: it answers the push, the
+    MESSAGE's refusal (UNKNOWN), then AVAILABLE. Before the fix a MESSAGE sent while
+    subscribed expected no refusal, and the refusal failed the subscribe()."""
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", channels=["room"], scope="noauth"))
+        assert [peer.read_json()["d"]["e"] for _ in range(2)] == ["MESSAGE", "SUBSCRIBE"]
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True}}})
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}})
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        assert client.subscriptions == ("room",)
+        client.send_message("room", "chat", 1)
+        assert client.subscribe("room", timeout=5).id == "room"
+        assert client.subscriptions == ("room",)
+        pushed, refused = events.get(timeout=5), events.get(timeout=5)
+        assert isinstance(pushed, UnavailableEvent) and pushed.graceful
+        assert isinstance(refused, UnavailableEvent) and refused.error_code == "UNKNOWN"
+        assert events.qsize() == 0
+        assert hostile.errors == []
+
+
 def test_a_message_before_subscribing_against_the_embedded_server(server: HoldingServer) -> None:
     with LeapClient(PROJECT, url=server.url) as client:
         events = client.channel_event_channel()
@@ -354,9 +417,13 @@ def test_session_matching_rules() -> None:
     session.expect_answer("room", False)
     assert _answers(session, graceful) == [None]
     assert _answers(session, available) == [subscribe]
-    # refusable frames waiting for a refusal are bounded per channel
-    numbers = [session.expect_refusal("busy") for _ in range(MAX_REFUSALS + 1)]
-    assert None not in numbers[:-1] and numbers[-1] is None
+    # consecutive refusable frames are counted, however many: each refusal is one
+    # of theirs, never the SUBSCRIBE's behind them
+    numbers = {session.expect_refusal("busy") for _ in range(100)}
+    subscribe = session.expect_answer("busy", True)
+    busy_unknown = UnavailableEvent("busy", False, "UNKNOWN")
+    busy_available = AvailableEvent("busy", Channel("busy", PROJECT))
+    assert _answers(session, *[busy_unknown] * 100, busy_available) == [*[numbers.pop()] * 100, subscribe]
 
 
 _INIT = InitEvent("c1", 1, None, "noauth", ())
@@ -432,4 +499,253 @@ def test_an_unsubscribe_never_written_changes_nothing() -> None:
             assert isinstance(events.get(timeout=5), AvailableEvent)  # the re-subscription's answer
             assert client.subscriptions == ("room",)
         assert [(f["d"]["e"], f["d"]["c"]) for f in second_got] == [("SUBSCRIBE", "room")]
+        assert hostile.errors == []
+
+
+def _frames_of(peer: Peer, count: int) -> list[tuple[str, str]]:
+    """The next ``count`` dispatch frames ``peer`` reads: ``(event, channel)``."""
+    got = []
+    while len(got) < count:
+        frame = peer.read_json()
+        if frame.get("op") == 0:
+            got.append((frame["d"]["e"], frame["d"]["c"]))
+    return got
+
+
+def _calls_behind_a_flood(
+    calls: list[str], *, subscribed_first: bool, first_channels: list[str], second_channels: list[str]
+) -> tuple[list[str], tuple[str, ...], list[tuple[str, str]], Any]:
+    """Connection 1 (INIT listing ``first_channels``; ``subscribed_first``: the client
+    subscribes "room" and the server grants it) stops reading; a 64 MiB message fills
+    the socket; then each of ``calls`` ("subscribe"/"unsubscribe" of "room") is made
+    from its own thread and queued behind it, in order; then the server resets the
+    connection: no frame of theirs was written. Connection 2 (INIT listing
+    ``second_channels``) reads the first frame the client sends and answers it.
+    Returns what each call raised, the subscriptions after that answer, connection 2's
+    frames, and the answer event the client delivered."""
+    go = threading.Event()
+    second_got: list[tuple[str, str]] = []
+
+    def stops_reading(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", channels=first_channels))
+        if subscribed_first:
+            assert _frames_of(peer, 1) == [("SUBSCRIBE", "room")]
+            peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        go.wait(20)  # reads nothing more
+        peer.reset()
+
+    def serves(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c2", channels=second_channels))
+        second_got.extend(_frames_of(peer, 1))
+        if second_got == [("SUBSCRIBE", "room")]:
+            peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        else:
+            peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True}}})
+        peer.drain(5)
+
+    with HostileServer([stops_reading, serves]) as hostile:
+        recorder = StateRecorder()
+        with LeapClient(PROJECT, TOKEN, url=hostile.url, send_timeout=30.0, backoff=_steady(0.2)) as client:
+            client.add_state_update_listener(recorder)
+            events = client.channel_event_channel()
+            client.connect(wait=True, timeout=5)
+            if subscribed_first:
+                assert client.subscribe("room", timeout=5).id == "room"
+            registered = threading.Semaphore(0)
+            handler = client._handler
+            subscribing, unsubscribed, sending = handler.subscribing, handler.unsubscribed, handler.sending
+
+            def on_subscribing(*args: Any) -> Any:
+                try:
+                    return subscribing(*args)
+                finally:
+                    registered.release()
+
+            def on_unsubscribed(*args: Any) -> Any:
+                try:
+                    return unsubscribed(*args)
+                finally:
+                    registered.release()
+
+            def on_sending(*args: Any) -> None:
+                sending(*args)
+                registered.release()  # the big frame is queued right after, under the same lock
+
+            handler.subscribing = on_subscribing  # type: ignore[method-assign]
+            handler.unsubscribed = on_unsubscribed  # type: ignore[method-assign]
+            handler.sending = on_sending  # type: ignore[method-assign]
+            outcomes: list[str] = ["?"] * len(calls)
+
+            def flood() -> None:
+                with contextlib.suppress(LeapConnectionError):
+                    client.send_message("room", "big", "x" * (64 << 20))
+
+            def call(index: int, name: str) -> None:
+                try:
+                    if name == "subscribe":
+                        client.subscribe("room", timeout=20)
+                    else:
+                        client.unsubscribe("room")
+                    outcomes[index] = "returned"
+                except LeapError as exc:
+                    outcomes[index] = type(exc).__name__
+
+            threads = [threading.Thread(target=flood, name="test-flood", daemon=True)]
+            threads += [threading.Thread(target=call, args=(i, n), name=f"test-{n}") for i, n in enumerate(calls)]
+            for thread in threads:
+                thread.start()
+                assert registered.acquire(timeout=10)  # queued, in this order
+            go.set()
+            for thread in threads:
+                thread.join(30)
+            recorder.wait_count(CONNECTED, 2)
+            answer = events.get(timeout=5)
+            subscriptions = client.subscriptions
+        assert hostile.errors == []
+    return outcomes, subscriptions, second_got, answer
+
+
+def test_a_failed_subscribe_never_cancels_an_unsubscribe_that_returned() -> None:
+    """unsubscribe("room") returns (the server never reads it), then subscribe("room")
+    fails (never written); connection 2's INIT still lists "room": the client
+    unsubscribes it again. Before the fix the failed subscribe() had cancelled the
+    unsubscribe: "room" kept, no UNSUBSCRIBE."""
+    go = threading.Event()
+    second_got: list[tuple[str, str]] = []
+
+    def stops_reading(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", channels=["room"]))
+        go.wait(20)  # reads nothing more: the UNSUBSCRIBE stays unread
+        peer.reset()
+
+    def serves(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c2", channels=["room"]))
+        second_got.extend(_frames_of(peer, 1))
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True}}})
+        peer.drain(5)
+
+    with HostileServer([stops_reading, serves]) as hostile:
+        recorder = StateRecorder()
+        with LeapClient(PROJECT, TOKEN, url=hostile.url, send_timeout=30.0, backoff=_steady(0.2)) as client:
+            client.add_state_update_listener(recorder)
+            events = client.channel_event_channel()
+            client.connect(wait=True, timeout=5)
+            client.unsubscribe("room")
+            assert client.subscriptions == ()
+            queued = threading.Semaphore(0)
+            handler = client._handler
+            subscribing, sending = handler.subscribing, handler.sending
+
+            def on_subscribing(*args: Any) -> Any:
+                try:
+                    return subscribing(*args)
+                finally:
+                    queued.release()
+
+            def on_sending(*args: Any) -> None:
+                sending(*args)
+                queued.release()
+
+            handler.subscribing = on_subscribing  # type: ignore[method-assign]
+            handler.sending = on_sending  # type: ignore[method-assign]
+            raised: list[BaseException] = []
+
+            def flood() -> None:
+                with contextlib.suppress(LeapConnectionError):
+                    client.send_message("room", "big", "x" * (64 << 20))
+
+            def subscribe() -> None:
+                try:
+                    client.subscribe("room", timeout=20)
+                except LeapError as exc:
+                    raised.append(exc)
+
+            threads = [threading.Thread(target=f, name="test-call", daemon=True) for f in (flood, subscribe)]
+            for thread in threads:
+                thread.start()
+                assert queued.acquire(timeout=10)
+            go.set()
+            for thread in threads:
+                thread.join(30)
+            assert [type(e) for e in raised] == [LeapConnectionError]
+            recorder.wait_count(CONNECTED, 2)
+            gone = events.get(timeout=5)
+            assert isinstance(gone, UnavailableEvent) and gone.graceful
+            assert client.subscriptions == ()  # before the fix: ("room",)
+        assert second_got == [("UNSUBSCRIBE", "room")]  # before the fix: nothing was sent
+        assert hostile.errors == []
+
+
+@pytest.mark.parametrize("calls", [["unsubscribe", "subscribe"], ["unsubscribe", "unsubscribe"]])
+def test_calls_that_all_fail_change_nothing(calls: list[str]) -> None:
+    """ "room" subscribed (a tokenless session); two calls of it ("unsubscribe" then
+    "subscribe", or two "unsubscribe") are queued behind a message that fills the
+    socket and the connection ends before either is written: both raise, "room" stays
+    subscribed and is re-subscribed on connection 2. Before the fix "room" was lost."""
+    outcomes, subscriptions, second_got, answer = _calls_behind_a_flood(
+        calls, subscribed_first=True, first_channels=[], second_channels=[]
+    )
+    assert outcomes == ["LeapConnectionError", "LeapConnectionError"]
+    assert second_got == [("SUBSCRIBE", "room")]
+    assert isinstance(answer, AvailableEvent)
+    assert subscriptions == ("room",)
+
+
+def test_an_available_push_after_an_unanswered_unsubscribe_is_the_servers_word() -> None:
+    """unsubscribe("room"): the server reads it and never answers (allowed); then it
+    pushes AVAILABLE "room" (a connection of the same session subscribed it): the
+    client lists "room", and after a reconnect whose INIT lists it, keeps it (no
+    UNSUBSCRIBE: the next frame is the next call's). Before the fix the push was
+    ignored and connection 2 was sent UNSUBSCRIBE "room"."""
+    go = threading.Event()
+    first_got: list[tuple[str, str]] = []
+    second_got: list[tuple[str, str]] = []
+
+    def unanswered(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c1", channels=["room"]))
+        first_got.extend(_frames_of(peer, 1))
+        peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
+        go.wait(20)
+        peer.reset()
+
+    def serves(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello()
+        peer.expect_identify()
+        peer.json(init_frame("c2", channels=["room"]))
+        second_got.extend(_frames_of(peer, 1))
+        peer.json({"op": 0, "d": {"c": "other", "e": "AVAILABLE", "d": {"channel": _channel("other")}}})
+        peer.drain(5)
+
+    with HostileServer([unanswered, serves]) as hostile:
+        recorder = StateRecorder()
+        with LeapClient(PROJECT, TOKEN, url=hostile.url, backoff=_steady(0.2)) as client:
+            client.add_state_update_listener(recorder)
+            events = client.channel_event_channel()
+            client.connect(wait=True, timeout=5)
+            client.unsubscribe("room")
+            pushed = events.get(timeout=5)
+            assert isinstance(pushed, AvailableEvent) and pushed.channel_id == "room"
+            assert client.subscriptions == ("room",)  # before the fix: ()
+            go.set()
+            recorder.wait_count(CONNECTED, 2)
+            assert client.subscribe("other", timeout=5).id == "other"
+            assert client.subscriptions == ("room", "other")
+        assert first_got == [("UNSUBSCRIBE", "room")]
+        assert second_got == [("SUBSCRIBE", "other")]  # before the fix: UNSUBSCRIBE "room" first
         assert hostile.errors == []

@@ -50,10 +50,10 @@ class HoldingElstat(ElstatServer):
             return
         super().connection_request(conn, request)
 
-    def release_held(self) -> None:
+    def release_held(self, *, newest_first: bool = False) -> None:
         with self._lock:
             held, self.held = self.held, []
-        for conn, request in held:
+        for conn, request in reversed(held) if newest_first else held:
             super().connection_request(conn, request)
 
 
@@ -239,3 +239,75 @@ def test_a_call_the_connection_fails_changes_nothing(elstat: HoldingElstat, op: 
         # (a failed unsubscribe)
         elstat.wait_for(lambda s: len(s.connections) == 1 and s.connections[0].subscriptions == {B})
         elstat.wait_for(lambda s: client.subscriptions == (B,))
+
+
+def test_two_calls_the_connection_fails_change_nothing(elstat: HoldingElstat) -> None:
+    """subscribe([A]) then unsubscribe([A]) (A not wanted before), both held by the
+    server when the connection drops: both raise LeapConnectionError, and the next
+    connection is subscribed to nothing. Before the fix the unsubscribe's undo put
+    back the subscribe's wish: A re-subscribed and listed."""
+    recorder = StateRecorder()
+    with ElstatClient(elstat.base_url, backoff=Backoff(base=0.05, cap=0.05, uniform=lambda low, high: high)) as client:
+        client.add_state_update_listener(recorder)
+        client.connect(wait=True, timeout=5)
+        elstat.hold = 2
+        failed: dict[str, BaseException] = {}
+
+        def run(op: str) -> None:
+            try:
+                getattr(client, op)([A], timeout=10)
+            except BaseException as exc:
+                failed[op] = exc
+
+        threads = []
+        for count, op in enumerate(["subscribe", "unsubscribe"], 1):
+            threads.append(threading.Thread(target=run, args=(op,), name="test-elstat-call", daemon=True))
+            threads[-1].start()
+            elstat.wait_for(lambda s, count=count: s.requests == count)  # type: ignore[misc]
+        elstat.drop()
+        for thread in threads:
+            thread.join(10)
+        assert {op: type(exc) for op, exc in failed.items()} == {
+            "subscribe": LeapConnectionError,
+            "unsubscribe": LeapConnectionError,
+        }
+        recorder.wait_count(CONNECTED, 2)
+        assert client.subscribe([B], timeout=5) == [B]  # the next request: nothing came before it
+        assert elstat.requests == 3  # before the fix: 4 (SUBSCRIBE [A] re-sent first)
+        assert _server_subscriptions(elstat) == {B}
+        assert client.subscriptions == (B,)  # before the fix: (A, B)
+
+
+def test_an_empty_reply_answered_out_of_order_goes_to_a_request_it_can_answer(elstat: HoldingElstat) -> None:
+    """subscribe([A]) then subscribe(["status:gone"]), both held; the server answers
+    the second first (SUBSCRIBED []: nothing confirmed), then the first (SUBSCRIBED
+    [A]). The empty reply is held until the wire tells whose it is: the first call
+    returns [A], the second [], and A is listed. Before the fix the empty reply went
+    to the oldest call: it returned [] while A was listed, and the second timed out."""
+    with ElstatClient(elstat.base_url) as client:
+        client.connect(wait=True, timeout=5)
+        elstat.hold = 2
+        first = Call(client, [A], 5)
+        elstat.wait_for(lambda s: s.requests == 1)
+        second = Call(client, ["status:gone"], 5)
+        elstat.wait_for(lambda s: s.requests == 2)
+        elstat.release_held(newest_first=True)
+        first.join(10)
+        second.join(10)
+        assert (first.result, first.error) == ([A], None)
+        assert (second.result, second.error) == ([], None)
+        assert client.subscriptions == (A,)
+        assert _server_subscriptions(elstat) == {A}
+
+
+def test_session_holds_an_empty_reply_until_the_wire_tells() -> None:
+    session = ElstatSession(20.0, 20.0)
+    first = session.expect_reply(Op.SUBSCRIBE, [A])
+    second = session.expect_reply(Op.SUBSCRIBE, [B])
+    result = session.receive([('{"op":1,"channels":[]}', False)], 0.0)
+    assert result.replies == []  # either request's: held
+    result = session.receive([('{"op":1,"channels":["status:a"]}', False)], 0.0)
+    assert [(number, reply.channels, claimed) for number, reply, claimed in result.replies] == [
+        (first, (A,), frozenset({A})),
+        (second, (), frozenset({B})),
+    ]

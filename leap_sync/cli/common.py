@@ -16,13 +16,17 @@ import contextlib
 import io
 import json
 import math
+import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ..channels import EventChannel
+from ..errors import ChannelClosed
 from ..log import printable
+from ..state import ConnectionState, StateInfo
 from .stopping import Stop, discard_output
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "EXIT_USAGE",
     "Emitter",
     "add_output_options",
+    "catch_up",
     "exit_status",
     "follow",
     "missing_extra",
@@ -154,7 +159,7 @@ class Emitter:
     one line at a time, from any thread. Never raises: once the output is gone (a
     closed pipe), :attr:`closed` is set, stdout is pointed at the null device, later
     records are dropped and ``on_gone`` is called (once, outside the printer's lock:
-    it may close the client, whose state listener prints)."""
+    it may close the client)."""
 
     def __init__(self, human: bool, on_gone: Callable[[], object] | None = None) -> None:
         self.human = human
@@ -163,6 +168,7 @@ class Emitter:
         # JSON lines stay valid JSON on a console that cannot encode every character
         self._ascii = encoding not in ("utf-8", "utf8")
         self.closed = False
+        self.last_state: ConnectionState | None = None  # of the last state line
         self._lock = threading.Lock()
 
     def __call__(self, kind: str, human_text: str, record: dict[str, Any]) -> None:
@@ -188,8 +194,9 @@ class Emitter:
         if self._on_gone is not None:
             self._on_gone()
 
-    def state(self, info: Any) -> None:
-        """A state listener that prints each transition (and its error)."""
+    def state(self, info: StateInfo) -> None:
+        """Print a state transition (and its error)."""
+        self.last_state = info.connection_state
         state = info.connection_state.value
         record: dict[str, Any] = {"state": state}
         text = state
@@ -210,26 +217,48 @@ def stop_of(args: argparse.Namespace) -> Stop:
 def follow(
     command: str, client: Any, events: Iterable[Any], emit: Emitter, show: Callable[[Any], None], stop: Stop
 ) -> int:
-    """Show each of ``events`` (the client's events of every kind, in the order they
-    arrived) until the channel ends, which means the client stopped for good (its
-    error on stderr, then :func:`exit_status` of it) or was closed by ``stop``
-    (:data:`EXIT_OK`), or until nobody reads the output any more (:data:`EXIT_OK`).
-    An event ``show`` cannot print is reported on stderr and skipped: the next ones
-    are still shown."""
+    """Show each of ``events`` (the client's arrivals channel: its events of every
+    kind and its state transitions, :class:`StateInfo`, in the order they happened)
+    until the channel ends, which means the client stopped for good (its error on
+    stderr, then :func:`exit_status` of it) or was closed by ``stop``
+    (:data:`EXIT_OK`; :func:`stopped_at_exit` prints the rest), or until nobody
+    reads the output any more (:data:`EXIT_OK`). An event ``show`` cannot print is
+    reported on stderr and skipped: the next ones are still shown."""
     for event in events:
         if emit.closed or stop.requested:
             return EXIT_OK
-        try:
-            show(event)
-        except Exception as exc:
-            message = f"leap-sync {command}: cannot print a {type(event).__name__}: {type(exc).__name__}"
-            with contextlib.suppress(OSError, ValueError):
-                print(message, file=sys.stderr)
+        _show(command, event, emit, show)
     if emit.closed or stop.requested:
         return EXIT_OK
     error = client.state.error
     print(f"leap-sync {command}: stopped: {printable(str(error))}", file=sys.stderr)
     return exit_status(error)
+
+
+def catch_up(command: str, events: EventChannel[Any], emit: Emitter, show: Callable[[Any], None]) -> None:
+    """Show what ``events`` (as :func:`follow`'s) holds now, without waiting: what
+    happened before a line the command prints itself (a subscription), or before it
+    stops."""
+    while not emit.closed:
+        try:
+            event = events.get_nowait()
+        except (queue.Empty, ChannelClosed):
+            return
+        _show(command, event, emit, show)
+
+
+def _show(command: str, event: Any, emit: Emitter, show: Callable[[Any], None]) -> None:
+    """A state transition as a state line, any other event with ``show``; an event
+    that cannot be printed is reported on stderr and skipped."""
+    try:
+        if isinstance(event, StateInfo):
+            emit.state(event)
+        else:
+            show(event)
+    except Exception as exc:
+        message = f"leap-sync {command}: cannot print a {type(event).__name__}: {type(exc).__name__}"
+        with contextlib.suppress(OSError, ValueError):
+            print(message, file=sys.stderr)
 
 
 def exit_status(error: BaseException | None) -> int:
@@ -247,13 +276,25 @@ def _refusal(error: BaseException | None) -> bool:
 
 
 @contextlib.contextmanager
-def stopped_at_exit(client: Any, stop: Stop) -> Iterator[None]:
+def stopped_at_exit(
+    client: Any,
+    stop: Stop,
+    command: str,
+    events: EventChannel[Any],
+    emit: Emitter,
+    show: Callable[[Any], None],
+) -> Iterator[None]:
     """However the command ends: close ``client``, which sends a close frame if it is
-    connected. From the block's start, a stop request (a signal, the output gone)
-    closes it from the ``leap-sync-cli-stop`` thread, which ends what the block waits
-    for."""
+    connected, then show what ``events`` (as :func:`follow`'s) still holds and, last,
+    the ``CLOSED`` state line (unless the channel's last transition was it). From
+    the block's start, a stop request (a signal, the output gone) closes it from the
+    ``leap-sync-cli-stop`` thread, which ends what the block waits for."""
     stop.on_stop(client.close)
     try:
         yield
     finally:
         client.close()
+        catch_up(command, events, emit, show)
+        state = client.state
+        if emit.last_state is not state.connection_state:
+            emit.state(state)

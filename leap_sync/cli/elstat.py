@@ -23,6 +23,7 @@ from .common import (
     EXIT_USAGE,
     Emitter,
     add_output_options,
+    catch_up,
     follow,
     printable,
     seconds,
@@ -61,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, LeapError) as exc:
         print(f"leap-sync elstat: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    client.add_state_update_listener(emit.state)
     arrivals = client._arrivals_channel()
 
     def show(event: Any) -> None:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         return status
 
     try:
-        with stopped_at_exit(client, stop):
+        with stopped_at_exit(client, stop, "elstat", arrivals, emit, show):
             try:
                 client.connect()
             except LeapError as exc:
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.channel:
                     confirmed = client.subscribe(args.channel, timeout=args.timeout)
                     missing = [c for c in args.channel if c not in confirmed]
+                    catch_up("elstat", arrivals, emit, show)  # what happened before it returned
                     emit("subscribe", ", ".join(confirmed) or "(nothing)", {"channels": confirmed, "refused": missing})
             except (ValueError, TypeError) as exc:  # a channel name too long for a payload
                 return failed(exc, EXIT_USAGE)

@@ -25,6 +25,7 @@ from .common import (
     EXIT_USAGE,
     Emitter,
     add_output_options,
+    catch_up,
     follow,
     printable,
     seconds,
@@ -85,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, LeapError) as exc:  # a bad option; the etf extra missing
         print(f"leap-sync listen: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    client.add_state_update_listener(emit.state)
     arrivals = client._arrivals_channel()
 
     def show(event: Any) -> None:
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         return status
 
     try:
-        with stopped_at_exit(client, stop):
+        with stopped_at_exit(client, stop, "listen", arrivals, emit, show):
             try:
                 client.connect()
             except LeapError as exc:
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 client.wait_connected(timeout=args.timeout)
                 for channel in args.channel or ():
                     subscribed = client.subscribe(channel, timeout=args.timeout)
+                    catch_up("listen", arrivals, emit, show)  # what happened before it returned
                     emit("subscribe", f"{subscribed.id} ({subscribed.type})", {"channel": subscribed.id})
             except (ValueError, TypeError) as exc:  # a channel name the protocol cannot carry
                 return failed(exc, EXIT_USAGE)

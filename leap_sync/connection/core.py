@@ -43,7 +43,7 @@ from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeou
 from ..log import Logger
 from ..state import ConnectionState, StateInfo
 from .callbacks import Callbacks, StateListener
-from .handler import Handler, Live, Session
+from .handler import ARRIVALS, Handler, Live, Session
 from .options import ConnectOptions
 from .registry import ChannelRegistry
 from .stats import Counters, Stats
@@ -162,13 +162,18 @@ class ConnectionCore:
     def set_state(
         self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
     ) -> None:
-        """Record a transition and queue it for the listeners (never after CLOSED)."""
+        """Record a transition and queue it for the listeners (never after CLOSED), and
+        feed it to the ``ARRIVALS`` channels behind the events delivered before it (on
+        the I/O thread; ``close()`` reports once that thread ended, ``connect()``
+        abandons only an attempt that delivered nothing)."""
         info = StateInfo(state, error, will_reconnect)
         with self._state_cond:
             if self._state.connection_state is ConnectionState.CLOSED:
                 return
             self._state = info
             self.counters.state_changed(state)
+            if self.registry.references(ARRIVALS):  # before anyone sees the state; never blocks
+                self.registry.feed(ARRIVALS, (info,))
             self._state_cond.notify_all()
         if state is ConnectionState.ERRORED:
             self.log.warn(
@@ -239,14 +244,21 @@ class ConnectionCore:
         """The open channels of ``kind`` still referenced (a snapshot; lock-free)."""
         return self.registry.channels(kind)
 
-    def finish(self, error: BaseException) -> None:
-        """Nothing more will be delivered: end every channel, fail every waiter."""
+    def finish(self, error: BaseException, then: StateInfo | None = None) -> None:
+        """Nothing more will be delivered: end every channel, fail every waiter; then
+        report ``then`` (the state this ends in: :meth:`set_state`), which the
+        ``ARRIVALS`` channels get as their last item before they end."""
         with self.lock:
             self.finished = True
+            last = self.registry.channels(ARRIVALS) if then is not None else ()
             channels = self.registry.clear()
+        for channel in last:
+            channel._put_many((then,))
         for channel in channels:
             channel._finish(None)
         self.handler.on_finish(error)
+        if then is not None:
+            self.set_state(then.connection_state, then.error, then.will_reconnect)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -391,5 +403,4 @@ class ConnectionCore:
             if self._closed_reported:
                 return
             self._closed_reported = True
-        self.finish(LeapClosedError("the client was closed"))
-        self.set_state(ConnectionState.CLOSED)
+        self.finish(LeapClosedError("the client was closed"), StateInfo(ConnectionState.CLOSED))

@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 ARRIVALS = "arrivals"
-"""The channel kind fed with every event a protocol delivers, of whatever kind, in
-the order they arrived (what ``leap-sync listen`` and ``elstat`` print from)."""
+"""The channel kind fed with every event a protocol delivers, of whatever kind, and
+every state transition (a ``StateInfo``, fed by the core), in the order they
+happened (what ``leap-sync listen`` and ``elstat`` print from)."""
 
 
 def in_arrival_order(first: Sequence[Any], placed: Sequence[tuple[int, Any]]) -> list[Any]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import LeapClosedError, LeapConnectionError, LeapError, LeapTimeoutError
-from ..state import ConnectionState
+from ..state import ConnectionState, StateInfo
 from ..wire.close import UNKNOWN_ERROR, CloseAction
 from .handler import Future, Live
 from .opening import Attempt, open_socket
@@ -70,7 +70,7 @@ class Core(Protocol):
         self, state: ConnectionState, error: BaseException | None = None, will_reconnect: bool = False
     ) -> None: ...
 
-    def finish(self, error: BaseException) -> None: ...
+    def finish(self, error: BaseException, then: StateInfo | None = None) -> None: ...
 
     def report_closed(self) -> None: ...
 
@@ -183,8 +183,7 @@ class Supervisor:
             run.first.fail(crash)
             if not run.abandoned:
                 core.log.error("I/O thread crashed", crash)
-                core.finish(crash)
-                core.set_state(ConnectionState.ERRORED, crash, False)
+                core.finish(crash, StateInfo(ConnectionState.ERRORED, crash, False))
         finally:
             run.first.fail(LeapConnectionError("the connection attempt ended"))
             run.wakeup.close()
@@ -410,8 +409,7 @@ class Supervisor:
         core = self.core
         error = core.handler.scrub(error)
         core.log.error("not reconnecting", error)
-        core.finish(error)
-        core.set_state(ConnectionState.ERRORED, error, False)
+        core.finish(error, StateInfo(ConnectionState.ERRORED, error, False))
 
 
 def _earliest(*instants: float | None) -> float | None:

@@ -149,9 +149,9 @@ class ElstatClient:
         close), in wire order."""
         return self._core.new_channel(_INCIDENTS, maxsize, overflow)
 
-    def _arrivals_channel(self) -> EventChannel[DataEvent | IncidentEvent]:
-        """(For ``leap-sync elstat``.) A channel of data and incident events together,
-        in the order they arrived."""
+    def _arrivals_channel(self) -> EventChannel[DataEvent | IncidentEvent | StateInfo]:
+        """(For ``leap-sync elstat``.) A channel of data and incident events and state
+        transitions together, in the order they happened."""
         return self._core.new_channel(ARRIVALS, 0, "drop_oldest")
 
     # -- connecting and closing ----------------------------------------------------------

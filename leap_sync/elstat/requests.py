@@ -13,7 +13,9 @@ The rules (see :mod:`leap_sync.elstat.session` for how replies find their reques
   their channels over;
 - a call that fails with a connection error changes nothing: what it changed in what
   the application wants is put back, and a newer connection already set up with it
-  is sent what puts it back.
+  is sent what puts it back. Calls end in any order; each channel's changes are
+  settled newest first, so that failed calls undo exactly their own changes, never a
+  later call's that stands (a per-channel version tells).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..errors import LeapConnectionError, LeapTimeoutError
 from .protocol import Op, Reply, split_request
 from .session import ElstatSession
 
-__all__ = ["Request", "Requests"]
+__all__ = ["Change", "Request", "Requests"]
 
 
 class Request:
@@ -46,8 +48,23 @@ class Request:
         self.session = session
         self.number = number
         self.waiters = waiters
-        self.before: dict[str, bool] = {}  # whether each channel was wanted before this request
+        self.before: dict[str, Change] = {}  # a call's: what it changed for each channel
         self.generation = 0  # the connection (counted by on_connected) it went out on
+
+
+class Change:
+    """What one call's request changed for one channel: the request, whether the
+    channel was wanted before, the channel's version before and the one it set, and
+    ``outcome`` (``None`` while the call runs, then ``"kept"`` or ``"failed"``)."""
+
+    __slots__ = ("after", "before", "outcome", "request", "was_wanted")
+
+    def __init__(self, request: Request, was_wanted: bool, before: int, after: int) -> None:
+        self.request = request
+        self.was_wanted = was_wanted
+        self.before = before
+        self.after = after
+        self.outcome: str | None = None
 
 
 class Requests:
@@ -60,7 +77,11 @@ class Requests:
         self.requests: dict[tuple[int, int], Request] = {}
         self.wanted: dict[str, None] = {}  # what the application asked for: re-subscribed after reconnects
         self.confirmed: dict[str, None] = {}  # what the server confirmed
-        self._owner: dict[str, Request] = {}  # the latest request of a call naming each channel
+        # Per channel, the calls' changes that may still be undone (oldest first), and
+        # its version (the ``after`` of the newest change that stands).
+        self._changes: dict[str, list[Change]] = {}
+        self._versions: dict[str, int] = {}
+        self._clock = 0
         self._generation = 0  # connections set up (on_connected)
 
     def call(self, op: Op, channels: list[str], timeout: float | None, wait: bool) -> list[str]:
@@ -72,13 +93,14 @@ class Requests:
         for it. A call that times out leaves its requests to their answers, which
         still update :attr:`confirmed`, and lets a later request take their
         channels over. A call that fails with a connection error changes nothing
-        (see :meth:`_undo`)."""
+        (see :meth:`_settle`)."""
         names = [name for group in split_request(op, channels) for name in group]  # ValueError before anything
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         held: list[Request] = []  # the requests this call waits for (their ``waiters`` count it)
         shared_count = 0  # the first ones are other calls' requests it shares
         answered_by: dict[str, Request] = {}
+        failed = False  # with a connection error: the call changes nothing
         try:
             if wait:  # as core.send(wait=True): no settle(), nothing is reported
                 self.core.check_process()
@@ -120,15 +142,11 @@ class Requests:
                     raise request.future.error
             return [name for name in names if name in answered_by[name].future.value]
         except LeapConnectionError:
-            self._undo(held[shared_count:])
+            failed = True
             raise
         finally:
             self._let_go(held)
-            with self.lock:
-                for request in held[shared_count:]:
-                    for name in request.channels:
-                        if self._owner.get(name) is request:
-                            del self._owner[name]
+            self._settle(held[shared_count:], failed)
 
     def _let_go(self, held: list[Request]) -> None:
         """A call stops waiting for ``held``: a request nobody waits for any more and
@@ -143,34 +161,47 @@ class Requests:
                 if unanswered and live is not None and request.session is live.session:
                     request.session.abandon(request.number)
 
-    def _undo(self, requests: list[Request]) -> None:
-        """(A call that failed with a connection error: the connection ended.) Put
-        back what ``requests`` changed in what the application wants, for every
-        channel no later call named since, so that the call changes nothing. If a newer
-        connection was already set up with the changed wishes, send it what puts it
-        back (an UNSUBSCRIBE for what the call subscribed, a SUBSCRIBE for what it
-        unsubscribed)."""
+    def _settle(self, requests: list[Request], failed: bool) -> None:
+        """(A call ended; ``failed``: with a connection error, the connection ended.)
+        Mark its changes, then settle each channel's changes newest first while they
+        are ended: a failed one whose effect still stands (no later change stands) puts
+        back whether the channel was wanted. If a newer connection was already set up
+        with the changed wishes, send it what puts them back (a SUBSCRIBE for what is
+        wanted again, an UNSUBSCRIBE for what no longer is)."""
         if not requests:
             return
         with holding_live(self.core, self.lock) as live:
-            fix: dict[Op, list[str]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}
+            names: dict[str, None] = {}
             for request in requests:
-                for name, was_wanted in request.before.items():
-                    if self._owner.get(name) is not request:
-                        continue  # a later call decided
-                    if was_wanted:
-                        self.wanted[name] = None
-                    else:
-                        self.wanted.pop(name, None)
-                        self.confirmed.pop(name, None)
-                    changed = was_wanted is (request.op is Op.UNSUBSCRIBE)
-                    if changed and request.generation != self._generation:
-                        fix[Op.SUBSCRIBE if was_wanted else Op.UNSUBSCRIBE].append(name)
+                for name, change in request.before.items():
+                    change.outcome = "failed" if failed else "kept"
+                    names[name] = None
+            fix: dict[Op, list[str]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}
+            for name in names:
+                stack = self._changes.get(name, [])
+                wanted_before = name in self.wanted
+                stale = False  # a newer connection was set up with a change undone here
+                while stack and stack[-1].outcome is not None:
+                    change = stack.pop()
+                    if change.outcome == "failed" and self._versions.get(name) == change.after:
+                        self._versions[name] = change.before
+                        if change.was_wanted:
+                            self.wanted[name] = None
+                        else:
+                            self.wanted.pop(name, None)
+                            self.confirmed.pop(name, None)
+                        stale = stale or change.request.generation != self._generation
+                if not stack:
+                    self._changes.pop(name, None)
+                    self._versions.pop(name, None)
+                wanted = name in self.wanted
+                if stale and wanted != wanted_before:
+                    fix[Op.SUBSCRIBE if wanted else Op.UNSUBSCRIBE].append(name)
             if live is None or not live.session.connected:
                 return
             session = cast(ElstatSession, live.session)
-            for op, names in fix.items():
-                for group in split_request(op, names) if names else ():
+            for op, fixed in fix.items():
+                for group in split_request(op, fixed) if fixed else ():
                     if self.core.closing.is_set():
                         return
                     self._expect(session, op, group, None)
@@ -191,9 +222,12 @@ class Requests:
             self.requests[(id(session), number)] = request
             request.generation = self._generation
             for name in group:
-                request.before[name] = name in self.wanted
                 if held is not None:  # a call's, not the client's own re-subscription
-                    self._owner[name] = request
+                    self._clock += 1
+                    change = Change(request, name in self.wanted, self._versions.get(name, 0), self._clock)
+                    request.before[name] = change
+                    self._versions[name] = self._clock
+                    self._changes.setdefault(name, []).append(change)
                 if op is Op.SUBSCRIBE:
                     self.wanted[name] = None
                 else:

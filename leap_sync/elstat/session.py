@@ -19,9 +19,13 @@ requests that name the same channel. So the session keeps them apart:
   forgets it, and is forgotten once it claims none): a retry is never left behind a
   request the server may never answer.
 - :meth:`receive` hands back each reply with the number of the pending request of its
-  kind that claims every channel it names (the oldest, for a reply naming none) and
-  the channels that request claimed; a reply that answers no pending request is
-  unsolicited (number ``None``).
+  kind that claims every channel it names and the channels that request claimed; a
+  reply that answers no pending request is unsolicited (number ``None``). A reply
+  naming no channel could answer any pending request of its kind: it is held until
+  the wire tells, i.e. until as many such replies wait as requests of that kind are
+  pending (the others being answered by the replies naming their channels); then each
+  of those requests is answered by one of them. So a request is never handed an
+  empty answer that was another's while its own confirmation follows.
 
 Time comes in as an argument.
 """
@@ -84,6 +88,7 @@ class ElstatSession:
         self.keepalive: PingKeepalive | None = None
         self._pending: dict[Op, list[_Pending]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}  # oldest first
         self._latest: dict[str, _Pending] = {}  # the newest pending request claiming each channel
+        self._empty: dict[Op, list[Reply]] = {Op.SUBSCRIBE: [], Op.UNSUBSCRIBE: []}  # held replies naming none
         self._requests = 0
 
     def __repr__(self) -> str:
@@ -108,6 +113,8 @@ class ElstatSession:
             request.claimed -= names
             if not request.claimed:
                 pending.remove(request)
+                if self._empty[op]:
+                    self._empty[op].pop()  # perhaps its answer: never one to hand a later request
         self._requests += 1
         request = _Pending(self._requests, op, names)
         pending.append(request)
@@ -132,20 +139,35 @@ class ElstatSession:
                 return True
         return False
 
-    def _answered(self, reply: Reply) -> tuple[int | None, frozenset[str]]:
-        """The pending request ``reply`` answers (it claims every channel the reply
-        names; the oldest for a reply naming none), taken off the pending list, with
-        the channels it claimed."""
-        pending = self._pending[Op.SUBSCRIBE if reply.op is Op.SUBSCRIBED else Op.UNSUBSCRIBE]
-        named = set(reply.channels)
-        for index, request in enumerate(pending):
-            if named <= request.claimed:
-                del pending[index]
-                for name in request.claimed:
-                    if self._latest.get(name) is request:
-                        del self._latest[name]
-                return request.number, frozenset(request.claimed)
-        return None, frozenset()
+    def _answered(self, reply: Reply) -> list[tuple[int | None, Reply, frozenset[str]]]:
+        """The replies ``reply`` settles, as :attr:`ElstatResult.replies` lists them:
+        itself, answering the pending request that claims every channel it names
+        (taken off the pending list, with the channels it claimed), or unsolicited;
+        none while it names no channel and the wire cannot tell yet whose it is; and
+        the held replies naming none, once the pending requests they answer are told."""
+        op = Op.SUBSCRIBE if reply.op is Op.SUBSCRIBED else Op.UNSUBSCRIBE
+        pending = self._pending[op]
+        settled: list[tuple[int | None, Reply, frozenset[str]]] = []
+        if not reply.channels and pending:
+            self._empty[op].append(reply)
+        else:
+            named = set(reply.channels)
+            index = next((i for i, request in enumerate(pending) if named <= request.claimed), None)
+            settled.append(self._take(op, index, reply) if index is not None else (None, reply, frozenset()))
+        held = self._empty[op]
+        if held and len(held) >= len(pending):
+            while pending:
+                settled.append(self._take(op, 0, held.pop(0)))
+            held.clear()
+        return settled
+
+    def _take(self, op: Op, index: int, reply: Reply) -> tuple[int, Reply, frozenset[str]]:
+        """Take pending request ``index`` of ``op`` off the list: ``reply`` answers it."""
+        request = self._pending[op].pop(index)
+        for name in request.claimed:
+            if self._latest.get(name) is request:
+                del self._latest[name]
+        return request.number, reply, frozenset(request.claimed)
 
     def receive(self, batch: Iterable[tuple[str | bytes, bool]], now: float) -> ElstatResult:
         """Parse received messages; stops at the first malformed one (``error``)."""
@@ -160,8 +182,7 @@ class ElstatSession:
                     result.incidents.append(event)
                     result.incidents_after.append(len(result.data))
                 elif isinstance(event, Reply):
-                    number, claimed = self._answered(event)
-                    result.replies.append((number, event, claimed))
+                    result.replies.extend(self._answered(event))
                 else:
                     result.unknown_ops.append(event.op)
         except LeapProtocolError as exc:

@@ -48,12 +48,19 @@ from .models import (
 )
 from .parse import parse_messages, parse_server_frame
 
-__all__ = ["MAX_REFUSALS", "Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
+__all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
 
-MAX_REFUSALS = 64
-"""At most this many refusable frames (see :meth:`ClientSession.expect_refusal`) wait
-for a refusal per channel; later ones are not recorded."""
+@attrs.define(slots=True, eq=False)
+class _Request:
+    """One entry of a channel's queue of requests awaiting an answer: a SUBSCRIBE
+    (``kind`` True), an UNSUBSCRIBE (False), or a run of ``count`` consecutive
+    refusable frames (``kind`` None: MESSAGE / SET_CHANNEL_STATE; a run costs an int,
+    however long)."""
+
+    number: int
+    kind: bool | None
+    count: int = 1
 
 _second = operator.itemgetter(1)
 
@@ -113,10 +120,8 @@ class ClientSession:
         self.heartbeat: HeartbeatTracker | None = None
         self.tagged_latency: float | None = None
         """The server-measured latency (s) of the last answered tagged request."""
-        # Requests awaiting AVAILABLE/UNAVAILABLE, per channel, in the order sent:
-        # (request number, True for SUBSCRIBE / False for UNSUBSCRIBE / None for a
-        # MESSAGE or SET_CHANNEL_STATE the server may refuse).
-        self._pending: dict[str, collections.deque[tuple[int, bool | None]]] = {}
+        # Requests awaiting AVAILABLE/UNAVAILABLE, per channel, in the order sent.
+        self._pending: dict[str, collections.deque[_Request]] = {}
         self._requests = 0
 
     def __repr__(self) -> str:
@@ -145,21 +150,23 @@ class ClientSession:
         to be sent, and return its request number. Call in the order the frames go
         out: answers are matched to requests in that order, per channel."""
         self._requests += 1
-        self._pending.setdefault(channel_id, collections.deque()).append((self._requests, subscribe))
+        self._pending.setdefault(channel_id, collections.deque()).append(_Request(self._requests, subscribe))
         return self._requests
 
-    def expect_refusal(self, channel_id: str) -> int | None:
+    def expect_refusal(self, channel_id: str) -> int:
         """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id`` about to be sent
-        while this client is not subscribed to it: the server refuses it with
-        UNAVAILABLE ``UNKNOWN`` unless a SUBSCRIBE ahead of it succeeds. That refusal
-        must not answer a SUBSCRIBE sent after it. Returns the request number, or
-        ``None`` past :data:`MAX_REFUSALS` unanswered ones for the channel (then not
-        recorded)."""
+        (whether or not this client believes it is subscribed: the server may have
+        dropped the channel meanwhile): the server refuses it with UNAVAILABLE
+        ``UNKNOWN`` if it is not subscribed when the frame arrives. That refusal must
+        not answer a SUBSCRIBE sent after it. Consecutive ones are counted (constant
+        memory); they are settled (accepted) when an answer to a request sent after
+        them arrives. Returns the run's request number."""
         queue = self._pending.setdefault(channel_id, collections.deque())
-        if sum(kind is None for _, kind in queue) >= MAX_REFUSALS:
-            return None
+        if queue and queue[-1].kind is None:
+            queue[-1].count += 1
+            return queue[-1].number
         self._requests += 1
-        queue.append((self._requests, None))
+        queue.append(_Request(self._requests, None))
         return self._requests
 
     def release(self, channel_id: str, request: int) -> bool:
@@ -171,8 +178,8 @@ class ClientSession:
         queue = self._pending.get(channel_id)
         if not queue:
             return False
-        for index, (number, _kind) in enumerate(queue):
-            if number == request:
+        for index, entry in enumerate(queue):
+            if entry.number == request and entry.kind is not None:
                 del queue[index]
                 if not queue:
                     del self._pending[channel_id]
@@ -209,15 +216,19 @@ class ClientSession:
             wanted = (None, True)  # the first refusable frame or SUBSCRIBE
         else:
             wanted = (True,)  # the first SUBSCRIBE
-        found = next((i for i, (_, kind) in enumerate(queue) if kind in wanted), None)
-        if found is None or (unavailable is not None and unavailable.graceful and queue[found][1]):
+        found = next((i for i, entry in enumerate(queue) if entry.kind in wanted), None)
+        if found is None or (unavailable is not None and unavailable.graceful and queue[found].kind):
             return None
-        index = found
-        for _ in range(index):
+        for _ in range(found):
             queue.popleft()  # accepted, or never to be answered
-        request = queue.popleft()[0]
+        entry = queue[0]
+        request = entry.number
+        if entry.kind is None and entry.count > 1:
+            entry.count -= 1  # one of a run refused
+        else:
+            queue.popleft()
         if isinstance(event, AvailableEvent):
-            while queue and queue[0][1] is None:
+            while queue and queue[0].kind is None:
                 queue.popleft()  # sent behind a SUBSCRIBE that succeeded: accepted
         if not queue:
             del self._pending[channel_id]
