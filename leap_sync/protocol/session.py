@@ -50,6 +50,8 @@ from .parse import parse_messages, parse_server_frame
 
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
+_second = operator.itemgetter(1)
+
 
 @attrs.define(slots=True, eq=False)
 class _Request:
@@ -61,8 +63,6 @@ class _Request:
     number: int
     kind: bool | None
     count: int = 1
-
-_second = operator.itemgetter(1)
 
 
 class SessionState(enum.Enum):
