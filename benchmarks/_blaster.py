@@ -8,6 +8,7 @@ pre-encoded frames in big ``sendall()`` chunks:
 
 ``/raw``
     No Leap handshake: writes the pre-encoded JSON stream of ``n`` MESSAGE dispatches
+    of ``size`` bytes each (default 200)
     (the websockets and websocket-client baselines), or with ``mode=paced`` the paced
     stream described below.
 ``/ws?mode=...`` (``encoding`` and ``compression`` as leap_sync sends them)
@@ -15,8 +16,8 @@ pre-encoded frames in big ``sendall()`` chunks:
     masked Identify, INIT. Then, by ``mode``:
 
     - ``idle`` (default): nothing; answers heartbeats until the client leaves.
-    - ``blast``: the pre-encoded stream of ``n`` MESSAGE dispatches in that encoding
-      and compression.
+    - ``blast``: the pre-encoded stream of ``n`` MESSAGE dispatches of ``size`` bytes
+      of JSON each (default 200) in that encoding and compression.
     - ``paced``: ``rate`` messages per second for ``seconds`` seconds, each carrying the
       ``time.monotonic_ns()`` at which it was written (CLOCK_MONOTONIC is system-wide on
       Linux, so the client can subtract it from its own reading).
@@ -86,7 +87,7 @@ _MAX_FLOOD_SECONDS = 120.0
 
 # Base64 text from a fixed seed: message text that compresses about as much as real
 # chat does under zlib (a run of one letter would shrink to nothing).
-_TEXT = base64.b64encode(random.Random(2026).randbytes(3072)).decode()
+_TEXT = base64.b64encode(random.Random(2026).randbytes(24 * 1024)).decode()
 
 
 def message_frame(i: int, size: int = 200) -> dict[str, Any]:
@@ -279,10 +280,13 @@ class _Conn:
         try:
             path = self.upgrade()
             q = self.query
+            size = int(q.get("size", "200"))
             if path == "/raw" and q.get("mode") == "paced":
                 writer = self._start(self._paced, int(q.get("rate", "10000")), float(q.get("seconds", "5")))
             elif path == "/raw":
-                writer = self._start(self._blast, self.streams.get(int(q.get("n", "200000")), "json", "none"))
+                writer = self._start(
+                    self._blast, self.streams.get(int(q.get("n", "200000")), "json", "none", size=size)
+                )
             else:
                 self.codec = Codec(q.get("encoding", "json"))
                 self.compression = q.get("compression", "none")
@@ -295,7 +299,8 @@ class _Conn:
                 self.send_frame(_INIT)
                 mode = q.get("mode", "idle")
                 if mode == "blast":
-                    chunks = self.streams.get(int(q.get("n", "200000")), self.codec.encoding, self.compression)
+                    n = int(q.get("n", "200000"))
+                    chunks = self.streams.get(n, self.codec.encoding, self.compression, size=size)
                     writer = self._start(self._blast, chunks)
                 elif mode == "paced":
                     writer = self._start(self._paced, int(q.get("rate", "10000")), float(q.get("seconds", "5")))
@@ -394,13 +399,15 @@ class _Streams:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[tuple[int, str, str, int], list[bytes]] = {}
+        self._cache: dict[tuple[int, str, str, int, int], list[bytes]] = {}
 
-    def get(self, n: int, encoding: str, compression: str, chunk_bytes: int = CHUNK_BYTES) -> list[bytes]:
-        key = (n, encoding, compression, chunk_bytes)
+    def get(
+        self, n: int, encoding: str, compression: str, chunk_bytes: int = CHUNK_BYTES, size: int = 200
+    ) -> list[bytes]:
+        key = (n, encoding, compression, chunk_bytes, size)
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = build_stream(n, encoding, compression, chunk_bytes=chunk_bytes)
+                self._cache[key] = build_stream(n, encoding, compression, chunk_bytes=chunk_bytes, size=size)
             return self._cache[key]
 
 
@@ -416,12 +423,12 @@ class _Reports:
             self._conn.send(report)
 
 
-def _serve(conn: Connection, prebuild: list[tuple[int, str, str]]) -> None:
+def _serve(conn: Connection, prebuild: list[tuple[Any, ...]]) -> None:
     """The blaster process: listen, prebuild, report the port, serve until told to stop."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     streams = _Streams()
-    for n, encoding, compression in prebuild:
-        streams.get(n, encoding, compression)
+    for n, encoding, compression, *rest in prebuild:  # (n, encoding, compression[, size])
+        streams.get(n, encoding, compression, size=rest[0] if rest else 200)
     reports = _Reports(conn)
 
     def accept() -> None:
@@ -447,11 +454,11 @@ def _serve(conn: Connection, prebuild: list[tuple[int, str, str]]) -> None:
 class Blaster:
     """The blaster process, from the parent's side. Use as a context manager.
 
-    ``prebuild`` lists ``(n, encoding, compression)`` streams to encode before the
-    port is reported (so no benchmark run pays for encoding).
+    ``prebuild`` lists ``(n, encoding, compression[, size])`` streams to encode before
+    the port is reported (so no benchmark run pays for encoding).
     """
 
-    def __init__(self, prebuild: list[tuple[int, str, str]] | None = None) -> None:
+    def __init__(self, prebuild: list[tuple[Any, ...]] | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(target=_serve, args=(child, prebuild or []), name="leap-bench-blaster", daemon=True)

@@ -9,7 +9,7 @@ counting messages. The stalled reader subscribes with a 4 KiB receive buffer and
 reads again: the server sheds it (close 4000) once its queue overflows, and the others
 must not slow down. Prints numbers; asserts nothing.
 
-    python benchmarks/fanout.py [--clients 1000] [--messages 200] [--size 200] [--repeat 3]
+    python -m benchmarks.fanout [--clients 1000] [--messages 200] [--size 200] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -72,74 +72,96 @@ def _open(port: int, rcvbuf: int | None = None) -> socket.socket:
 
 
 def _readers(port: int, clients: int, stalled: bool, pipe: Pipe) -> None:  # pragma: no cover - child
-    """The child: open and subscribe ``clients`` connections, report ready, then count
-    messages until told how many to expect per connection."""
+    """The child: open and subscribe ``clients`` connections, report ready; then, for
+    each number of messages the parent sends (``None``: stop), count that many more on
+    every connection and report ``(delivered, done, first, last)``."""
     from leap_sync.wire.wsframes import FrameReader
 
     socks = [_open(port) for _ in range(clients)]
     stuck = _open(port, rcvbuf=4096) if stalled else None
     pipe.send("ready")
-    expected = pipe.recv()
     poller = selectors.DefaultSelector()
-    counts = dict.fromkeys(range(clients), 0)
-    for i, sock in enumerate(socks):
+    readers = [FrameReader() for _ in range(clients)]
+    for sock in socks:
         sock.setblocking(False)
-        poller.register(sock, selectors.EVENT_READ, (i, FrameReader()))
-    done = 0
-    first = last = None
-    deadline = time.monotonic() + 120
-    while done < clients and time.monotonic() < deadline:
-        for key, _ in poller.select(1.0):
-            i, reader = key.data
-            try:
-                data = key.fileobj.recv(262144)  # type: ignore[union-attr]
-            except BlockingIOError:
-                continue
-            got = len(reader.feed(data))
-            if got:
-                now = time.monotonic()
-                first = first or now
-                last = now
-                counts[i] += got
-                if counts[i] >= expected:
-                    poller.unregister(key.fileobj)
-                    done += 1
-    pipe.send((sum(counts.values()), done, first, last))
-    pipe.recv()  # keep the connections until the parent measured the server side
+    while (expected := pipe.recv()) is not None:
+        counts = dict.fromkeys(range(clients), 0)
+        for i, sock in enumerate(socks):
+            poller.register(sock, selectors.EVENT_READ, (i, readers[i]))
+        done = 0
+        first = last = None
+        deadline = time.monotonic() + 120
+        while done < clients and time.monotonic() < deadline:
+            for key, _ in poller.select(1.0):
+                i, reader = key.data
+                try:
+                    data = key.fileobj.recv(262144)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                got = len(reader.feed(data))
+                if got:
+                    now = time.monotonic()
+                    first = first or now
+                    last = now
+                    counts[i] += got
+                    if counts[i] >= expected:
+                        poller.unregister(key.fileobj)
+                        done += 1
+        for key in list(poller.get_map().values()):
+            poller.unregister(key.fileobj)
+        pipe.send((sum(counts.values()), done, first, last))
     for sock in socks + ([stuck] if stuck else []):
         sock.close()
 
 
-def run(clients: int, messages: int, size: int, stalled: bool) -> tuple[float, float, str]:
+def run_rounds(clients: int, messages: int, size: int, stalled: bool, rounds: int) -> list[tuple[float, float, str]]:
+    """``rounds`` publishes of ``messages`` to the same ``clients`` subscribers:
+    ``(messages delivered per second, seconds publish_many took, what became of the
+    stalled reader)`` for each."""
     from leap_sync.testing import LeapEdgeServer
 
-    with LeapEdgeServer(close_timeout=0.5) as server:
+    results: list[tuple[float, float, str]] = []
+    # The raw readers never send heartbeats: a long interval keeps the first of them
+    # subscribed while the last are still connecting.
+    with LeapEdgeServer(close_timeout=0.5, heartbeat_interval=3600.0) as server:
         server.add_token(TOKEN, project_id=PROJECT)
         server.create_channel("room", project_id=PROJECT)
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_readers, args=(server.port, clients, stalled, child))
         proc.start()
-        assert parent.poll(300), "readers did not connect"
-        assert parent.recv() == "ready"
-        total = clients + (1 if stalled else 0)
-        server.wait_for(lambda s: len(s.subscribers("room")) >= total, timeout=60)
-        parent.send(messages)
-        text = "x" * max(0, size - 60)
-        started = time.monotonic()
-        server.publish_many("room", "bench", ({"n": n, "t": text} for n in range(messages)))
-        published = time.monotonic() - started
-        assert parent.poll(180), "readers did not finish"
-        delivered, done, _first, last = parent.recv()
-        elapsed = (last or started) - started
-        shed = "-"
-        if stalled:
-            codes = [c.close_code for c in server.all_connections if c.close_code is not None]
-            shed = f"stalled reader closed {codes[0]}" if codes else "stalled reader still open"
-        parent.send("bye")
-        proc.join(30)
-        assert done == clients, f"{done} of {clients} readers got everything"
-        return delivered / elapsed, published, shed
+        try:
+            assert parent.poll(300), "readers did not connect"
+            assert parent.recv() == "ready"
+            total = clients + (1 if stalled else 0)
+            server.wait_for(lambda s: len(s.subscribers("room")) >= total, timeout=60)
+            text = "x" * max(0, size - 60)
+            for _ in range(rounds):
+                parent.send(messages)
+                started = time.monotonic()
+                server.publish_many("room", "bench", ({"n": n, "t": text} for n in range(messages)))
+                published = time.monotonic() - started
+                assert parent.poll(180), "readers did not finish"
+                delivered, done, _first, last = parent.recv()
+                assert done == clients, f"{done} of {clients} readers got everything"
+                elapsed = (last or started) - started
+                shed = "-"
+                if stalled:
+                    codes = [c.close_code for c in server.all_connections if c.close_code is not None]
+                    shed = f"stalled reader closed {codes[0]}" if codes else "stalled reader still open"
+                results.append((delivered / elapsed, published, shed))
+        finally:
+            parent.send(None)
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    return results
+
+
+def run(clients: int, messages: int, size: int, stalled: bool) -> tuple[float, float, str]:
+    """One publish of ``messages`` to ``clients`` fresh subscribers."""
+    return run_rounds(clients, messages, size, stalled, 1)[0]
 
 
 def main() -> None:
@@ -153,8 +175,7 @@ def main() -> None:
     print(f"fan-out: {args.clients} subscribers, {sizes}, median of {args.repeat}")
     for stalled in (False, True):
         rates, publish_times, notes = [], [], []
-        for _ in range(args.repeat):
-            rate, published, note = run(args.clients, args.messages, args.size, stalled)
+        for rate, published, note in run_rounds(args.clients, args.messages, args.size, stalled, args.repeat):
             rates.append(rate)
             publish_times.append(published)
             notes.append(note)

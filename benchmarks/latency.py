@@ -21,7 +21,7 @@ Every measurement is printed beside its DESIGN.md section 7 target:
 
 With ``--repeat R`` everything runs R times and the median of each statistic is printed.
 
-Run: ``python benchmarks/latency.py [--rate 10000] [--seconds 5] [--connects 50]
+Run: ``python -m benchmarks.latency [--rate 10000] [--seconds 5] [--connects 50]
 [--repeat 3]``.
 """
 
@@ -35,17 +35,15 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import websocket
-from _blaster import PROJECT, TOKEN, Blaster, percentile
 from websockets.sync.client import connect as websockets_connect
 
 from leap_sync import Backoff, ConnectionState, LeapClient, StateInfo
 from leap_sync.testing import LeapEdgeServer
+
+from ._blaster import PROJECT, TOKEN, Blaster, percentile
 
 _TIMEOUT = 10.0
 # websockets 16+ warns unless a directly used connection opts into ``legacy``.

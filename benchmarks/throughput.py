@@ -23,7 +23,7 @@ stream leap_sync gets (the baselines always get plain JSON text frames) and add 
 matching decode-only ceiling (e). ``--profile`` runs leap_sync once more under cProfile
 (I/O thread and consumer separately) and prints the top functions by own time.
 
-Run: ``python benchmarks/throughput.py [--messages N] [--repeat R] [--encoding json|etf]
+Run: ``python -m benchmarks.throughput [--messages N] [--repeat R] [--encoding json|etf]
 [--compression none|zlib] [--profile]``.
 """
 
@@ -41,18 +41,16 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import websocket
-from _blaster import PROJECT, TOKEN, Blaster, json_payloads, message_frame
 from websockets.sync.client import connect as websockets_connect
 
 from leap_sync import LeapClient
 from leap_sync.protocol.codec import Codec
 from leap_sync.wire.wsframes import unmasked_frame_header
+
+from ._blaster import PROJECT, TOKEN, Blaster, json_payloads, message_frame
 
 _TIMEOUT = 60.0
 # websockets 16+ warns unless a directly used connection opts into ``legacy``.
@@ -75,18 +73,21 @@ def run_leap_sync(
         encoding=encoding,
         compression=compression,
     )
+    restore: Any = None
     if profile is not None:  # profile the I/O thread's read loop too (a private hook)
-        serve = client._serve
+        from leap_sync.connection.supervisor import Supervisor
+
+        serve = restore = Supervisor._serve
         io_profiler = profile["io"] = cProfile.Profile()
 
-        def profiled_serve(transport: Any) -> Any:
+        def profiled_serve(self: Any, *args: Any) -> Any:
             io_profiler.enable()
             try:
-                return serve(transport)
+                return serve(self, *args)
             finally:
                 io_profiler.disable()
 
-        client._serve = profiled_serve  # type: ignore[method-assign]
+        Supervisor._serve = profiled_serve  # type: ignore[method-assign]
     channel = client.message_event_channel()
     try:
         client.connect(wait=True, timeout=_TIMEOUT)
@@ -106,6 +107,10 @@ def run_leap_sync(
         elapsed = time.perf_counter() - start
     finally:
         client.close()
+        if restore is not None:
+            from leap_sync.connection.supervisor import Supervisor
+
+            Supervisor._serve = restore  # type: ignore[method-assign]
     _check_last(last.data, n)
     return (n - 1) / elapsed
 

@@ -121,6 +121,31 @@ class EventChannel(Generic[T]):
         :class:`ChannelClosed` when closed and drained). Same as ``get(False)``."""
         return self.get(False)
 
+    def get_many(self, max: int, timeout: float | None = None, block: bool = True) -> list[T]:
+        """Up to ``max`` events at once, oldest first (a list of at least one).
+
+        Waits for the first event exactly as :meth:`get` does (``block``, ``timeout``,
+        and the same exceptions: :class:`queue.Empty` when nothing came in time,
+        :class:`ChannelClosed` or :class:`ChannelOverflowError` once the channel is
+        closed and drained); then takes, without waiting, whatever else is already
+        there, up to ``max`` in all. Events are taken in order and none is skipped or
+        taken twice, even with several consumers. ``max`` must be a positive ``int``
+        (else ``TypeError`` or ``ValueError``).
+        """
+        if isinstance(max, bool) or not isinstance(max, int):
+            raise TypeError(f"max must be an int, not {type(max).__name__}")
+        if max < 1:
+            raise ValueError("max must be at least 1")
+        first = self.get(block, timeout)
+        out = [first]
+        popleft = self._items.popleft
+        try:
+            for _ in range(max - 1):
+                out.append(popleft())
+        except IndexError:
+            pass
+        return out
+
     def __iter__(self) -> Iterator[T]:
         """Yield events until the channel is closed and drained (re-raising
         :class:`ChannelOverflowError`)."""

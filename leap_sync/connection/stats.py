@@ -15,6 +15,7 @@ included) ever goes back from one snapshot to the next.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ import attrs
 from ..state import ConnectionState
 
 __all__ = ["ChannelStats", "Counters", "Stats"]
+
+_payload = operator.itemgetter(0)
 
 
 @attrs.frozen
@@ -116,9 +119,7 @@ class Counters:
 
     def received(self, batch: Sequence[tuple[bytes, bool]]) -> None:
         """(The I/O thread.) One batch of data messages read."""
-        size = 0
-        for payload, _ in batch:
-            size += len(payload)
+        size = sum(map(len, map(_payload, batch)))
         with self._lock:
             self._messages_in += len(batch)
             self._bytes_in += size

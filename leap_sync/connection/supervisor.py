@@ -321,7 +321,9 @@ class Supervisor:
                     continue
                 core.counters.received(batch)
                 with live.lock:
-                    result = session.receive(batch, clock())
+                    # When the bytes arrived, not when they were processed: Hello's
+                    # anchors the beat grid, an ack's measures the round trip.
+                    result = session.receive(batch, transport.last_received)
                 for frame in result.send:
                     live.emit(frame, urgent=True)
                 core.handler.deliver(live, result)

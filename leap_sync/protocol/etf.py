@@ -20,8 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
+from .etf_fast import decode as _fast_decode
 
-__all__ = ["DEFAULT_MAX_DEPTH", "binary_decoder", "check_term", "decode", "encode", "erlpack_available"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "binary_decoder",
+    "check_term",
+    "decode",
+    "encode",
+    "erlpack_available",
+    "one_pass_decoder",
+]
 
 DEFAULT_MAX_DEPTH = 256
 VERSION = 131
@@ -35,6 +44,8 @@ try:  # pragma: no cover - exercised by the presence or absence of the extra
     import erlpack as _erlpack
 except ImportError:  # pragma: no cover
     _erlpack = None
+
+_atom: Callable[[str], Any] | None = None if _erlpack is None else _erlpack.Atom
 
 
 def erlpack_available() -> bool:
@@ -183,6 +194,21 @@ def _text_where_possible(value: Any) -> Any:
     return value
 
 
+def one_pass_decoder(max_depth: int, max_items: int | None) -> Callable[[bytes], Any] | None:
+    """What :func:`decode` tries first, as one function of the payload (for a batch):
+    it returns the value or raises, and then :func:`decode` (through the codec) gives
+    the value or the exact error. ``None`` without erlpack."""
+    atom = _atom
+    if atom is None:
+        return None
+
+    def one_pass(data: bytes) -> Any:
+        bound = max_items if max_items is not None and len(data) > max_items else None
+        return _fast_decode(data, max_depth, atom, bound)
+
+    return one_pass
+
+
 def decode(
     data: bytes,
     max_depth: int = DEFAULT_MAX_DEPTH,
@@ -199,6 +225,16 @@ def decode(
     not installed.
     """
     loads = _loads if _loads is not None else decoder()
+    # What servers send, decoded and checked in one pass (etf_fast); anything it does
+    # not take itself goes the general way below, which decides values and errors.
+    atom = _atom
+    if atom is not None:
+        try:
+            return _fast_decode(
+                data, max_depth, atom, max_items if max_items is not None and len(data) > max_items else None
+            )
+        except Exception:  # Unhandled, or a fault to be reported by the general path
+            pass
     check_term(data, max_depth, max_items)
     try:
         return loads(data)

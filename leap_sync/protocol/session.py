@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import collections
 import enum
+import operator
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 from ..errors import LeapConnectionError, LeapProtocolError
+from ..wire.jsontext import decode_json_many
 from ..wire.keepalive import TimerResult
-from . import frames
+from . import etf, frames
 from .codec import Codec, Payload
 from .heartbeat import HeartbeatTracker, Pulse
 from .models import (
@@ -44,9 +46,11 @@ from .models import (
     ServerFrame,
     UnavailableEvent,
 )
-from .parse import parse_server_frame
+from .parse import parse_messages, parse_server_frame
 
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
+
+_second = operator.itemgetter(1)
 
 
 @attrs.define(slots=True, eq=False)
@@ -246,18 +250,49 @@ class ClientSession:
         result = ReceiveResult()
         if self.heartbeat is not None:
             self.heartbeat.received(now)
-        decode = self.codec.decode
-        parse = parse_server_frame
-        add_message = result.messages.append
+        if not isinstance(batch, list):
+            batch = list(batch)
+        # Decode first, all text frames at once (what one read brought); stop at the
+        # first payload that fails, whose error then follows the frames before it.
+        error: LeapProtocolError | None = None
+        if not any(map(_second, batch)):  # no binary frame
+            objs, error = decode_json_many([payload for payload, _ in batch], self.codec.max_items)
+        else:
+            objs = []
+            add = objs.append
+            decode = self.codec.decode
+            # An ETF term in a binary frame (zlib starts otherwise): decoded in one pass.
+            etf_one_pass = etf.one_pass_decoder(self.codec.max_depth, self.codec.max_items)
+            try:
+                for payload, binary in batch:
+                    if binary and etf_one_pass is not None and type(payload) is bytes and payload[:1] == b"\x83":
+                        try:
+                            add(etf_one_pass(payload))
+                            continue
+                        except Exception:  # the codec's general path decides
+                            pass
+                    add(decode(payload, binary))
+            except LeapProtocolError as exc:
+                error = exc
+        messages = result.messages
+        i = 0
+        count = len(objs)
         try:
-            for payload, binary in batch:
-                event = parse(decode(payload, binary))
+            while i < count:
+                if self.state is not SessionState.AWAITING_HELLO:
+                    i = parse_messages(objs, i, messages)  # the common case, a run at a time
+                    if i == count:
+                        break
+                event = parse_server_frame(objs[i])
+                i += 1
                 if event.__class__ is MessageEvent and self.state is not SessionState.AWAITING_HELLO:
-                    add_message(event)
+                    messages.append(event)
                 else:
                     self._handle(event, now, result)
         except LeapProtocolError as exc:
             result.error = exc
+            return result
+        result.error = error
         return result
 
     def received_bytes(self, now: float) -> None:

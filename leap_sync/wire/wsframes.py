@@ -225,6 +225,20 @@ class FrameReader:
         while n - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
+            # The common case first: a whole, final, unmasked text or binary frame with a
+            # 7- or 16-bit length, outside a fragmented message (every check below holds
+            # for it). Anything else, or a frame not complete yet, takes the full path.
+            if (b0 == 0x81 or b0 == 0x82) and b1 <= 126 and self._fragments is None:
+                if b1 < 126:
+                    start = pos + 2
+                    end = start + b1
+                else:
+                    start = pos + 4
+                    end = start + (buf[pos + 2] << 8 | buf[pos + 3]) if start <= n else n + 1
+                if end <= n and end - start <= max_size:
+                    out.append((buf[start:end], b0 == 0x82))
+                    pos = end
+                    continue
             length = b1 & 0x7F
             start = pos + 2
             if length >= 126:
