@@ -29,6 +29,7 @@ from .protocol.codec import COMPRESSIONS, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
 from .state import StateInfo
 from .wire.jsontext import DEFAULT_MAX_ITEMS
+from .wire.secrets import header_secrets
 from .wire.urls import url_secrets
 from .wire.wsframes import DEFAULT_MAX_SIZE
 
@@ -133,6 +134,8 @@ class LeapClient:
         if isinstance(url, str):
             for secret in url_secrets(url):
                 self._handler.secrets.add(secret)
+        for secret in header_secrets(options.headers):
+            self._handler.secrets.add(secret)
         self._handler.secrets.add_credentials(options.proxy.auth if options.proxy else None)
         try:
             url = with_query(url, encoding, compression)

@@ -382,3 +382,16 @@ def test_a_quoted_url_password_shows_in_no_repr_or_record(caplog: pytest.LogCapt
     assert shown[0] == f"<LeapClient project_id='p' state=idle url='{url}' token=none>"
     assert any("connecting" in line and "<redacted>@127.0.0.1" in line for line in shown)
     assert [line for line in shown if SECRET in line] == []
+
+
+def test_a_refusal_quoting_a_credential_header_shows_none(caplog: pytest.LogCaptureFixture) -> None:
+    server = Refuser(lambda request: f"401 bad {_header(request, 'authorization')} / {_header(request, 'x-api-key')}")
+    try:
+        header = {"Authorization": "Bearer B34RERSECRET", "X-Api-Key": "APIK3YSECRET", "X-Trace": "trace-1"}
+        client = LeapClient("p", None, url=f"ws://127.0.0.1:{server.port}/ws", header=header)
+        shown = _shown_by_failed_connect(client, caplog)
+    finally:
+        server.close()
+    refused = "could not connect: websocket upgrade refused: HTTP 401 bad <redacted> / <redacted>"
+    assert shown[1] == f"{refused} from 127.0.0.1:{server.port}"
+    assert [line for line in shown if "B34RERSECRET" in line or "APIK3YSECRET" in line] == []

@@ -28,7 +28,7 @@ from ..errors import LeapConnectionError
 from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
-from ..wire.secrets import Secrets
+from ..wire.secrets import Secrets, header_secrets
 from ..wire.urls import redact_url, redact_urls, url_secrets
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op
 from .requests import Requests
@@ -104,14 +104,22 @@ class ElstatClient:
         self._secrets = Secrets(*url_secrets(url)) if isinstance(url, str) else Secrets()
         connect_options = ConnectOptions(sslopt=sslopt, max_message_size=max_message_size, **options)
         self._secrets.add_credentials(connect_options.proxy.auth if connect_options.proxy else None)
-        self._core = ConnectionCore(
-            _ElstatHandler(self),
-            url=streaming_url(url),
-            options=connect_options,
-            logger=self._logger,
-            backoff=backoff,
-            clock=clock,
-        )
+        for secret in header_secrets(connect_options.headers):
+            self._secrets.add(secret)
+        try:
+            self._core = ConnectionCore(
+                _ElstatHandler(self),
+                url=streaming_url(url),
+                options=connect_options,
+                logger=self._logger,
+                backoff=backoff,
+                clock=clock,
+            )
+        except ValueError as exc:  # it may name the URL: never with a secret in it
+            shown = self._redact(str(exc))
+            if shown != str(exc):
+                raise ValueError(shown) from None
+            raise
         self._lock = self._core.lock
         self._calls = Requests(self._core)
         self._wanted = self._calls.wanted  # the same dict

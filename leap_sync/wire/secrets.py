@@ -11,8 +11,11 @@ import json
 import re
 import threading
 import urllib.parse
+from collections.abc import Iterable
 
-__all__ = ["MIN_SECRET", "PIECE", "REDACTED", "Secrets", "TokenRedactor", "basic_credentials"]
+from .urls import is_secret_param
+
+__all__ = ["MIN_SECRET", "PIECE", "REDACTED", "Secrets", "TokenRedactor", "basic_credentials", "header_secrets"]
 
 REDACTED = "<redacted>"
 
@@ -114,6 +117,23 @@ def basic_credentials(user: str, password: str) -> str:
     """The value of HTTP Basic authentication for ``user`` and ``password``: the base64
     of ``user:password`` in UTF-8 (as ``Proxy-Authorization: Basic ...`` carries it)."""
     return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def header_secrets(lines: Iterable[str]) -> list[str]:
+    """The credentials in extra request headers (``"Name: value"`` lines): the value
+    of ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and of every header
+    named like a credential (``X-Auth-Token``, ``X-Api-Key``: :func:`is_secret_param`),
+    whole and its last word (``Bearer <credential>``)."""
+    found = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if value and (name in _CREDENTIAL_HEADERS or is_secret_param(name)):
+            found += [value, value.split()[-1]]
+    return list(dict.fromkeys(found))
 
 
 class Secrets:
