@@ -395,3 +395,16 @@ def test_a_refusal_quoting_a_credential_header_shows_none(caplog: pytest.LogCapt
     refused = "could not connect: websocket upgrade refused: HTTP 401 bad <redacted> / <redacted>"
     assert shown[1] == f"{refused} from 127.0.0.1:{server.port}"
     assert [line for line in shown if "B34RERSECRET" in line or "APIK3YSECRET" in line] == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Authorization: Bearer B34RERSECRET\r\nX: 1", "malformed header line named 'Authorization'"),
+        ("Bearer B34RERSECRET", "malformed header line named \"(no ':')\""),
+    ],
+)
+def test_a_malformed_header_line_is_named_without_its_value(line: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        LeapClient("p", None, header=[line])
+    assert str(caught.value) == message
