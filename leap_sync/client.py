@@ -29,6 +29,8 @@ from .protocol.codec import COMPRESSIONS, Codec
 from .protocol.models import Channel, ChannelEvent, InitEvent, MessageEvent
 from .state import StateInfo
 from .wire.jsontext import DEFAULT_MAX_ITEMS
+from .wire.secrets import header_secrets
+from .wire.urls import url_secrets
 from .wire.wsframes import DEFAULT_MAX_SIZE
 
 __all__ = ["DEFAULT_URL", "LeapClient", "with_query"]
@@ -129,6 +131,12 @@ class LeapClient:
         )
         lock = threading.RLock()
         self._handler = LeapHandler(project_id, token, self._codec, encoding, compression, lock)
+        if isinstance(url, str):
+            for secret in url_secrets(url):
+                self._handler.secrets.add(secret)
+        for secret in header_secrets(options.headers):
+            self._handler.secrets.add(secret)
+        self._handler.secrets.add_credentials(options.proxy.auth if options.proxy else None)
         try:
             url = with_query(url, encoding, compression)
             self._core = ConnectionCore(

@@ -36,7 +36,7 @@ from .protocol.models import AvailableEvent, Hello, InitEvent, UnavailableEvent
 from .protocol.opcodes import CloseCode, close_action
 from .protocol.session import Answer, ClientSession, ReceiveResult
 from .wire.close import CloseAction
-from .wire.secrets import PIECE, TokenRedactor
+from .wire.secrets import PIECE, Secrets, TokenRedactor
 from .wire.urls import redact_url, redact_urls
 
 __all__ = ["CHANNEL_EVENTS", "MESSAGES", "PIECE", "LeapHandler", "Undo", "leap_session", "with_query"]
@@ -52,10 +52,13 @@ def with_query(url: str, encoding: str, compression: str) -> str:
     ``wss://`` with a host, ``TypeError`` for one that is not a ``str``."""
     if not isinstance(url, str):
         raise TypeError(f"a Leap Edge URL is a str, not {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # urllib's text may quote the password: never shown
+        raise ValueError(f"Leap Edge URL has a bad host or port: {redact_url(url)!r}") from None
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"Leap Edge URL must be ws:// or wss:// with a host, not {redact_url(url)!r}")
-    parts.port  # noqa: B018 - raises ValueError for a port out of range
     query = [
         (k, v)
         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -98,6 +101,9 @@ class LeapHandler:
         self.project_id = project_id
         self._token = token
         self._redactor = TokenRedactor(token) if token else None
+        # Every secret the client knows (the token, URL and proxy secrets: the client
+        # adds those at construction, the connection an environment proxy's).
+        self.secrets = Secrets(token)
         self.codec = codec
         self.encoding = encoding
         self.compression = compression
@@ -373,13 +379,14 @@ class LeapHandler:
         return target
 
     def redact(self, text: str) -> str:
-        """``text`` as it may be shown: the token replaced by ``<redacted>`` in every
+        """``text`` as it may be shown: every secret the client knows (the token, a
+        proxy password and its Basic form, a URL's password and credential-named
+        parameter values: :attr:`secrets`) replaced by ``<redacted>`` in every
         form it can take on its way (as is, escaped by ``repr`` or JSON,
         percent-encoded, UTF-8 read as Latin-1, or cut: any run of :data:`PIECE` of its
         characters), then the secrets of every URL in it (userinfo, credential-named
         parameters: :func:`~leap_sync.wire.urls.redact_urls`)."""
-        if self._redactor is not None:
-            text = self._redactor(text)  # first: a token with a space would end a URL early
+        text = self.secrets(text)  # first: a token with a space would end a URL early
         return redact_urls(text)
 
     def carries_token(self, text: str) -> bool:

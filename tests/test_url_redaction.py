@@ -4,15 +4,24 @@ client's token wherever it stands in it. ``client.url`` itself stays as configur
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import traceback
 from typing import Any
 
 import pytest
 
 from leap_sync import ConnectionState, LeapClient, LeapConnectionError, StateInfo
+from leap_sync.connection.attempt import Endpoint
+from leap_sync.connection.proxy import parse_proxy_url
 from leap_sync.elstat import ElstatClient
 from leap_sync.testing import LeapEdgeServer
-from leap_sync.wire.urls import is_secret_param, redact_url, redact_urls
+from leap_sync.wire.secrets import Secrets, basic_credentials
+from leap_sync.wire.urls import is_secret_param, redact_url, redact_urls, url_secrets
 
 TOKEN = "leap_token_Q7hiddenvalue42"
 OTHER = "s3cr3t_not_the_token_77"
@@ -167,3 +176,235 @@ def test_redact_urls_around_a_redacted_token() -> None:
         "(Location: https://h/login?token=<redacted>) from h"
     )
     assert redact_urls("at ws://u:<redacted>@h/ws?key=k.") == "at ws://<redacted>@h/ws?key=<redacted>."
+
+
+# --- Every secret the client was given, wherever it shows (attack7) -----------------
+
+SECRET = "S3CRETX"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (f'url="ws://user:pa\'ss{SECRET}@h:1/ws" x', 'url="ws://<redacted>@h:1/ws" x'),
+        (f"url='ws://user:pa<ss{SECRET}@h:1/ws' x", "url='ws://<redacted>@h:1/ws' x"),
+        (f"wss://user:{SECRET}#1@h/ws", "wss://<redacted>@h/ws"),
+        (f"wss://user:{SECRET}/1@h/ws", "wss://<redacted>@h/ws"),
+        (f"https://user:{SECRET}?1@h", "https://<redacted>@h"),
+        (f"ws://user:p@{SECRET}@h/ws?x=1", "ws://<redacted>@h/ws?x=1"),
+        ("ws://h:80/a@b", "ws://<redacted>@b"),
+        ("'ws://h/ws' from a@b", "'ws://h/ws' from a@b"),
+    ],
+)
+def test_a_url_password_holding_any_character_is_redacted(text: str, shown: str) -> None:
+    assert redact_urls(text) == shown
+
+
+def test_url_secrets_are_the_password_and_credential_named_values() -> None:
+    url = "wss://user:S3%41CRETX#1@h/ws?api_key=K3Y%20S&encoding=json&token=tkn1#sig=f"
+    assert url_secrets(url) == ["S3%41CRETX#1", "S3ACRETX#1", "K3Y%20S", "K3Y S", "tkn1", "f"]
+    assert url_secrets("ws://h/ws?encoding=json") == []
+    assert url_secrets("ws://h/ws#access_token=frag") == ["frag"]
+
+
+def test_secrets_redact_a_proxy_password_and_its_basic_form() -> None:
+    secrets = Secrets()
+    secrets.add_credentials(("user", SECRET))
+    basic = basic_credentials("user", SECRET)
+    assert basic == "dXNlcjpTM0NSRVRY"
+    assert secrets(f"bad {basic} and {SECRET} and {SECRET.lower()}") == "bad <redacted> and <redacted> and s3cretx"
+    secrets.add("pw")  # too short to look for in free text
+    assert secrets("pw") == "pw"
+
+
+@pytest.mark.parametrize(
+    ("make", "url", "message"),
+    [
+        (lambda u: LeapClient("p", None, url=u), f"wss://user:{SECRET}#1@h/ws", "Leap Edge URL has a bad host or port"),
+        (lambda u: LeapClient("p", None, url=u), f"wss://user:{SECRET}/1@h/ws", "Leap Edge URL has a bad host or port"),
+        (ElstatClient, f"https://user:{SECRET}?1@h", "an Elstat URL has a bad host or port"),
+        (Endpoint.parse, f"ws://user:{SECRET}#1@h/ws", "URL port is not a number 1-65535"),
+        (Endpoint.parse, f"ws://user:{SECRET}@h:0/ws", "URL port 0 is not a port a connection can go to"),
+        (parse_proxy_url, f"http://user:{SECRET}#1@h:1", "proxy URL has a bad host or port"),
+    ],
+)
+def test_a_url_error_names_the_url_redacted_never_urllibs_text(make: Any, url: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        make(url)
+    assert SECRET not in "".join(traceback.format_exception(caught.value))  # nor in a chained error
+    assert str(caught.value).startswith(message) and "<redacted>@h" in str(caught.value)
+
+
+def test_the_cli_shows_a_bad_url_redacted() -> None:
+    url = f"wss://user:{SECRET}?1@leap.example/ws"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "LEAP_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "leap_sync", "listen", "--project", "p", "--tokenless", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == "leap-sync listen: Leap Edge URL has a bad host or port: 'wss://<redacted>@leap.example/ws'"
+    )
+
+
+class Refuser:
+    """A raw HTTP peer on 127.0.0.1 answering every request with ``reply(request)``
+    (a status line and reason): a proxy or a websocket endpoint that quotes what it got."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, name="refuser", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with sock:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = sock.recv(4096)
+                    if not data:
+                        break
+                    request += data
+                sock.sendall(f"HTTP/1.1 {self.reply(request.decode())}\r\nContent-Length: 0\r\n\r\n".encode())
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(TIMEOUT)
+
+
+def _header(request: str, name: str) -> str:
+    found = [line.split(":", 1)[1].strip() for line in request.split("\r\n") if line.lower().startswith(name + ":")]
+    return found[0] if found else ""
+
+
+def _shown_by_failed_connect(client: Any, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Everything a failed connect shows: the error, the state's, the log and the repr."""
+    shown = [repr(client)]
+    with caplog.at_level(logging.DEBUG):
+        try:
+            with pytest.raises(LeapConnectionError) as caught:
+                client.connect(timeout=TIMEOUT)
+            shown += [str(caught.value), repr(client.state), str(client.state.error)]
+        finally:
+            client.close()
+    return shown + [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.parametrize("echo", ["basic", "plain"])
+@pytest.mark.parametrize("where", ["explicit", "environment"])
+def test_a_proxy_refusal_quoting_the_proxy_password_shows_none(
+    echo: str, where: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def reply(request: str) -> str:
+        quoted = _header(request, "proxy-authorization") if echo == "basic" else f"password {SECRET} for user"
+        return f"407 bad credentials {quoted}"
+
+    proxy = Refuser(reply)
+    try:
+        if where == "explicit":
+            options: dict[str, Any] = {"http_proxy_host": "127.0.0.1", "http_proxy_port": proxy.port}
+            options["http_proxy_auth"] = ("user", SECRET)
+        else:
+            monkeypatch.setenv("http_proxy", f"http://user:{SECRET}@127.0.0.1:{proxy.port}")
+            options = {}
+        client = LeapClient("p", None, url="ws://leap.example.test/ws", backoff=None, **options)
+        shown = _shown_by_failed_connect(client, caplog)
+    finally:
+        proxy.close()
+    expected = "bad credentials Basic <redacted>" if echo == "basic" else "password <redacted> for user"
+    assert expected in shown[1]
+    basic = basic_credentials("user", SECRET)
+    assert [line for line in shown if SECRET in line or basic in line] == []
+
+
+def test_a_bad_environment_proxy_url_shows_no_password(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", f"http://user:{SECRET}#1@127.0.0.1:1")
+    client = LeapClient("p", None, url="ws://leap.example.test/ws")
+    shown = _shown_by_failed_connect(client, caplog)
+    assert shown[1] == (
+        "could not connect: bad proxy setting in the environment: "
+        "proxy URL has a bad host or port: 'http://<redacted>@127.0.0.1:1'"
+    )
+    assert [line for line in shown if SECRET in line] == []
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:{port}/ws?api_key=K3YSECRET", "ws://u:K3YSECRET@127.0.0.1:{port}/ws"])
+def test_a_server_refusal_quoting_a_url_secret_shows_none(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    server = Refuser(lambda request: "401 invalid key K3YSECRET")
+    try:
+        client = LeapClient("p", TOKEN, url=url.format(port=server.port))
+        shown = _shown_by_failed_connect(client, caplog)
+    finally:
+        server.close()
+    assert (
+        shown[1]
+        == f"could not connect: websocket upgrade refused: HTTP 401 invalid key <redacted> from 127.0.0.1:{server.port}"
+    )
+    assert [line for line in shown if "K3YSECRET" in line] == []
+
+
+def test_an_elstat_refusal_quoting_a_url_or_proxy_secret_shows_none(caplog: pytest.LogCaptureFixture) -> None:
+    server = Refuser(lambda request: f"401 invalid key K3YSECRET and {SECRET}")
+    try:
+        client = ElstatClient(
+            f"http://127.0.0.1:{server.port}/?token=K3YSECRET",
+            http_proxy_host="127.0.0.1",
+            http_proxy_port=server.port,
+            http_proxy_auth=("user", SECRET),
+        )
+        shown = _shown_by_failed_connect(client, caplog)
+    finally:
+        server.close()
+    assert "407" not in shown[1] and "invalid key <redacted> and <redacted>" in shown[1]
+    assert [line for line in shown if "K3YSECRET" in line or SECRET in line] == []
+
+
+def test_a_quoted_url_password_shows_in_no_repr_or_record(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = LeapClient("p", None, url=f"ws://user:pa'ss{SECRET}@127.0.0.1:{port}/ws")
+    shown = _shown_by_failed_connect(client, caplog)
+    url = f"ws://<redacted>@127.0.0.1:{port}/ws?encoding=json&compression=none"
+    assert shown[0] == f"<LeapClient project_id='p' state=idle url='{url}' token=none>"
+    assert any("connecting" in line and "<redacted>@127.0.0.1" in line for line in shown)
+    assert [line for line in shown if SECRET in line] == []
+
+
+def test_a_refusal_quoting_a_credential_header_shows_none(caplog: pytest.LogCaptureFixture) -> None:
+    server = Refuser(lambda request: f"401 bad {_header(request, 'authorization')} / {_header(request, 'x-api-key')}")
+    try:
+        header = {"Authorization": "Bearer B34RERSECRET", "X-Api-Key": "APIK3YSECRET", "X-Trace": "trace-1"}
+        client = LeapClient("p", None, url=f"ws://127.0.0.1:{server.port}/ws", header=header)
+        shown = _shown_by_failed_connect(client, caplog)
+    finally:
+        server.close()
+    refused = "could not connect: websocket upgrade refused: HTTP 401 bad <redacted> / <redacted>"
+    assert shown[1] == f"{refused} from 127.0.0.1:{server.port}"
+    assert [line for line in shown if "B34RERSECRET" in line or "APIK3YSECRET" in line] == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Authorization: Bearer B34RERSECRET\r\nX: 1", "malformed header line named 'Authorization'"),
+        ("Bearer B34RERSECRET", "malformed header line named \"(no ':')\""),
+    ],
+)
+def test_a_malformed_header_line_is_named_without_its_value(line: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        LeapClient("p", None, header=[line])
+    assert str(caught.value) == message

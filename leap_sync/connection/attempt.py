@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import LeapConnectionError
+from ..wire.secrets import Secrets
 from ..wire.urls import redact_url
 from .wakeup import Wakeup
 
@@ -43,15 +44,21 @@ class Endpoint:
         naming the URL with its secrets redacted (:func:`~leap_sync.wire.urls.redact_url`)."""
         if not isinstance(url, str):
             raise TypeError(f"a URL is a str, not {type(url).__name__}")
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError:  # "Invalid IPv6 URL"
+            raise ValueError(f"not a ws:// or wss:// URL with a host: {redact_url(url)!r}") from None
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"not a ws:// or wss:// URL with a host: {redact_url(url)!r}")
         if not parts.hostname.isprintable() or " " in parts.hostname:
             raise ValueError(f"URL host holds a space or control character: {redact_url(url)!r}")
         secure = parts.scheme == "wss"
-        port = parts.port  # raises ValueError when out of range
+        try:
+            port = parts.port  # raises ValueError when out of range
+        except ValueError:  # urllib's text may quote the password: never shown
+            raise ValueError(f"URL port is not a number 1-65535: {redact_url(url)!r}") from None
         if port == 0:
-            raise ValueError(f"URL port 0 is not a port a connection can go to: {url!r}")
+            raise ValueError(f"URL port 0 is not a port a connection can go to: {redact_url(url)!r}")
         if port is None:
             port = 443 if secure else 80
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -75,9 +82,10 @@ class Attempt:
         self, timeout: float, stop: threading.Event, wakeup: Wakeup, redact: Callable[[str], str] = str
     ) -> None:
         self.timeout = timeout
-        self.redact = redact
-        """Applied to the server's text (HTTP status, headers) before an error quotes
-        and shortens it."""
+        self._redact = redact
+        self.secrets = Secrets()
+        """Secrets this attempt learnt (an environment proxy's credentials, when the
+        attempt chooses it): :meth:`redact` removes them too."""
         self.deadline = time.monotonic() + timeout
         self.stop = stop
         self.wakeup = wakeup
@@ -85,6 +93,11 @@ class Attempt:
         self.host = ""
         self.resolving = False
         """Whether the thread is inside ``getaddrinfo()`` right now (uninterruptible)."""
+
+    def redact(self, text: str) -> str:
+        """Applied to the server's text (HTTP status, headers) before an error quotes
+        and shortens it: the attempt's :attr:`secrets`, then the client's ``redact``."""
+        return self._redact(self.secrets(text))
 
     def expired_error(self) -> LeapConnectionError:
         """The error for an attempt past its deadline, naming the phase it was in."""

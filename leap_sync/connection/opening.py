@@ -343,6 +343,8 @@ def open_socket(
         except ValueError as exc:
             attempt.phase = "proxy"
             raise _error(attempt, f"bad proxy setting in the environment: {exc}") from None
+        if chosen is not None:  # an environment proxy's credentials become known here
+            attempt.secrets.add_credentials(chosen.auth)
         target = chosen or Proxy("direct", endpoint.host, endpoint.port)
         infos = _resolve(target.host, target.port, attempt)
         early = b""

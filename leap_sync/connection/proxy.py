@@ -27,6 +27,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from ..wire.urls import redact_url
+
 __all__ = ["PROXY_TYPES", "Proxy", "bypassed", "choose_proxy", "parse_proxy_url"]
 
 PROXY_TYPES = ("http", "socks4", "socks4a", "socks5", "socks5h")
@@ -58,7 +60,11 @@ def parse_proxy_url(url: str) -> Proxy:
     or a port out of range or 0 (never taken to mean the default port)."""
     if "://" not in url:
         url = "http://" + url
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when not a number or out of range
+    except ValueError:  # urllib's text may quote the password: never shown
+        raise ValueError(f"proxy URL has a bad host or port: {redact_url(url)!r}") from None
     scheme = parts.scheme.lower()
     if scheme not in PROXY_TYPES:
         raise ValueError(f"unsupported proxy scheme {scheme!r} (supported: {', '.join(PROXY_TYPES)})")

@@ -28,7 +28,8 @@ from ..errors import LeapConnectionError
 from ..log import AnyLogger, Logger, as_logger
 from ..state import StateInfo
 from ..wire.close import CloseAction
-from ..wire.urls import redact_url, redact_urls
+from ..wire.secrets import Secrets, header_secrets
+from ..wire.urls import redact_url, redact_urls, url_secrets
 from .protocol import CloseCode, DataEvent, IncidentEvent, Op
 from .requests import Requests
 from .session import ElstatResult, ElstatSession
@@ -47,11 +48,14 @@ def streaming_url(url: str) -> str:
     for a URL that is not a ``str`` and ``ValueError`` for one that is not usable."""
     if not isinstance(url, str):
         raise TypeError(f"an Elstat URL is a str, not {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # urllib's text may quote the password: never shown
+        raise ValueError(f"an Elstat URL has a bad host or port: {redact_url(url)!r}") from None
     schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"an Elstat URL is http(s):// or ws(s):// with a host, not {redact_url(url)!r}")
-    parts.port  # noqa: B018 - raises ValueError for a port out of range
     path = parts.path.rstrip("/")
     if not path.endswith("/api/streaming"):
         path += "/api/streaming"
@@ -95,14 +99,27 @@ class ElstatClient:
         if ssl_context is not None:
             sslopt = dict(sslopt or {}, context=ssl_context)
         self._ping = ping
-        self._core = ConnectionCore(
-            _ElstatHandler(self),
-            url=streaming_url(url),
-            options=ConnectOptions(sslopt=sslopt, max_message_size=max_message_size, **options),
-            logger=self._logger,
-            backoff=backoff,
-            clock=clock,
-        )
+        # Every secret the client knows: the URL's, an explicit proxy's (an
+        # environment proxy's is added when the connection chooses it).
+        self._secrets = Secrets(*url_secrets(url)) if isinstance(url, str) else Secrets()
+        connect_options = ConnectOptions(sslopt=sslopt, max_message_size=max_message_size, **options)
+        self._secrets.add_credentials(connect_options.proxy.auth if connect_options.proxy else None)
+        for secret in header_secrets(connect_options.headers):
+            self._secrets.add(secret)
+        try:
+            self._core = ConnectionCore(
+                _ElstatHandler(self),
+                url=streaming_url(url),
+                options=connect_options,
+                logger=self._logger,
+                backoff=backoff,
+                clock=clock,
+            )
+        except ValueError as exc:  # it may name the URL: never with a secret in it
+            shown = self._redact(str(exc))
+            if shown != str(exc):
+                raise ValueError(shown) from None
+            raise
         self._lock = self._core.lock
         self._calls = Requests(self._core)
         self._wanted = self._calls.wanted  # the same dict
@@ -264,10 +281,10 @@ class ElstatClient:
         )
 
     def _scrub(self, error: LeapConnectionError) -> LeapConnectionError:
-        return scrub_error(error, redact_urls)  # no token: only what a URL may carry
+        return scrub_error(error, self._redact)  # no token: what a URL or a proxy may carry
 
     def _redact(self, text: str) -> str:
-        return redact_urls(text)
+        return redact_urls(self._secrets(text))
 
 
 class _ElstatHandler:

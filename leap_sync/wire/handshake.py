@@ -127,7 +127,8 @@ def validate_headers(header: Mapping[str, str] | Iterable[str] | None) -> list[s
             raise ValueError(f"header lines must be strings, not {type(line).__name__}")
         name, sep, _ = line.partition(":")
         if not sep or not name.strip() or name != name.strip() or any(c in line for c in "\r\n\0"):
-            raise ValueError(f"malformed header line {line[:60]!r}")
+            shown = name[:60] if sep else "(no ':')"  # the value may be a credential: never shown
+            raise ValueError(f"malformed header line named {shown!r}")
     return lines
 
 

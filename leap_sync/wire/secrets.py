@@ -6,11 +6,16 @@ with them from their logs. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import threading
 import urllib.parse
+from collections.abc import Iterable
 
-__all__ = ["PIECE", "REDACTED", "TokenRedactor"]
+from .urls import is_secret_param
+
+__all__ = ["MIN_SECRET", "PIECE", "REDACTED", "Secrets", "TokenRedactor", "basic_credentials", "header_secrets"]
 
 REDACTED = "<redacted>"
 
@@ -100,3 +105,82 @@ def _without_pieces(text: str, token: str, mark: str) -> str:
             text = text[:left] + mark + text[right:]
             found = text.find(window)
     return text
+
+
+MIN_SECRET = 4
+"""The shortest secret :class:`Secrets` looks for in free text: a shorter one (a
+password ``"pw"``) would turn every such run of letters in a message into the mark.
+Inside a URL it is redacted all the same (:mod:`leap_sync.wire.urls`)."""
+
+
+def basic_credentials(user: str, password: str) -> str:
+    """The value of HTTP Basic authentication for ``user`` and ``password``: the base64
+    of ``user:password`` in UTF-8 (as ``Proxy-Authorization: Basic ...`` carries it)."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def header_secrets(lines: Iterable[str]) -> list[str]:
+    """The credentials in extra request headers (``"Name: value"`` lines): the value
+    of ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and of every header
+    named like a credential (``X-Auth-Token``, ``X-Api-Key``: :func:`is_secret_param`),
+    whole and its last word (``Bearer <credential>``)."""
+    found = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if value and (name in _CREDENTIAL_HEADERS or is_secret_param(name)):
+            found += [value, value.split()[-1]]
+    return list(dict.fromkeys(found))
+
+
+class Secrets:
+    """Every secret a client knows (its token, a proxy password and its Basic form, a
+    URL's userinfo password, the values of a URL's credential-named parameters):
+    ``secrets(text)`` is ``text`` with each replaced by :data:`REDACTED` in every form a
+    :class:`TokenRedactor` knows, the longest secret first. Secrets are added at
+    construction and when an environment proxy is chosen (:meth:`add` may be called
+    from any thread; a call sees the secrets added before it). Secrets shorter than
+    :data:`MIN_SECRET` characters are not looked for."""
+
+    __slots__ = ("_lock", "_redactors")
+
+    def __init__(self, *secrets: str | None) -> None:
+        self._lock = threading.Lock()
+        self._redactors: tuple[TokenRedactor, ...] = ()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Look for ``secret`` from now on (``None``, an empty or a short one, or one
+        already held, changes nothing)."""
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET:
+            return
+        with self._lock:
+            if any(redactor.token == secret for redactor in self._redactors):
+                return
+            redactors = [*self._redactors, TokenRedactor(secret)]
+            self._redactors = tuple(sorted(redactors, key=lambda r: len(r.token), reverse=True))
+
+    def add_credentials(self, auth: tuple[str, str] | None) -> None:
+        """Look for a proxy's ``(user, password)``: the password and the Basic value
+        of both (:func:`basic_credentials`); the user name is not a secret."""
+        if auth is None:
+            return
+        user, password = auth
+        self.add(password)
+        if password:
+            self.add(basic_credentials(user, password))
+
+    def __bool__(self) -> bool:
+        return bool(self._redactors)
+
+    def __call__(self, text: str) -> str:
+        for redactor in self._redactors:
+            text = redactor(text)
+        return text
+
+    def __repr__(self) -> str:
+        return f"<Secrets count={len(self._redactors)}>"

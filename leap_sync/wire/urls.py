@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-__all__ = ["REDACTED", "is_secret_param", "redact_url", "redact_urls"]
+__all__ = ["REDACTED", "is_secret_param", "redact_url", "redact_urls", "url_secrets"]
 
 REDACTED = "<redacted>"
 
@@ -40,7 +40,7 @@ _SECRET_NAMES = frozenset(
 )
 _SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "key", "auth", "signature", "credential", "credentials")
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://(?:<redacted>|[^\s'\"<>\\])*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^\s@]*@)?(?:<redacted>|[^\s'\"<>\\])*")
 _TRAILING = ").,;:!?]}"
 
 
@@ -69,20 +69,70 @@ def redact_url(url: str, mark: str = REDACTED) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
+    userinfo, rest = _userinfo(rest)
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
-    if "@" in netloc:
-        netloc = mark + netloc[netloc.rindex("@") :]
+    if userinfo is not None:
+        netloc = f"{mark}@{netloc}"
     before, hash_, fragment = tail.partition("#")
     path, question, query = before.partition("?")
     tail = path + question + _redact_params(query, mark) + hash_ + _redact_params(fragment, mark)
     return f"{scheme}{sep}{netloc}{tail}"
 
 
+def _userinfo(rest: str) -> tuple[str | None, str]:
+    """``rest`` (a URL after ``scheme://``) as its userinfo (``None`` without one) and
+    what follows the ``@``. A password may hold an unencoded ``/``, ``?``, ``#`` or
+    ``@``: the userinfo ends at the last ``@`` before the first ``/``, ``?`` or ``#``
+    that follows the first ``@``. An ``@`` after a ``/``, ``?`` or ``#`` is a path's
+    (``ws://host/a@b``) unless a ``:`` comes before that character (``user:pa/ss@host``:
+    a port is never a password shown, so ``host:80/a@b`` is redacted too)."""
+    first = rest.find("@")
+    if first < 0:
+        return None, rest
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if cut < first and ":" not in rest[:cut]:
+        return None, rest  # ws://host/a@b: an "@" in the path, no password before it
+    end = min((i for i in (rest.find(c, first) for c in "/?#") if i >= 0), default=len(rest))
+    last = rest.rindex("@", 0, end)
+    return rest[:last], rest[last + 1 :]
+
+
+def _params(params: str) -> list[str]:
+    """The values (as written and percent-decoded) of the credential-named parameters
+    in ``params``."""
+    found = []
+    for piece in re.split(r"[&;]", params):
+        name, _, value = piece.partition("=")
+        if value and is_secret_param(name):
+            found += [value, urllib.parse.unquote_plus(value), urllib.parse.unquote(value)]
+    return found
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets ``url`` carries, for redaction where they show outside it (a
+    server quoting them): its userinfo password and the values of its credential-named
+    query and fragment parameters (:func:`is_secret_param`), each as written and
+    percent-decoded; no duplicates. Never raises for a ``str``."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        rest = url
+    userinfo, rest = _userinfo(rest)
+    found = []
+    if userinfo is not None and ":" in userinfo:
+        password = userinfo.partition(":")[2]
+        found += [password, urllib.parse.unquote(password)]
+    before, _, fragment = rest.partition("#")
+    found += _params(before.partition("?")[2]) + _params(fragment)
+    return list(dict.fromkeys(secret for secret in found if secret))
+
+
 def redact_urls(text: str) -> str:
     """``text`` with every URL in it (``scheme://...`` up to a space, a quote, ``<``,
     ``>`` or a backslash, a ``<redacted>`` already there included; closing punctuation
-    at its end left out) shown by :func:`redact_url`."""
+    at its end left out) shown by :func:`redact_url`. A userinfo (anything but
+    whitespace up to an ``@``) is taken whole, whatever it holds: a password with a
+    quote, ``<`` or ``#`` in it never ends the URL early."""
     if "://" not in text:
         return text
     return _URL.sub(_redact_match, text)
