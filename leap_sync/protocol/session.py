@@ -59,6 +59,10 @@ class _Request:
     number: int
     kind: bool | None
     count: int = 1
+    orphan: bool = False
+    """A SUBSCRIBE whose caller gave up (:meth:`ClientSession.release`): still matched,
+    so its late answer is never taken for a push, but never made to hold an answer a
+    live call could take."""
 
 
 class SessionState(enum.Enum):
@@ -166,19 +170,16 @@ class ClientSession:
         return self._requests
 
     def release(self, channel_id: str, request: int) -> bool:
-        """Forget request ``request`` (a SUBSCRIBE of ``channel_id`` whose caller gave
-        up): the next answer for the channel goes to the request behind it, so a retry
-        is never handed an abandoned request's place. Its answer, should it still come,
-        is then a push (it still tells the channel's state). ``False`` if it was
-        answered (or released) already."""
-        queue = self._pending.get(channel_id)
-        if not queue:
-            return False
-        for index, entry in enumerate(queue):
-            if entry.number == request and entry.kind is not None:
-                del queue[index]
-                if not queue:
-                    del self._pending[channel_id]
+        """Mark request ``request`` (a SUBSCRIBE of ``channel_id`` whose caller gave up)
+        an orphan. It stays in matching, so its late answer is an answer (to nobody),
+        never taken for a server push; but it never holds an answer from a live
+        SUBSCRIBE behind it: an AVAILABLE goes to the oldest live SUBSCRIBE (the
+        channel is subscribed either way), a refusal to the oldest orphan (the live
+        call keeps waiting for the next answer; see :meth:`_match`). ``False`` if it
+        was answered (or released) already."""
+        for entry in self._pending.get(channel_id, ()):
+            if entry.number == request and entry.kind and not entry.orphan:
+                entry.orphan = True
                 return True
         return False
 
@@ -199,6 +200,14 @@ class ClientSession:
           ahead of it (refusable frames before it were accepted);
         - anything else is a push (another connection of the session unsubscribed, a
           channel went away).
+
+        Orphans (released SUBSCRIBEs) are matched like any request, with one
+        exception: when the answer would go to an orphan while a live SUBSCRIBE of the
+        channel waits behind it, an AVAILABLE goes to the oldest live SUBSCRIBE (which
+        is right whichever request it answers: the channel is subscribed) and leaves
+        the orphan in place for the next answer; a refusal goes to the orphan (the
+        live call waits on for its own answer; should none come before it gives up, it
+        may report this refusal).
         """
         if channel_id is None:
             return None
@@ -215,6 +224,12 @@ class ClientSession:
         found = next((i for i, entry in enumerate(queue) if entry.kind in wanted), None)
         if found is None or (unavailable is not None and unavailable.graceful and queue[found].kind):
             return None
+        if isinstance(event, AvailableEvent) and queue[found].orphan:
+            live = next((i for i in range(found + 1, len(queue)) if queue[i].kind and not queue[i].orphan), None)
+            if live is not None:
+                request = queue[live].number
+                del queue[live]
+                return request
         for _ in range(found):
             queue.popleft()  # accepted, or never to be answered
         entry = queue[0]
