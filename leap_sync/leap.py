@@ -271,8 +271,15 @@ class LeapHandler:
         """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: should the server
         refuse it (UNAVAILABLE ``UNKNOWN``: not subscribed, perhaps dropped while the
         frame was in flight), the refusal answers this frame, never a ``subscribe()``
-        sent after it."""
-        session.expect_refusal(channel_id)
+        sent after it. (Under the connection's lock, right before the frame is queued:
+        its number in write order is the transport's next.)"""
+        live = self.core.live
+        if live is not None and live.session is session:
+            transport = live.transport
+            session.write_order = transport.written_before
+            session.expect_refusal(channel_id, transport.queued_data + 1)
+        else:
+            session.expect_refusal(channel_id)
 
     def release(self, session: Any, channel_id: str, request: int) -> ChannelUnavailableError | None:
         """(A ``subscribe()`` call that gave up.) Make its request an orphan in answer

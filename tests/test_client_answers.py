@@ -868,3 +868,76 @@ def leap_serve(peer: Peer) -> None:
     peer.hello()
     peer.expect_identify()
     peer.json(init_frame("c1", scope="noauth"))
+
+
+def _next_dispatch(peer: Peer, beats: list[int]) -> tuple[str, str]:
+    """The next dispatch frame ``(event, channel)``, acknowledging heartbeats on the
+    way (counted in ``beats``)."""
+    while True:
+        frame = peer.read_json()
+        if frame.get("op") == 3:
+            peer.json({"op": 4})
+            beats.append(1)
+        elif frame.get("op") == 0:
+            return frame["d"]["e"], frame["d"]["c"]
+
+
+def test_a_heartbeat_acknowledged_after_a_message_fences_its_refusal() -> None:
+    """subscribe("room") (granted), send_message("room") (accepted: no answer), then the
+    server acknowledges a heartbeat written after the message, and the channel goes
+    away; subscribe("room") is refused UNAVAILABLE UNKNOWN. The message can no longer
+    be refused (a refusal would have come before the acknowledgement): the refusal is
+    the call's, raised at once (before the fix the message still counted as in flight
+    and took the refusal: the call waited its whole timeout)."""
+    beats: list[int] = []
+    acked = threading.Event()
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello(interval_ms=200)
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        assert _next_dispatch(peer, beats) == ("SUBSCRIBE", "room")
+        peer.json(_available("room"))
+        assert _next_dispatch(peer, beats) == ("MESSAGE", "room")
+        del beats[:]
+        while not beats:  # a heartbeat written after the message, acknowledged
+            frame = peer.read_json()
+            if frame.get("op") == 3:
+                peer.json({"op": 4})
+                beats.append(1)
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True, "error_code": None}}})
+        acked.set()
+        assert _next_dispatch(peer, beats) == ("SUBSCRIBE", "room")
+        peer.json(_refusal("room", "UNKNOWN"))
+        with contextlib.suppress(Exception):  # keep acknowledging until the client leaves
+            while not peer.stop.is_set():
+                _next_dispatch(peer, beats)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        assert client.subscribe("room", timeout=5).id == "room"
+        client.send_message("room", "chat", {"n": 1})
+        assert acked.wait(10)
+        gone = events.get(timeout=5)  # (after the acknowledgement, in wire order)
+        assert isinstance(gone, UnavailableEvent) and gone.graceful
+        with pytest.raises(ChannelUnavailableError) as refused:
+            client.subscribe("room", timeout=3)
+        assert refused.value.error_code == "UNKNOWN"
+        assert events.qsize() == 0  # before the fix: the refusal went there, as the message's
+        assert client.subscriptions == ()
+        assert hostile.errors == []
+
+
+def test_an_answer_to_a_later_request_of_another_channel_fences_a_message() -> None:
+    """The sans-I/O rule: an answer to a request queued after a refusable frame, on any
+    channel, settles that frame (accepted)."""
+    codec = Codec("json")
+    session = ClientSession(PROJECT, None, codec)
+    session.receive([codec.encode(frames.hello(30000)), codec.encode(frames.server_frame(_INIT))], 0.0)
+    session.expect_refusal("room")
+    other = session.expect_answer("other", True)
+    subscribe = session.expect_answer("room", True)
+    assert _answers(session, AvailableEvent("other", Channel("other", PROJECT))) == [other]
+    assert _answers(session, UnavailableEvent("room", False, "UNKNOWN")) == [subscribe]
