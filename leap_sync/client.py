@@ -282,13 +282,18 @@ class LeapClient:
 
         Answers are matched to requests in the order they were sent, per channel, so
         an UNAVAILABLE answering an earlier :meth:`unsubscribe` never fails this call.
-        A call that gives up (a timeout) frees its place: a retry is answered by the
-        next answer for the channel, never left behind the abandoned request. The
-        abandoned request's answer, if the server still sends it, is the server's word
-        on the channel and updates :attr:`subscriptions` like any other (an AVAILABLE:
-        the server did subscribe, so the channel is listed; call :meth:`unsubscribe`
-        if it is no longer wanted). The subscription is remembered: after a reconnect
-        the client subscribes again if the server did not keep it.
+        A call that gives up (a timeout) leaves its request in matching as an orphan:
+        its late answer, if the server still sends it, is known as that request's
+        (not a server push), so it never undoes a later :meth:`unsubscribe`; otherwise
+        it updates :attr:`subscriptions` like any answer (an AVAILABLE with no
+        unsubscribe since: the server did subscribe, so the channel is listed). A
+        retry is never left behind the orphan: it takes the first AVAILABLE for the
+        channel (subscribed either way); a refusal while an orphan is outstanding is
+        the orphan's, and the retry waits on for the next answer; if none comes
+        within its timeout (the server never answered the orphan), it raises that
+        refusal (:class:`ChannelUnavailableError`) instead of a timeout. The
+        subscription is remembered: after a reconnect the client subscribes again if
+        the server did not keep it.
         """
         _check_id(channel_id, "channel_id")
         timeout = check_timeout(timeout)
@@ -315,7 +320,12 @@ class LeapClient:
             self._core.log.debug("subscribe", {"channel": channel_id})
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not waiter.wait(remaining):
-                raise LeapTimeoutError(f"no answer to SUBSCRIBE {channel_id!r} within {timeout:g} s")
+                refusals = [self._handler.release(session, channel_id, request) for session, request in requests]
+                refusal = next((r for r in refusals if r is not None), None)
+                if not waiter.done:  # (else answered right as it gave up: that answer stands)
+                    if refusal is not None:
+                        raise refusal  # the only answer that came: perhaps its own
+                    raise LeapTimeoutError(f"no answer to SUBSCRIBE {channel_id!r} within {timeout:g} s")
         finally:
             for session, request in requests:
                 if not waiter.done:  # gave up: free the request's place

@@ -110,6 +110,9 @@ class LeapHandler:
         self.lock = lock
         self.core: ConnectionCore = None  # type: ignore[assignment]
         self.waiters: dict[tuple[int, int], tuple[str, Future]] = {}
+        # Per waiting call, a refusal its channel got while it waited that went to an
+        # abandoned request ahead of it (reported should the call time out).
+        self.refusals: dict[tuple[int, int], ChannelUnavailableError] = {}
         self.subscriptions: dict[str, None] = {}
         self.unsubscribing: dict[str, None] = {}  # unsubscribed by a call, not yet answered
         self.generation = 0  # connections set up (on_connected)
@@ -138,6 +141,9 @@ class LeapHandler:
                 self._track(answer, answered=True)
                 with self.lock:
                     entry = self.waiters.pop((session_id, event.request), None)
+                    self.refusals.pop((session_id, event.request), None)
+                    if entry is None and isinstance(answer, UnavailableEvent) and not answer.graceful:
+                        self._refused_meanwhile(session_id, answer)
                 if entry is None:
                     placed.append((before, answer))
                     events.append(answer)  # nobody waits (a timed-out call, an unsubscribe, a resubscription)
@@ -159,6 +165,16 @@ class LeapHandler:
             core.registry.feed(CHANNEL_EVENTS, events)
         if (result.messages or events) and core.registry.references(ARRIVALS):
             core.feed_arrivals(in_arrival_order(result.messages, placed))
+
+    def _refused_meanwhile(self, session_id: int, answer: UnavailableEvent) -> None:
+        """(Under :attr:`lock`.) A refusal that answered an abandoned SUBSCRIBE: the
+        live ``subscribe()`` calls of its channel keep waiting for their own answer,
+        and report this refusal if none comes (the server may never answer the
+        abandoned request, so this may have been theirs)."""
+        code = self.redact(answer.error_code) if answer.error_code is not None else None
+        for key, (channel_id, _waiter) in self.waiters.items():
+            if key[0] == session_id and channel_id == answer.channel_id:
+                self.refusals[key] = ChannelUnavailableError(channel_id, code, graceful=False)
 
     def _track(self, event: Any, answered: bool = False) -> None:
         """Keep :attr:`subscriptions` as the server's AVAILABLE/UNAVAILABLE left them.
@@ -272,18 +288,30 @@ class LeapHandler:
         """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id``: should the server
         refuse it (UNAVAILABLE ``UNKNOWN``: not subscribed, perhaps dropped while the
         frame was in flight), the refusal answers this frame, never a ``subscribe()``
-        sent after it."""
-        session.expect_refusal(channel_id)
+        sent after it. (Under the connection's lock, right before the frame is queued:
+        its number in write order is the transport's next.)"""
+        live = self.core.live
+        if live is not None and live.session is session:
+            transport = live.transport
+            session.write_order = transport.written_before
+            session.expect_refusal(channel_id, transport.queued_data + 1)
+        else:
+            session.expect_refusal(channel_id)
 
-    def release(self, session: Any, channel_id: str, request: int) -> None:
-        """(A ``subscribe()`` call that gave up.) Free its request in answer matching,
-        if ``session`` is still the live one (else it ended with its connection)."""
+    def release(self, session: Any, channel_id: str, request: int) -> ChannelUnavailableError | None:
+        """(A ``subscribe()`` call that gave up.) Make its request an orphan in answer
+        matching (:meth:`ClientSession.release`), if ``session`` is still the live one
+        (else it ended with its connection). Returns the refusal its channel got while
+        it waited that went to an abandoned request ahead of it, if any: the call
+        reports it rather than a timeout."""
         with self.lock:
             self.waiters.pop((id(session), request), None)
+            refusal = self.refusals.pop((id(session), request), None)
         live = self.core.live
         if live is not None and live.session is session:
             with live.lock:
                 leap_session(session).release(channel_id, request)
+        return refusal
 
     def on_connected(self, live: Live) -> None:
         session = leap_session(live.session)
@@ -333,6 +361,7 @@ class LeapHandler:
         with self.lock:
             waiters = list(self.waiters.values())
             self.waiters.clear()
+            self.refusals.clear()
         for _channel_id, waiter in waiters:
             waiter.fail(error)
 

@@ -19,6 +19,7 @@ from hostile import HostileServer, Peer, init_frame
 from leap_sync import (
     AvailableEvent,
     Backoff,
+    ChannelUnavailableError,
     ConnectionState,
     EventChannel,
     LeapClient,
@@ -391,12 +392,24 @@ def test_session_matching_rules() -> None:
     available = AvailableEvent("room", Channel("room", PROJECT))
     unknown = UnavailableEvent("room", False, "UNKNOWN")
     graceful = UnavailableEvent("room", True, None)
-    # a released SUBSCRIBE frees its place: the next answer goes to the retry
+    # a released SUBSCRIBE is an orphan: the first AVAILABLE goes to the retry, the
+    # next one to the orphan (an answer, not a push)
     lost = session.expect_answer("room", True)
     retry = session.expect_answer("room", True)
     assert session.release("room", lost)
     assert not session.release("room", lost)
-    assert _answers(session, available, available) == [retry, None]
+    assert _answers(session, available, available) == [retry, lost]
+    # a refusal while an orphan is outstanding is the orphan's; the retry takes the next
+    lost = session.expect_answer("room", True)
+    retry = session.expect_answer("room", True)
+    assert session.release("room", lost)
+    assert _answers(session, UnavailableEvent("room", False, "NOT_GRANTED"), available) == [lost, retry]
+    # an orphan's answer with no live SUBSCRIBE behind it is still its answer
+    lost = session.expect_answer("room", True)
+    session.release("room", lost)
+    unsubscribe = session.expect_answer("room", False)
+    assert _answers(session, available) == [lost]
+    assert _answers(session, graceful) == [unsubscribe]
     # a refusable frame's refusal never answers the SUBSCRIBE behind it
     message = session.expect_refusal("room")
     subscribe = session.expect_answer("room", True)
@@ -749,3 +762,182 @@ def test_an_available_push_after_an_unanswered_unsubscribe_is_the_servers_word()
         assert first_got == [("UNSUBSCRIBE", "room")]
         assert second_got == [("SUBSCRIBE", "other")]  # before the fix: UNSUBSCRIBE "room" first
         assert hostile.errors == []
+
+
+def _refusal(channel_id: str, code: str) -> dict[str, Any]:
+    return {"op": 0, "d": {"c": channel_id, "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": code}}}
+
+
+def _available(channel_id: str) -> dict[str, Any]:
+    return {"op": 0, "d": {"c": channel_id, "e": "AVAILABLE", "d": {"channel": _channel(channel_id)}}}
+
+
+def test_a_retry_is_not_handed_the_abandoned_requests_late_refusal() -> None:
+    """subscribe("room") times out; the retry's SUBSCRIBE follows; the server answers
+    both, in order: NOT_GRANTED (the first), AVAILABLE (the retry). The retry returns
+    the channel (before the fix it raised NOT_GRANTED while the channel ended
+    subscribed)."""
+
+    def script(peer: Peer) -> None:
+        leap_serve(peer)
+        assert _frames_of(peer, 2) == [("SUBSCRIBE", "room"), ("SUBSCRIBE", "room")]
+        peer.json(_refusal("room", "NOT_GRANTED"))
+        peer.json(_available("room"))
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        assert client.subscribe("room", timeout=5).id == "room"
+        refused = events.get(timeout=5)  # the abandoned request's answer, nobody's call
+        assert isinstance(refused, UnavailableEvent) and refused.error_code == "NOT_GRANTED"
+        assert client.subscriptions == ("room",)
+        assert hostile.errors == []
+
+
+def test_a_retry_whose_abandoned_request_is_never_answered_reports_the_refusal() -> None:
+    """subscribe("room") times out (the server never answers it); the retry's SUBSCRIBE
+    is refused NOT_GRANTED: the refusal is taken for the abandoned request's, the
+    retry waits on for another answer, and at its timeout raises that refusal."""
+
+    def script(peer: Peer) -> None:
+        leap_serve(peer)
+        assert _frames_of(peer, 2) == [("SUBSCRIBE", "room"), ("SUBSCRIBE", "room")]
+        peer.json(_refusal("room", "NOT_GRANTED"))
+        peer.drain(5)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        client.connect(wait=True, timeout=5)
+        with pytest.raises(LeapTimeoutError):
+            client.subscribe("room", timeout=0.5)
+        with pytest.raises(ChannelUnavailableError) as refused:
+            client.subscribe("room", timeout=1.0)
+        assert refused.value.error_code == "NOT_GRANTED" and not refused.value.graceful
+        assert client.subscriptions == ()
+        assert hostile.errors == []
+
+
+def test_a_late_answer_to_an_abandoned_subscribe_never_undoes_a_later_unsubscribe() -> None:
+    """subscribe("room") times out; unsubscribe("room") returns; the server then answers
+    the SUBSCRIBE (AVAILABLE: it was read before the UNSUBSCRIBE, which the server acts
+    on after it and, as it may, never answers) and drops the connection. The late
+    AVAILABLE is the abandoned request's answer, not a push: ``subscriptions`` stays
+    empty and connection 2 is not sent SUBSCRIBE "room" (before the fix it was: the
+    returned unsubscribe() was undone)."""
+    go = threading.Event()
+    second_got: list[tuple[str, str]] = []
+
+    def first(peer: Peer) -> None:
+        leap_serve(peer)
+        assert _frames_of(peer, 2) == [("SUBSCRIBE", "room"), ("UNSUBSCRIBE", "room")]
+        peer.json(_available("room"))
+        peer.message("marker", "after-available", 1)
+        go.wait(20)
+        peer.reset()
+
+    def second(peer: Peer) -> None:
+        leap_serve(peer)
+        second_got.extend(_frames_of(peer, 1))
+        peer.json(_available("other"))
+        peer.drain(5)
+
+    with HostileServer([first, second]) as hostile:
+        recorder = StateRecorder()
+        with LeapClient(PROJECT, url=hostile.url, backoff=_steady(0.2)) as client:
+            client.add_state_update_listener(recorder)
+            messages = client.message_event_channel()
+            client.connect(wait=True, timeout=5)
+            with pytest.raises(LeapTimeoutError):
+                client.subscribe("room", timeout=0.5)
+            client.unsubscribe("room")
+            assert messages.get(timeout=5).event_name == "after-available"
+            assert client.subscriptions == ()  # before the fix: ("room",)
+            go.set()
+            recorder.wait_count(CONNECTED, 2)
+            assert client.subscribe("other", timeout=5).id == "other"
+            assert client.subscriptions == ("other",)
+        assert second_got == [("SUBSCRIBE", "other")]  # before the fix: SUBSCRIBE "room" first
+        assert hostile.errors == []
+
+
+def leap_serve(peer: Peer) -> None:
+    """Upgrade, Hello, Identify, an empty tokenless INIT."""
+    peer.upgrade()
+    peer.hello()
+    peer.expect_identify()
+    peer.json(init_frame("c1", scope="noauth"))
+
+
+def _next_dispatch(peer: Peer, beats: list[int]) -> tuple[str, str]:
+    """The next dispatch frame ``(event, channel)``, acknowledging heartbeats on the
+    way (counted in ``beats``)."""
+    while True:
+        frame = peer.read_json()
+        if frame.get("op") == 3:
+            peer.json({"op": 4})
+            beats.append(1)
+        elif frame.get("op") == 0:
+            return frame["d"]["e"], frame["d"]["c"]
+
+
+def test_a_heartbeat_acknowledged_after_a_message_fences_its_refusal() -> None:
+    """subscribe("room") (granted), send_message("room") (accepted: no answer), then the
+    server acknowledges a heartbeat written after the message, and the channel goes
+    away; subscribe("room") is refused UNAVAILABLE UNKNOWN. The message can no longer
+    be refused (a refusal would have come before the acknowledgement): the refusal is
+    the call's, raised at once (before the fix the message still counted as in flight
+    and took the refusal: the call waited its whole timeout)."""
+    beats: list[int] = []
+    acked = threading.Event()
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.hello(interval_ms=200)
+        peer.expect_identify()
+        peer.json(init_frame("c1", scope="noauth"))
+        assert _next_dispatch(peer, beats) == ("SUBSCRIBE", "room")
+        peer.json(_available("room"))
+        assert _next_dispatch(peer, beats) == ("MESSAGE", "room")
+        del beats[:]
+        while not beats:  # a heartbeat written after the message, acknowledged
+            frame = peer.read_json()
+            if frame.get("op") == 3:
+                peer.json({"op": 4})
+                beats.append(1)
+        peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True, "error_code": None}}})
+        acked.set()
+        assert _next_dispatch(peer, beats) == ("SUBSCRIBE", "room")
+        peer.json(_refusal("room", "UNKNOWN"))
+        with contextlib.suppress(Exception):  # keep acknowledging until the client leaves
+            while not peer.stop.is_set():
+                _next_dispatch(peer, beats)
+
+    with HostileServer(script) as hostile, LeapClient(PROJECT, url=hostile.url) as client:
+        events = client.channel_event_channel()
+        client.connect(wait=True, timeout=5)
+        assert client.subscribe("room", timeout=5).id == "room"
+        client.send_message("room", "chat", {"n": 1})
+        assert acked.wait(10)
+        gone = events.get(timeout=5)  # (after the acknowledgement, in wire order)
+        assert isinstance(gone, UnavailableEvent) and gone.graceful
+        with pytest.raises(ChannelUnavailableError) as refused:
+            client.subscribe("room", timeout=3)
+        assert refused.value.error_code == "UNKNOWN"
+        assert events.qsize() == 0  # before the fix: the refusal went there, as the message's
+        assert client.subscriptions == ()
+        assert hostile.errors == []
+
+
+def test_an_answer_to_a_later_request_of_another_channel_fences_a_message() -> None:
+    """The sans-I/O rule: an answer to a request queued after a refusable frame, on any
+    channel, settles that frame (accepted)."""
+    codec = Codec("json")
+    session = ClientSession(PROJECT, None, codec)
+    session.receive([codec.encode(frames.hello(30000)), codec.encode(frames.server_frame(_INIT))], 0.0)
+    session.expect_refusal("room")
+    other = session.expect_answer("other", True)
+    subscribe = session.expect_answer("room", True)
+    assert _answers(session, AvailableEvent("other", Channel("other", PROJECT))) == [other]
+    assert _answers(session, UnavailableEvent("room", False, "UNKNOWN")) == [subscribe]

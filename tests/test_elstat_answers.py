@@ -311,3 +311,39 @@ def test_session_holds_an_empty_reply_until_the_wire_tells() -> None:
         (first, (A,), frozenset({A})),
         (second, (), frozenset({B})),
     ]
+
+
+def test_an_abandoned_request_never_holds_a_later_empty_reply(elstat: HoldingElstat, client: ElstatClient) -> None:
+    """subscribe([A]) times out: the server never answers it. Later calls naming only
+    channels the server does not have are answered at once with SUBSCRIBED []: each
+    returns [] (before the fix the empty reply was held for the abandoned request
+    too, for the whole connection: each later call timed out)."""
+    elstat.hold, elstat.lose = 1, True
+    client.connect(wait=True, timeout=5)
+    with pytest.raises(LeapTimeoutError):
+        client.subscribe([A], timeout=0.5)
+    assert client.subscribe(["status:gone"], timeout=5) == []
+    assert client.subscribe(["status:gone2"], timeout=5) == []
+    assert client.subscribe([B], timeout=5) == [B]
+    assert client.subscriptions == (B,)
+    assert _server_subscriptions(elstat) == {B}
+
+
+def test_session_answers_live_requests_first_past_an_abandoned_one() -> None:
+    session = ElstatSession(20.0, 20.0)
+    lost = session.expect_reply(Op.SUBSCRIBE, [A])
+    assert session.abandon(lost)
+    live = session.expect_reply(Op.SUBSCRIBE, [B])
+    result = session.receive([('{"op":1,"channels":[]}', False)], 0.0)
+    assert [(number, reply.channels) for number, reply, _ in result.replies] == [(live, ())]
+    # the abandoned request is still pending: its late reply is still its own
+    result = session.receive([('{"op":1,"channels":["status:a"]}', False)], 0.0)
+    assert [(number, reply.channels) for number, reply, _ in result.replies] == [(lost, (A,))]
+    # two live requests behind an abandoned one: an empty reply is held until a second
+    lost = session.expect_reply(Op.SUBSCRIBE, [A])
+    assert session.abandon(lost)
+    first = session.expect_reply(Op.SUBSCRIBE, [B])
+    second = session.expect_reply(Op.SUBSCRIBE, [C])
+    assert session.receive([('{"op":1,"channels":[]}', False)], 0.0).replies == []
+    result = session.receive([('{"op":1,"channels":[]}', False)], 0.0)
+    assert [number for number, _, _ in result.replies] == [first, second]

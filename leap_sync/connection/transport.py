@@ -152,6 +152,23 @@ class Transport:
             self._counters.sent_frame(len(frame))
         return item
 
+    @property
+    def queued_data(self) -> int:
+        """Non-urgent frames queued so far: the next one is number ``queued_data + 1``
+        (they are written in the order queued). Read it under the lock that orders
+        the queueing."""
+        return self._writer.queued_data
+
+    def written_before(self, number: int) -> int | None:
+        """How many non-urgent frames were written whole before urgent text/binary
+        frame ``number`` (1-based, in the order queued: the protocol's own frames,
+        heartbeats), if it was written and is among the latest few; else ``None``.
+        (The I/O thread.)"""
+        for urgent, written in self._writer.urgent_messages:
+            if urgent == number:
+                return written
+        return None
+
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a websocket ping (urgent; the peer's pong, like anything it sends,
         counts in :attr:`last_received`)."""

@@ -31,11 +31,12 @@ _DATA_OPCODES = (0x1, 0x2)  # text, binary
 class Outgoing:
     """A queued frame; :meth:`wait` blocks until it is written (or failed)."""
 
-    __slots__ = ("_done", "data", "error", "queued_at")
+    __slots__ = ("_done", "data", "error", "queued_at", "urgent")
 
-    def __init__(self, data: bytes, queued_at: float) -> None:
+    def __init__(self, data: bytes, queued_at: float, urgent: bool = True) -> None:
         self.data = data
         self.queued_at = queued_at
+        self.urgent = urgent
         self.error: LeapConnectionError | None = None
         self._done = threading.Event()
 
@@ -67,6 +68,15 @@ class FrameWriter:
         """Whether our close frame was written."""
         self.data_written = False
         """Whether a data frame (text or binary) was written whole."""
+        self.queued_data = 0
+        """Non-urgent frames queued so far (they are written in this order)."""
+        self.written_data = 0
+        """Non-urgent frames written whole so far."""
+        self.urgent_messages: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
+        """For the latest urgent text/binary frames written, in write order: ``(their
+        number among those frames, 1-based; how many non-urgent frames were written
+        before them)``: what the peer read before them (write order)."""
+        self._urgent_messages = 0
 
     # -- any thread --------------------------------------------------------------------
 
@@ -74,7 +84,7 @@ class FrameWriter:
         """Queue a formatted frame. Raises :class:`LeapConnectionError` once the
         connection is ending, after our close frame, or when urgent frames pile up
         (the peer is not reading: the caller should end the connection)."""
-        item = Outgoing(frame, time.monotonic())
+        item = Outgoing(frame, time.monotonic(), urgent)
         with self._lock:
             if self._closed is not None:
                 raise self._closed.with_message(f"cannot send: {self._closed}")
@@ -87,6 +97,7 @@ class FrameWriter:
                 raise LeapConnectionError("cannot send: the connection is closing")
             if not urgent:
                 self._data.append(item)
+                self.queued_data += 1
             elif len(self._urgent) < MAX_URGENT:
                 self._urgent.append(item)
             else:
@@ -141,6 +152,11 @@ class FrameWriter:
                         self.close_sent = True
                     elif opcode in _DATA_OPCODES:
                         self.data_written = True
+                        if not done.urgent:
+                            self.written_data += 1
+                        else:  # (pongs, pings, close frames are not text/binary)
+                            self._urgent_messages += 1
+                            self.urgent_messages.append((self._urgent_messages, self.written_data))
                     done.finish()
 
     def _next(self) -> Outgoing | None:

@@ -25,7 +25,11 @@ requests that name the same channel. So the session keeps them apart:
   the wire tells, i.e. until as many such replies wait as requests of that kind are
   pending (the others being answered by the replies naming their channels); then each
   of those requests is answered by one of them. So a request is never handed an
-  empty answer that was another's while its own confirmation follows.
+  empty answer that was another's while its own confirmation follows, unless the
+  other is abandoned: an abandoned request (which the server may never answer) never
+  holds a reply from a live call, so once as many such replies wait as live requests
+  of that kind are pending, the live ones are answered first (oldest first), then
+  abandoned ones, oldest first, with any left.
 
 Time comes in as an argument.
 """
@@ -155,10 +159,19 @@ class ElstatSession:
             index = next((i for i, request in enumerate(pending) if named <= request.claimed), None)
             settled.append(self._take(op, index, reply) if index is not None else (None, reply, frozenset()))
         held = self._empty[op]
-        if held and len(held) >= len(pending):
-            while pending:
-                settled.append(self._take(op, 0, held.pop(0)))
-            held.clear()
+        if held:
+            live = [request for request in pending if not request.abandoned]
+            if len(held) >= len(pending):
+                order = list(pending)
+            elif live and len(held) >= len(live):
+                # the others are abandoned (and perhaps never answered): live calls first
+                order = live + [request for request in pending if request.abandoned][: len(held) - len(live)]
+            else:
+                order = []
+            for request in order:
+                settled.append(self._take(op, pending.index(request), held.pop(0)))
+            if not pending:
+                held.clear()
         return settled
 
     def _take(self, op: Op, index: int, reply: Reply) -> tuple[int, Reply, frozenset[str]]:

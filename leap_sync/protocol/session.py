@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import enum
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -62,7 +62,17 @@ class _Request:
 
     number: int
     kind: bool | None
+    sent: int
+    """When its (last) frame was queued, counted over every request and refusable
+    frame of the connection: the order the server processes them in."""
     count: int = 1
+    wrote: int | None = None
+    """(A run.) Its last frame's number among the connection's non-urgent frames, in
+    write order, if known."""
+    orphan: bool = False
+    """A SUBSCRIBE whose caller gave up (:meth:`ClientSession.release`): still matched,
+    so its late answer is never taken for a push, but never made to hold an answer a
+    live call could take."""
 
 
 class SessionState(enum.Enum):
@@ -123,6 +133,14 @@ class ClientSession:
         # Requests awaiting AVAILABLE/UNAVAILABLE, per channel, in the order sent.
         self._pending: dict[str, collections.deque[_Request]] = {}
         self._requests = 0
+        self._sent = 0  # requests and refusable frames queued (see _Request.sent)
+        self.write_order: Callable[[int], int | None] | None = None
+        """Given an urgent frame's number (1-based, among the text/binary frames this
+        session asked to send urgently: Identify, heartbeats), how many non-urgent
+        frames were written before it, if known (the transport's
+        ``written_before``)."""
+        self._urgent = 0  # urgent frames this session asked to send
+        self._beats: collections.deque[int] = collections.deque(maxlen=64)  # unacknowledged beats' numbers
 
     def __repr__(self) -> str:
         return (
@@ -150,39 +168,43 @@ class ClientSession:
         to be sent, and return its request number. Call in the order the frames go
         out: answers are matched to requests in that order, per channel."""
         self._requests += 1
-        self._pending.setdefault(channel_id, collections.deque()).append(_Request(self._requests, subscribe))
+        self._sent += 1
+        request = _Request(self._requests, subscribe, self._sent)
+        self._pending.setdefault(channel_id, collections.deque()).append(request)
         return self._requests
 
-    def expect_refusal(self, channel_id: str) -> int:
+    def expect_refusal(self, channel_id: str, wrote: int | None = None) -> int:
         """Record a MESSAGE or SET_CHANNEL_STATE to ``channel_id`` about to be sent
         (whether or not this client believes it is subscribed: the server may have
         dropped the channel meanwhile): the server refuses it with UNAVAILABLE
         ``UNKNOWN`` if it is not subscribed when the frame arrives. That refusal must
         not answer a SUBSCRIBE sent after it. Consecutive ones are counted (constant
         memory); they are settled (accepted) when an answer to a request sent after
-        them arrives. Returns the run's request number."""
+        them (on any channel) arrives, or the acknowledgement of a heartbeat written
+        after them (``wrote``: the frame's number among the connection's non-urgent
+        frames, see :attr:`write_order`). Returns the run's request number."""
         queue = self._pending.setdefault(channel_id, collections.deque())
+        self._sent += 1
         if queue and queue[-1].kind is None:
             queue[-1].count += 1
+            queue[-1].sent = self._sent
+            queue[-1].wrote = wrote
             return queue[-1].number
         self._requests += 1
-        queue.append(_Request(self._requests, None))
+        queue.append(_Request(self._requests, None, self._sent, wrote=wrote))
         return self._requests
 
     def release(self, channel_id: str, request: int) -> bool:
-        """Forget request ``request`` (a SUBSCRIBE of ``channel_id`` whose caller gave
-        up): the next answer for the channel goes to the request behind it, so a retry
-        is never handed an abandoned request's place. Its answer, should it still come,
-        is then a push (it still tells the channel's state). ``False`` if it was
-        answered (or released) already."""
-        queue = self._pending.get(channel_id)
-        if not queue:
-            return False
-        for index, entry in enumerate(queue):
-            if entry.number == request and entry.kind is not None:
-                del queue[index]
-                if not queue:
-                    del self._pending[channel_id]
+        """Mark request ``request`` (a SUBSCRIBE of ``channel_id`` whose caller gave up)
+        an orphan. It stays in matching, so its late answer is an answer (to nobody),
+        never taken for a server push; but it never holds an answer from a live
+        SUBSCRIBE behind it: an AVAILABLE goes to the oldest live SUBSCRIBE (the
+        channel is subscribed either way), a refusal to the oldest orphan (the live
+        call keeps waiting for the next answer; see :meth:`_match`). ``False`` if it
+        was answered (or released) already."""
+        for entry in self._pending.get(channel_id, ()):
+            if entry.number == request and entry.kind and not entry.orphan:
+                entry.orphan = True
                 return True
         return False
 
@@ -203,6 +225,14 @@ class ClientSession:
           ahead of it (refusable frames before it were accepted);
         - anything else is a push (another connection of the session unsubscribed, a
           channel went away).
+
+        Orphans (released SUBSCRIBEs) are matched like any request, with one
+        exception: when the answer would go to an orphan while a live SUBSCRIBE of the
+        channel waits behind it, an AVAILABLE goes to the oldest live SUBSCRIBE (which
+        is right whichever request it answers: the channel is subscribed) and leaves
+        the orphan in place for the next answer; a refusal goes to the orphan (the
+        live call waits on for its own answer; should none come before it gives up, it
+        may report this refusal).
         """
         if channel_id is None:
             return None
@@ -219,10 +249,19 @@ class ClientSession:
         found = next((i for i, entry in enumerate(queue) if entry.kind in wanted), None)
         if found is None or (unavailable is not None and unavailable.graceful and queue[found].kind):
             return None
+        if isinstance(event, AvailableEvent) and queue[found].orphan:
+            live = next((i for i in range(found + 1, len(queue)) if queue[i].kind and not queue[i].orphan), None)
+            if live is not None:
+                request = queue[live].number
+                del queue[live]
+                self._fence(queue[found].sent)  # (it may be the orphan's answer)
+                return request
         for _ in range(found):
             queue.popleft()  # accepted, or never to be answered
         entry = queue[0]
         request = entry.number
+        if entry.kind is not None:
+            self._fence(entry.sent)
         if entry.kind is None and entry.count > 1:
             entry.count -= 1  # one of a run refused
         else:
@@ -233,6 +272,35 @@ class ClientSession:
         if not queue:
             del self._pending[channel_id]
         return request
+
+    def _fence(self, sent: int) -> None:
+        """A request queued as number ``sent`` (of :attr:`_Request.sent`) was
+        answered: the server processes a connection's frames in order (and data frames
+        are written in the order queued), so every refusable frame queued before it,
+        on any channel, was accepted (its refusal would have come first): forget
+        them."""
+        for channel_id, queue in list(self._pending.items()):
+            kept = [entry for entry in queue if entry.kind is not None or entry.sent > sent]
+            if len(kept) != len(queue):
+                queue.clear()
+                queue.extend(kept)
+                if not queue:
+                    del self._pending[channel_id]
+
+    def _fence_written(self, beat: int) -> None:
+        """Heartbeat ``beat`` (its urgent frame number) was acknowledged: every
+        refusable frame written before it was accepted (the server processes frames in
+        the order they were written: a refusal would have come first)."""
+        written = self.write_order(beat) if self.write_order is not None else None
+        if written is None:
+            return
+        for channel_id, queue in list(self._pending.items()):
+            kept = [entry for entry in queue if entry.kind is not None or entry.wrote is None or entry.wrote > written]
+            if len(kept) != len(queue):
+                queue.clear()
+                queue.extend(kept)
+                if not queue:
+                    del self._pending[channel_id]
 
     def start(self, now: float) -> list[dict[str, Any]]:
         """Frames to send as soon as the websocket is open: none (Leap Edge speaks
@@ -307,11 +375,14 @@ class ClientSession:
             if event.tag is None:
                 if self.heartbeat is not None:
                     self.heartbeat.acked(now)
+                if self._beats:
+                    self._fence_written(self._beats.popleft())
             elif event.latency is not None:
                 self.tagged_latency = event.latency / 1000.0
             return
         if isinstance(event, HeartbeatRequest):
             result.send.append(frames.heartbeat(event.tag))
+            self._urgent += 1
             return
         if isinstance(event, Hello):
             if self.hello is not None:
@@ -320,6 +391,7 @@ class ClientSession:
             self.heartbeat = HeartbeatTracker(event.heartbeat_interval / 1000.0, now)
             self.state = SessionState.AWAITING_INIT
             result.send.append(frames.identify(self.project_id, self._token))
+            self._urgent += 1
         elif isinstance(event, InitEvent):
             if self.init is not None:
                 raise LeapProtocolError("second INIT on one connection", op=0, event="INIT")
@@ -359,6 +431,8 @@ class ClientSession:
                 )
             )
         tracker.sent(now)  # before sending: the ack must find it
+        self._urgent += 1
+        self._beats.append(self._urgent)
         return TimerResult(send=(frames.heartbeat(),))
 
 
