@@ -10,7 +10,8 @@ ping keepalives, is in :mod:`leap_sync.wire`.)
   for servers).
 - :mod:`.frames`: models and arguments to frames (both directions).
 - :mod:`.heartbeat`: the client's heartbeat schedule and the server's drift check.
-- :mod:`.session`: the client's connection state machine.
+- :mod:`.session`: the client's connection state machine; :mod:`.answers`: which
+  request each AVAILABLE/UNAVAILABLE answers.
 - :mod:`.server_session`: the server's connection rules.
 """
 
