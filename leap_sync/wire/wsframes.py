@@ -236,7 +236,10 @@ class FrameReader:
                     start = pos + 4
                     end = start + (buf[pos + 2] << 8 | buf[pos + 3]) if start <= n else n + 1
                 if end <= n and end - start <= max_size:
-                    out.append((buf[start:end], b0 == 0x82))
+                    payload = buf[start:end]
+                    if b0 == 0x81 and not payload.isascii():
+                        _check_text(payload)  # 1007 unless UTF-8, as on the full path
+                    out.append((payload, b0 == 0x82))
                     pos = end
                     continue
             length = b1 & 0x7F
