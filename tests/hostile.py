@@ -177,12 +177,20 @@ class Peer:
         self.sock.close()
 
 
-def leap_session(peer: Peer, interval_ms: int = 30000, channels: Sequence[str] = ()) -> None:
-    """The well-behaved start: upgrade, Hello, wait for Identify, INIT."""
+def leap_session(
+    peer: Peer,
+    interval_ms: int = 30000,
+    channels: Sequence[str] = (),
+    *,
+    cid: str | None = None,
+    scope: str = "token",
+) -> None:
+    """The well-behaved start: upgrade, Hello, wait for Identify, INIT (connection id
+    ``cid``, by default ``c<peer number>``; ``scope`` ``"noauth"`` for a tokenless one)."""
     peer.upgrade()
     peer.hello(interval_ms)
     peer.expect_identify()
-    peer.init(f"c{peer.number}", channels)
+    peer.json(init_frame(cid if cid is not None else f"c{peer.number}", channels, scope))
 
 
 class HostileServer:

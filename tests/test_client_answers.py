@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from clientkit import PROJECT, TOKEN, StateRecorder
-from hostile import HostileServer, Peer, init_frame
+from hostile import HostileServer, Peer, leap_session
 
 from leap_sync import (
     AvailableEvent,
@@ -214,10 +214,7 @@ def test_an_answer_to_the_resubscription_never_undoes_an_unsubscribe_that_return
     seen: list[dict[str, Any]] = []
 
     def first(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", scope="noauth"))
+        leap_session(peer, cid="c1", scope="noauth")
         request = peer.read_json()
         assert request["d"]["e"] == "SUBSCRIBE"
         peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
@@ -226,10 +223,7 @@ def test_an_answer_to_the_resubscription_never_undoes_an_unsubscribe_that_return
         peer.drain(2)
 
     def second(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c2", scope="noauth"))  # a tokenless session starts empty
+        leap_session(peer, cid="c2", scope="noauth")  # a tokenless session starts empty
         seen.append(peer.read_json())  # the re-subscription
         resubscribed.set()
         seen.append(peer.read_json())  # the user's UNSUBSCRIBE
@@ -271,10 +265,7 @@ def test_a_refused_message_never_answers_a_later_subscribe(call: str) -> None:
     second (AVAILABLE), in that order, after reading both."""
 
     def script(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", scope="noauth"))
+        leap_session(peer, cid="c1", scope="noauth")
         assert peer.read_json()["d"]["e"] in ("MESSAGE", "SET_CHANNEL_STATE")
         assert peer.read_json()["d"]["e"] == "SUBSCRIBE"
         peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}})
@@ -303,10 +294,7 @@ def test_many_refused_messages_never_answer_a_later_subscribe() -> None:
     fix only 64 refusals were expected and the 65th failed the subscribe()."""
 
     def script(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", scope="noauth"))
+        leap_session(peer, cid="c1", scope="noauth")
         assert [peer.read_json()["d"]["e"] for _ in range(101)] == ["MESSAGE"] * 100 + ["SUBSCRIBE"]
         for _ in range(100):
             peer.json(
@@ -335,10 +323,7 @@ def test_the_refusal_of_a_message_sent_while_subscribed_never_answers_a_later_su
     subscribed expected no refusal, and the refusal failed the subscribe()."""
 
     def script(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", channels=["room"], scope="noauth"))
+        leap_session(peer, channels=["room"], cid="c1", scope="noauth")
         assert [peer.read_json()["d"]["e"] for _ in range(2)] == ["MESSAGE", "SUBSCRIBE"]
         peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True}}})
         peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": False, "error_code": "UNKNOWN"}}})
@@ -449,19 +434,13 @@ def test_an_unsubscribe_never_written_changes_nothing() -> None:
     second_got: list[dict[str, Any]] = []
 
     def stops_reading(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", scope="noauth"))
+        leap_session(peer, cid="c1", scope="noauth")
         assert peer.read_json()["d"]["e"] == "SUBSCRIBE"
         peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
         peer.wait()  # reads nothing more
 
     def serves(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c2", scope="noauth"))
+        leap_session(peer, cid="c2", scope="noauth")
         second_got.append(peer.read_json())
         peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
         peer.drain(5)
@@ -540,10 +519,7 @@ def _calls_behind_a_flood(
     second_got: list[tuple[str, str]] = []
 
     def stops_reading(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", channels=first_channels))
+        leap_session(peer, channels=first_channels, cid="c1")
         if subscribed_first:
             assert _frames_of(peer, 1) == [("SUBSCRIBE", "room")]
             peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
@@ -551,10 +527,7 @@ def _calls_behind_a_flood(
         peer.reset()
 
     def serves(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c2", channels=second_channels))
+        leap_session(peer, channels=second_channels, cid="c2")
         second_got.extend(_frames_of(peer, 1))
         if second_got == [("SUBSCRIBE", "room")]:
             peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
@@ -633,18 +606,12 @@ def test_a_failed_subscribe_never_cancels_an_unsubscribe_that_returned() -> None
     second_got: list[tuple[str, str]] = []
 
     def stops_reading(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", channels=["room"]))
+        leap_session(peer, channels=["room"], cid="c1")
         go.wait(20)  # reads nothing more: the UNSUBSCRIBE stays unread
         peer.reset()
 
     def serves(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c2", channels=["room"]))
+        leap_session(peer, channels=["room"], cid="c2")
         second_got.extend(_frames_of(peer, 1))
         peer.json({"op": 0, "d": {"c": "room", "e": "UNAVAILABLE", "d": {"graceful": True}}})
         peer.drain(5)
@@ -727,20 +694,14 @@ def test_an_available_push_after_an_unanswered_unsubscribe_is_the_servers_word()
     second_got: list[tuple[str, str]] = []
 
     def unanswered(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c1", channels=["room"]))
+        leap_session(peer, channels=["room"], cid="c1")
         first_got.extend(_frames_of(peer, 1))
         peer.json({"op": 0, "d": {"c": "room", "e": "AVAILABLE", "d": {"channel": _channel("room")}}})
         go.wait(20)
         peer.reset()
 
     def serves(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello()
-        peer.expect_identify()
-        peer.json(init_frame("c2", channels=["room"]))
+        leap_session(peer, channels=["room"], cid="c2")
         second_got.extend(_frames_of(peer, 1))
         peer.json({"op": 0, "d": {"c": "other", "e": "AVAILABLE", "d": {"channel": _channel("other")}}})
         peer.drain(5)
@@ -864,10 +825,7 @@ def test_a_late_answer_to_an_abandoned_subscribe_never_undoes_a_later_unsubscrib
 
 def leap_serve(peer: Peer) -> None:
     """Upgrade, Hello, Identify, an empty tokenless INIT."""
-    peer.upgrade()
-    peer.hello()
-    peer.expect_identify()
-    peer.json(init_frame("c1", scope="noauth"))
+    leap_session(peer, cid="c1", scope="noauth")
 
 
 def _next_dispatch(peer: Peer, beats: list[int]) -> tuple[str, str]:
@@ -893,10 +851,7 @@ def test_a_heartbeat_acknowledged_after_a_message_fences_its_refusal() -> None:
     acked = threading.Event()
 
     def script(peer: Peer) -> None:
-        peer.upgrade()
-        peer.hello(interval_ms=200)
-        peer.expect_identify()
-        peer.json(init_frame("c1", scope="noauth"))
+        leap_session(peer, 200, cid="c1", scope="noauth")
         assert _next_dispatch(peer, beats) == ("SUBSCRIBE", "room")
         peer.json(_available("room"))
         assert _next_dispatch(peer, beats) == ("MESSAGE", "room")

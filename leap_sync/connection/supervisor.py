@@ -46,7 +46,7 @@ __all__ = ["Core", "Supervisor"]
 
 
 class Core(Protocol):
-    """What the I/O thread needs of its :class:`~leap_sync.connection.core.Core`
+    """What the I/O thread needs of its :class:`~leap_sync.connection.core.ConnectionCore`
     (passed in, so that this module does not import the one that starts it). Every
     attribute is read under ``lock`` where the core says so; ``run``, ``live`` and ``url``
     are written by the I/O thread."""
@@ -107,7 +107,7 @@ class _Outcome:
 
 
 class Supervisor:
-    """The code of the I/O thread of one :class:`~leap_sync.connection.core.Core`."""
+    """The code of the I/O thread of one :class:`~leap_sync.connection.core.ConnectionCore`."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
