@@ -91,6 +91,35 @@ def test_a_batch_gives_what_its_messages_give_one_at_a_time(frames: list[tuple[b
     _assert_same(frames)
 
 
+def _long_batch(special: dict[int, bytes]) -> list[tuple[bytes, bool]]:
+    """Hello, 199 frames (messages, INIT at 70 unless ``special`` puts it elsewhere)
+    and ``special``'s frames at their indexes: long enough to span several of the
+    session's decode chunks."""
+    frames = [HELLO] + [message(i) for i in range(1, 200)]
+    frames[70] = INIT
+    for index, frame in special.items():
+        frames[index] = frame
+    return text(*frames)
+
+
+@pytest.mark.parametrize(
+    "special",
+    [
+        {},
+        {63: b"{nope"},
+        {64: b"{nope"},
+        {65: b"{nope"},
+        {128: b'{"op":9}'},
+        {127: b'{"op":4}', 128: b'{"op":3,"d":{"tag":"t"}}', 129: b"[1,"},
+        {70: message(70), 140: INIT},  # INIT in a later chunk: the messages before it still count
+        {70: message(70), 199: INIT},
+        {64: b'{"op":1,"d":{"heartbeat_interval":5}}'},  # a second Hello, after a chunk boundary
+    ],
+)
+def test_a_long_batch_gives_what_its_messages_give_one_at_a_time(special: dict[int, bytes]) -> None:
+    _assert_same(_long_batch(special))
+
+
 def test_a_bad_message_keeps_the_ones_before_it_and_reports_its_error() -> None:
     session = ClientSession("project_x", None, Codec())
     result = session.receive(text(HELLO, INIT, message(0), message(1), b"{nope", message(3)), 1.0)

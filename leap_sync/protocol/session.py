@@ -52,6 +52,8 @@ from .parse import parse_messages, parse_server_frame
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
 _second = operator.itemgetter(1)
+_CHUNK = 64
+"""Frames decoded and parsed at a time (see :meth:`ClientSession.receive`)."""
 
 
 class SessionState(enum.Enum):
@@ -171,48 +173,57 @@ class ClientSession:
             self.heartbeat.received(now)
         if not isinstance(batch, list):
             batch = list(batch)
-        # Decode first, all text frames at once (what one read brought); stop at the
-        # first payload that fails, whose error then follows the frames before it.
-        error: LeapProtocolError | None = None
+        # Decode a chunk of text frames at once, then parse it, then the next chunk:
+        # a chunk's decoded frames die before the next is decoded (fewer objects for
+        # the cyclic GC to see alive). Stops at the first payload that fails, whose
+        # error then follows the frames before it.
+        try:
+            for low in range(0, len(batch), _CHUNK):
+                objs, error = self._decode(batch[low : low + _CHUNK])
+                self._parse(objs, now, result)
+                if error is not None:
+                    result.error = error
+                    return result
+        except LeapProtocolError as exc:
+            result.error = exc
+        return result
+
+    def _decode(self, batch: list[tuple[Payload, bool]]) -> tuple[list[Any], LeapProtocolError | None]:
         if not any(map(_second, batch)):  # no binary frame
-            objs, error = decode_json_many([payload for payload, _ in batch], self.codec.max_items)
-        else:
-            objs = []
-            add = objs.append
-            decode = self.codec.decode
-            # An ETF term in a binary frame (zlib starts otherwise): decoded in one pass.
-            etf_one_pass = etf.one_pass_decoder(self.codec.max_depth, self.codec.max_items)
-            try:
-                for payload, binary in batch:
-                    if binary and etf_one_pass is not None and type(payload) is bytes and payload[:1] == b"\x83":
-                        try:
-                            add(etf_one_pass(payload))
-                            continue
-                        except Exception:  # the codec's general path decides
-                            pass
-                    add(decode(payload, binary))
-            except LeapProtocolError as exc:
-                error = exc
+            return decode_json_many([payload for payload, _ in batch], self.codec.max_items)
+        objs: list[Any] = []
+        add = objs.append
+        decode = self.codec.decode
+        # An ETF term in a binary frame (zlib starts otherwise): decoded in one pass.
+        etf_one_pass = etf.one_pass_decoder(self.codec.max_depth, self.codec.max_items)
+        try:
+            for payload, binary in batch:
+                if binary and etf_one_pass is not None and type(payload) is bytes and payload[:1] == b"\x83":
+                    try:
+                        add(etf_one_pass(payload))
+                        continue
+                    except Exception:  # the codec's general path decides
+                        pass
+                add(decode(payload, binary))
+        except LeapProtocolError as exc:
+            return objs, exc
+        return objs, None
+
+    def _parse(self, objs: list[Any], now: float, result: ReceiveResult) -> None:
         messages = result.messages
         i = 0
         count = len(objs)
-        try:
-            while i < count:
-                if self.state is not SessionState.AWAITING_HELLO:
-                    i = parse_messages(objs, i, messages)  # the common case, a run at a time
-                    if i == count:
-                        break
-                event = parse_server_frame(objs[i])
-                i += 1
-                if event.__class__ is MessageEvent and self.state is not SessionState.AWAITING_HELLO:
-                    messages.append(event)
-                else:
-                    self._handle(event, now, result)
-        except LeapProtocolError as exc:
-            result.error = exc
-            return result
-        result.error = error
-        return result
+        while i < count:
+            if self.state is not SessionState.AWAITING_HELLO:
+                i = parse_messages(objs, i, messages)  # the common case, a run at a time
+                if i == count:
+                    break
+            event = parse_server_frame(objs[i])
+            i += 1
+            if event.__class__ is MessageEvent and self.state is not SessionState.AWAITING_HELLO:
+                messages.append(event)
+            else:
+                self._handle(event, now, result)
 
     def received_bytes(self, now: float) -> None:
         """Bytes (not necessarily a whole message) arrived at ``now``: liveness."""
