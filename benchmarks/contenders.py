@@ -11,6 +11,7 @@ smoke mode's correctness check). A contender whose package is missing is left ou
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import inspect
 import json
@@ -253,25 +254,34 @@ def run_node(blaster: Blaster, n: int, size: int) -> float:
 
 # -- decode-only ceilings ---------------------------------------------------------------------
 
-_payload_cache: dict[tuple[str, int, int], list[Any]] = {}
+_payload_cache: dict[tuple[str, int, int], tuple[Any, ...]] = {}
 
 
-def payloads(wire: str, n: int, size: int) -> list[Any]:
+def payloads(wire: str, n: int, size: int) -> tuple[Any, ...]:
     """The stream's payloads, in process: ``str`` for json (what ``json.loads`` takes in
-    the peers), ``bytes`` for the others."""
+    the peers), ``bytes`` for the others.
+
+    Kept as a tuple: the cyclic collector untracks a tuple of strings after its first
+    pass, so the cache (several 200,000-item sequences) adds nothing to the full
+    collections the contenders that follow may trigger (a list would be traversed item
+    by item in each one, a cost no real application's heap puts on them)."""
     key = (wire, n, size)
     if key not in _payload_cache:
+        built: list[Any]
         if wire == "json":
-            _payload_cache[key] = json_payloads(n, size)
+            built = json_payloads(n, size)
         elif wire == "json-bytes":
-            _payload_cache[key] = [p.encode() for p in json_payloads(n, size)]
+            built = [p.encode() for p in json_payloads(n, size)]
         else:
             encoding, _, compression = wire.partition("+")
             codec = Codec(encoding)
             if compression == "zlib":
-                _payload_cache[key] = [codec.encode_compressed(message_frame(i, size)) for i in range(n)]
+                built = [codec.encode_compressed(message_frame(i, size)) for i in range(n)]
             else:
-                _payload_cache[key] = [codec.encode(message_frame(i, size))[0] for i in range(n)]
+                built = [codec.encode(message_frame(i, size))[0] for i in range(n)]
+        _payload_cache[key] = tuple(built)
+        del built
+        gc.collect(0)  # untrack it now (its items are strings): see above
     return _payload_cache[key]
 
 

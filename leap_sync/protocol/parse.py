@@ -311,21 +311,23 @@ def parse_messages(objs: list[Any], start: int, out: list[MessageEvent]) -> int:
     seq_max = _SEQ_MAX
     i = start
     for obj in objs[start:] if start else objs:
-        if obj.__class__ is not dict:
+        # Subscripts, not .get(): a frame without these keys or of another shape (a
+        # list, a string, ...) raises, and the slow path decides what it is.
+        try:
+            op = obj["op"]
+            d = obj["d"]
+            if op.__class__ is not int or op or d["e"] != "MESSAGE":
+                return i
+            inner = d["d"]
+            c = d["c"]
+            name = inner["e"]
+        except (KeyError, TypeError):
             return i
-        d = obj.get("d")
-        op = obj.get("op")
-        if not (op == 0 and op.__class__ is int and d.__class__ is dict and d.get("e") == "MESSAGE"):
-            return i
-        inner = d.get("d")
-        c = d.get("c")
-        if inner.__class__ is not dict or c.__class__ is not str:
-            return i
-        name = inner.get("e")
         seq = inner.get("seq")
         u = d.get("u")
         if not (
-            name.__class__ is str
+            c.__class__ is str
+            and name.__class__ is str
             and (seq is None or (seq.__class__ is int and 0 <= seq <= seq_max))
             and (u is None or u is True or u is False)
         ):
