@@ -51,6 +51,7 @@ from .parse import parse_messages, parse_server_frame
 
 __all__ = ["Answer", "ClientSession", "ReceiveResult", "SessionState", "TimerResult"]
 
+_first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 _CHUNK = 32
 """Frames decoded and parsed at a time (see :meth:`ClientSession.receive`). Small
@@ -195,7 +196,7 @@ class ClientSession:
 
     def _decode(self, batch: list[tuple[Payload, bool]]) -> tuple[list[Any], LeapProtocolError | None]:
         if not any(map(_second, batch)):  # no binary frame
-            return decode_json_many([payload for payload, _ in batch], self.codec.max_items)
+            return decode_json_many(list(map(_first, batch)), self.codec.max_items)
         objs: list[Any] = []
         add = objs.append
         decode = self.codec.decode
