@@ -123,6 +123,7 @@ class LeapHandler:
         self._clock = 0
         self.init_event: InitEvent | None = None
         self.latency: float | None = None  # the last connection's
+        self._set_up: Any = None  # the session on_connected() last set up
 
     def new_session(self) -> ClientSession:
         return ClientSession(self.project_id, self._token, self.codec)
@@ -155,7 +156,10 @@ class LeapHandler:
             elif isinstance(event, Hello):
                 core.log.debug("hello", {"heartbeat_interval": event.heartbeat_interval})
                 core.log.debug("identify", {"project_id": self.project_id, "token": _REDACTED if self._token else None})
-            elif isinstance(event, InitEvent):  # on_connected; CONNECTED takes its place in ARRIVALS
+            elif isinstance(event, InitEvent):  # CONNECTED takes its place in ARRIVALS
+                # Set up here, in wire order: a channel event behind INIT in the same
+                # read must find the subscriptions INIT gave, not change them first.
+                self.on_connected(live)
                 placed.append((before, STATE_CHANGE))
             else:
                 self._track(event)
@@ -314,9 +318,15 @@ class LeapHandler:
         return refusal
 
     def on_connected(self, live: Live) -> None:
+        """Set up a connection once its INIT arrived: subscriptions as INIT lists them,
+        re-subscriptions sent. Called by :meth:`deliver` at INIT's place in its batch;
+        the supervisor's call after the batch is then a no-op (once per session)."""
         session = leap_session(live.session)
         init = session.init
         assert init is not None
+        if self._set_up is session:
+            return
+        self._set_up = session
         self.init_event = init
         kept = {channel.id for channel in init.channels}
         # Under the connection's lock, as calls register theirs: an unsubscribe()
