@@ -246,3 +246,37 @@ def test_any_term_agrees_under_max_items(value: Any, max_items: int) -> None:
         assert _same(general[1], combined[1])
     else:
         assert general[1] == combined[1]
+
+
+def _one_at_a_time(payloads: list[bytes], max_items: int | None) -> list[Any]:
+    """What :func:`etf_fast.decode` returns for the leading payloads, up to the first
+    it does not return a value for."""
+    out = []
+    for data in payloads:
+        bound = max_items if max_items is not None and len(data) > max_items else None
+        try:
+            out.append(etf_fast.decode(data, etf.DEFAULT_MAX_DEPTH, erlpack.Atom, bound))
+        except Exception:
+            break
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            terms.map(erlpack.pack),
+            st.binary(max_size=12).map(lambda tail: b"\x83" + tail),
+            st.sampled_from([b"", b"\x83", b"\x84a\x01", b"\x83a\x01\x00", b"\x83t\x00\x00\x00\x01"]),
+        ),
+        max_size=12,
+    ),
+    st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_decode_many_is_decode_one_at_a_time(payloads: list[bytes], max_items: int | None) -> None:
+    """A batch decodes, in one call, exactly the leading payloads decode() returns
+    values for, with the same values (the rest go the general way, one at a time)."""
+    many = etf_fast.decode_many(payloads, etf.DEFAULT_MAX_DEPTH, erlpack.Atom, max_items)
+    single = _one_at_a_time(payloads, max_items)
+    assert len(many) == len(single)
+    assert all(map(_same, many, single))

@@ -5,6 +5,7 @@ message costs only itself and what follows it in that batch."""
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -51,9 +52,9 @@ def _run(frames: list[tuple[bytes, bool]], batched: bool, encoding: str = "json"
     return out
 
 
-def _assert_same(frames: list[tuple[bytes, bool]]) -> None:
-    batched = _run(frames, True)
-    single = _run(frames, False)
+def _assert_same(frames: list[tuple[bytes, bool]], encoding: str = "json") -> None:
+    batched = _run(frames, True, encoding)
+    single = _run(frames, False, encoding)
     # A batch reports its messages before its events; one frame at a time, each
     # result is in wire order. Compare per kind, in order.
     for kind in ("message", "event", "send", "error"):
@@ -121,6 +122,39 @@ C = _CHUNK  # the session decodes and parses a batch this many frames at a time
 )
 def test_a_long_batch_gives_what_its_messages_give_one_at_a_time(special: dict[int, bytes]) -> None:
     _assert_same(_long_batch(special))
+
+
+def _etf(obj: Any) -> tuple[bytes, bool]:
+    import erlpack
+
+    return erlpack.pack(obj), True
+
+
+def _etf_batch(special: dict[int, tuple[bytes, bool]]) -> list[tuple[bytes, bool]]:
+    """:func:`_long_batch` in ETF (binary frames), with ``special``'s frames."""
+    frames = [_etf(json.loads(HELLO))] + [_etf(json.loads(message(i))) for i in range(1, 200)]
+    frames[70] = _etf(json.loads(INIT))
+    for index, frame in special.items():
+        frames[index] = frame
+    return frames
+
+
+@pytest.mark.parametrize(
+    "special",
+    [
+        {},
+        {C - 1: (b"\x83t\x00", True)},  # truncated
+        {C: (b"\x84" + _etf(json.loads(message(C)))[0][1:], True)},  # wrong version byte
+        {C + 1: (zlib.compress(_etf(json.loads(message(C + 1)))[0]), True)},  # zlib, read alone
+        {2 * C: _etf({"op": 9})},
+        {2 * C + 1: (message(2 * C + 1), False)},  # a JSON text frame among ETF ones
+        {C: _etf({"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "x", "seq": -1}}})},
+        {C: _etf({"op": 0, "d": {"c": "room", "e": "MESSAGE", "d": {"e": "x", "d": (1, 2)}}})},  # a tuple
+        {C + 2: (_etf(json.loads(message(C + 2)))[0] + b"\x00", True)},  # a byte after the term
+    ],
+)
+def test_a_long_etf_batch_gives_what_its_frames_give_one_at_a_time(special: dict[int, tuple[bytes, bool]]) -> None:
+    _assert_same(_etf_batch(special), "etf")
 
 
 def test_a_bad_message_keeps_the_ones_before_it_and_reports_its_error() -> None:

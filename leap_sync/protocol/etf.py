@@ -16,11 +16,12 @@ come back as ``erlpack.Atom`` (a ``str`` subclass). Encoding takes ``str`` and
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import LeapEncodeError, LeapError, LeapProtocolError
 from .etf_fast import decode as _fast_decode
+from .etf_fast import decode_many as _fast_decode_many
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -30,6 +31,7 @@ __all__ = [
     "encode",
     "erlpack_available",
     "one_pass_decoder",
+    "one_pass_many",
 ]
 
 DEFAULT_MAX_DEPTH = 256
@@ -207,6 +209,20 @@ def one_pass_decoder(max_depth: int, max_items: int | None) -> Callable[[bytes],
         return _fast_decode(data, max_depth, atom, bound)
 
     return one_pass
+
+
+def one_pass_many(max_depth: int, max_items: int | None) -> Callable[[Sequence[bytes]], list[Any]] | None:
+    """:func:`one_pass_decoder` for a batch: a function of the payloads that returns
+    the values of the leading ones it decodes (all of them normally); the caller
+    decodes the rest one at a time, through the codec. ``None`` without erlpack."""
+    atom = _atom
+    if atom is None:
+        return None
+
+    def many(payloads: Sequence[bytes]) -> list[Any]:
+        return _fast_decode_many(payloads, max_depth, atom, max_items)
+
+    return many
 
 
 def decode(

@@ -18,10 +18,10 @@ that path would not.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Unhandled", "decode"]
+__all__ = ["Unhandled", "decode", "decode_many"]
 
 _u32 = struct.Struct(">I").unpack_from
 _i32 = struct.Struct(">i").unpack_from
@@ -46,6 +46,30 @@ def decode(data: bytes, max_depth: int, atom: Callable[[str], Any], max_items: i
     if pos != n:
         raise Unhandled
     return value
+
+
+def decode_many(
+    payloads: Sequence[bytes], max_depth: int, atom: Callable[[str], Any], max_items: int | None = None
+) -> list[Any]:
+    """The terms of the leading ``payloads``, as :func:`decode` makes each (with
+    ``max_items`` applied to a payload longer than it): all of them normally, or up to
+    the first that :func:`decode` would not return a value for, which the caller then
+    takes the general way. One call for a batch of payloads."""
+    out: list[Any] = []
+    add = out.append
+    for data in payloads:
+        n = len(data)
+        if n < 2 or data[0] != 131:
+            break
+        budget = None if max_items is None or n <= max_items else [max_items - 1]
+        try:
+            value, pos = _term(data, 1, n, max_depth, atom, budget)
+        except Exception:  # Unhandled, or a malformed term: the general path decides
+            break
+        if pos != n:
+            break
+        add(value)
+    return out
 
 
 def _binary(data: bytes, pos: int, n: int) -> tuple[Any, int]:

@@ -198,12 +198,17 @@ class ClientSession:
         if not any(map(_second, batch)):  # no binary frame
             return decode_json_many(list(map(_first, batch)), self.codec.max_items)
         objs: list[Any] = []
+        codec = self.codec
+        # ETF terms in binary frames (zlib starts otherwise): decoded in one pass, a
+        # chunk of them in one call when every frame is binary.
+        etf_many = etf.one_pass_many(codec.max_depth, codec.max_items)
+        if etf_many is not None and all(map(_second, batch)):
+            objs = etf_many(list(map(_first, batch)))
         add = objs.append
-        decode = self.codec.decode
-        # An ETF term in a binary frame (zlib starts otherwise): decoded in one pass.
-        etf_one_pass = etf.one_pass_decoder(self.codec.max_depth, self.codec.max_items)
+        decode = codec.decode
+        etf_one_pass = etf.one_pass_decoder(codec.max_depth, codec.max_items)
         try:
-            for payload, binary in batch:
+            for payload, binary in batch[len(objs) :]:
                 if binary and etf_one_pass is not None and type(payload) is bytes and payload[:1] == b"\x83":
                     try:
                         add(etf_one_pass(payload))
