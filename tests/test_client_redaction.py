@@ -56,9 +56,11 @@ def test_a_malformed_event_named_after_the_token_is_logged_redacted(caplog: pyte
         peer.drain(5)
 
     logger = Collecting()
+    recorders = []
     with HostileServer(bad) as server, caplog.at_level(logging.DEBUG, logger="leap_sync"):
-        recorder = StateRecorder()
         for chosen in (logger, None):  # a custom logger, and the standard one
+            recorder = StateRecorder()  # one per client: each waits for its own ERRORED
+            recorders.append(recorder)
             client = LeapClient(PROJECT, TOKEN, chosen, url=server.url, backoff=fast_backoff())
             client.add_state_update_listener(recorder)
             client.connect()
@@ -67,8 +69,9 @@ def test_a_malformed_event_named_after_the_token_is_logged_redacted(caplog: pyte
     assert any("<redacted>" in line for line in logger.lines)
     assert not any(TOKEN in line for line in logger.lines)
     assert "<redacted>" in caplog.text and TOKEN not in caplog.text
-    for info in recorder.infos:
-        assert TOKEN not in str(info.error)
+    for recorder in recorders:
+        for info in recorder.infos:
+            assert TOKEN not in str(info.error)
 
 
 def test_an_error_code_carrying_the_token_is_redacted() -> None:
