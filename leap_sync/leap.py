@@ -123,7 +123,6 @@ class LeapHandler:
         self._clock = 0
         self.init_event: InitEvent | None = None
         self.latency: float | None = None  # the last connection's
-        self._set_up: Any = None  # the session on_connected() last set up
 
     def new_session(self) -> ClientSession:
         return ClientSession(self.project_id, self._token, self.codec)
@@ -324,9 +323,8 @@ class LeapHandler:
         session = leap_session(live.session)
         init = session.init
         assert init is not None
-        if self._set_up is session:
+        if self.init_event is init:  # this session is set up already
             return
-        self._set_up = session
         self.init_event = init
         kept = {channel.id for channel in init.channels}
         # Under the connection's lock, as calls register theirs: an unsubscribe()

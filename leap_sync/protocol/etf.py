@@ -30,7 +30,6 @@ __all__ = [
     "decode",
     "encode",
     "erlpack_available",
-    "one_pass_decoder",
     "one_pass_many",
 ]
 
@@ -196,25 +195,11 @@ def _text_where_possible(value: Any) -> Any:
     return value
 
 
-def one_pass_decoder(max_depth: int, max_items: int | None) -> Callable[[bytes], Any] | None:
-    """What :func:`decode` tries first, as one function of the payload (for a batch):
-    it returns the value or raises, and then :func:`decode` (through the codec) gives
-    the value or the exact error. ``None`` without erlpack."""
-    atom = _atom
-    if atom is None:
-        return None
-
-    def one_pass(data: bytes) -> Any:
-        bound = max_items if max_items is not None and len(data) > max_items else None
-        return _fast_decode(data, max_depth, atom, bound)
-
-    return one_pass
-
-
 def one_pass_many(max_depth: int, max_items: int | None) -> Callable[[Sequence[bytes]], list[Any]] | None:
-    """:func:`one_pass_decoder` for a batch: a function of the payloads that returns
-    the values of the leading ones it decodes (all of them normally); the caller
-    decodes the rest one at a time, through the codec. ``None`` without erlpack."""
+    """What :func:`decode` tries first (:mod:`.etf_fast`), for a batch: a function of
+    the payloads that returns the values of the leading ones it decodes (all of them
+    normally); the caller decodes the rest one at a time through :func:`decode`, which
+    gives the value or the exact error. ``None`` without erlpack."""
     atom = _atom
     if atom is None:
         return None
@@ -246,9 +231,7 @@ def decode(
     atom = _atom
     if atom is not None:
         try:
-            return _fast_decode(
-                data, max_depth, atom, max_items if max_items is not None and len(data) > max_items else None
-            )
+            return _fast_decode(data, max_depth, atom, max_items)
         except Exception:  # Unhandled, or a fault to be reported by the general path
             pass
     check_term(data, max_depth, max_items)

@@ -41,7 +41,8 @@ def decode(data: bytes, max_depth: int, atom: Callable[[str], Any], max_items: i
     n = len(data)
     if n < 2 or data[0] != 131:
         raise Unhandled
-    budget = None if max_items is None else [max_items - 1]
+    # Every term takes at least a byte: one no longer than the bound is within it.
+    budget = None if max_items is None or n <= max_items else [max_items - 1]
     value, pos = _term(data, 1, n, max_depth, atom, budget)
     if pos != n:
         raise Unhandled
@@ -51,24 +52,16 @@ def decode(data: bytes, max_depth: int, atom: Callable[[str], Any], max_items: i
 def decode_many(
     payloads: Sequence[bytes], max_depth: int, atom: Callable[[str], Any], max_items: int | None = None
 ) -> list[Any]:
-    """The terms of the leading ``payloads``, as :func:`decode` makes each (with
-    ``max_items`` applied to a payload longer than it): all of them normally, or up to
-    the first that :func:`decode` would not return a value for, which the caller then
-    takes the general way. One call for a batch of payloads."""
+    """What :func:`decode` makes of each of the leading ``payloads``: all of them
+    normally, or up to the first it raises for, which the caller then takes the
+    general way. One call for a batch of payloads."""
     out: list[Any] = []
     add = out.append
     for data in payloads:
-        n = len(data)
-        if n < 2 or data[0] != 131:
-            break
-        budget = None if max_items is None or n <= max_items else [max_items - 1]
         try:
-            value, pos = _term(data, 1, n, max_depth, atom, budget)
+            add(decode(data, max_depth, atom, max_items))
         except Exception:  # Unhandled, or a malformed term: the general path decides
             break
-        if pos != n:
-            break
-        add(value)
     return out
 
 

@@ -199,22 +199,16 @@ class ClientSession:
             return decode_json_many(list(map(_first, batch)), self.codec.max_items)
         objs: list[Any] = []
         codec = self.codec
-        # ETF terms in binary frames (zlib starts otherwise): decoded in one pass, a
-        # chunk of them in one call when every frame is binary.
+        # ETF terms in binary frames: a chunk of them decoded in one pass and one call
+        # when every frame is binary; the rest one at a time through the codec (whose
+        # ETF path tries the same one-pass decoder first).
         etf_many = etf.one_pass_many(codec.max_depth, codec.max_items)
         if etf_many is not None and all(map(_second, batch)):
             objs = etf_many(list(map(_first, batch)))
         add = objs.append
         decode = codec.decode
-        etf_one_pass = etf.one_pass_decoder(codec.max_depth, codec.max_items)
         try:
             for payload, binary in batch[len(objs) :]:
-                if binary and etf_one_pass is not None and type(payload) is bytes and payload[:1] == b"\x83":
-                    try:
-                        add(etf_one_pass(payload))
-                        continue
-                    except Exception:  # the codec's general path decides
-                        pass
                 add(decode(payload, binary))
         except LeapProtocolError as exc:
             return objs, exc
