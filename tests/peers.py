@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from clientkit import PROJECT, TOKEN, StateRecorder, fast_backoff
 
-from leap_sync import ConnectionState, LeapClient, LeapConnectionError, MessageEvent, StateInfo
+from leap_sync import ConnectionState, LeapClient, LeapConnectionError, MessageEvent
 from leap_sync.testing import LeapEdgeServer
 
 CONNECTED = ConnectionState.CONNECTED
@@ -273,9 +273,12 @@ class Stream:
             self.client.connect()
         return failed.value
 
-    def first_errored(self) -> StateInfo:
-        """The first ``ERRORED`` state update the client reported."""
-        return next(i for i in self.recorder.infos if i.connection_state is ERRORED)
+    def lost_error(self) -> LeapConnectionError:
+        """The error of the first ``ERRORED`` state update the client reported, which
+        must be a lost connection the client reconnects after."""
+        errored = next(i for i in self.recorder.infos if i.connection_state is ERRORED)
+        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
+        return errored.error
 
     def connections(self) -> int:
         return sum(i.connection_state is CONNECTED for i in self.recorder.infos)

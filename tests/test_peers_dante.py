@@ -67,9 +67,8 @@ def test_dante_stream_in_order_and_a_restart_reconnects(
         stream.slice()
         assert stream.recorder.states == FIRST_CONNECT
         restart_under(stream, daemon, daemons)  # the tunnel is cut; the port refuses until dante is back
-        errored = stream.first_errored()
-        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-        assert str(errored.error) == "connection lost: closed without a close frame"
+        error = stream.lost_error()
+        assert str(error) == "connection lost: closed without a close frame"
         assert len(edge.all_connections) == 2
     finally:
         stream.close()

@@ -63,9 +63,8 @@ def test_haproxy_soft_stop_hands_over_to_a_new_process_and_the_client_reconnects
             assert stream.recorder.states == [*FIRST_CONNECT, ERRORED, *FIRST_CONNECT]
             stream.slice()
             stream.check()
-            errored = stream.first_errored()
-            assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-            assert str(errored.error) == "connection lost: closed without a close frame"
+            error = stream.lost_error()
+            assert str(error) == "connection lost: closed without a close frame"
             assert len(edge.all_connections) == 2
         finally:
             stream.close()
@@ -94,10 +93,9 @@ def test_haproxy_timeout_tunnel_shorter_than_the_heartbeat_interval_cuts_and_rec
             stream.recorder.wait_count(CONNECTED, 2)  # idle past 300 ms: HAProxy closed the tunnel
             stream.slice()
             stream.check()
-            errored = stream.first_errored()
-            assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-            assert str(errored.error) == "connection lost: closed without a close frame"
-            assert (errored.error.phase, errored.error.close_code) == (None, None)
+            error = stream.lost_error()
+            assert str(error) == "connection lost: closed without a close frame"
+            assert (error.phase, error.close_code) == (None, None)
         finally:
             stream.close()
 
@@ -148,9 +146,8 @@ def test_haproxy_passes_the_servers_close_code_and_reason_through(
             stream.recorder.wait_count(CONNECTED, 2)
             stream.slice()
             stream.check()
-            errored = stream.first_errored()
-            assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-            assert (errored.error.close_code, errored.error.close_reason) == (4005, "bye")
-            assert str(errored.error) == "server closed the connection (code 4005: bye)"
+            error = stream.lost_error()
+            assert (error.close_code, error.close_reason) == (4005, "bye")
+            assert str(error) == "server closed the connection (code 4005: bye)"
         finally:
             stream.close()

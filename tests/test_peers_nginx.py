@@ -54,8 +54,7 @@ def test_nginx_stream_in_order_and_a_restart_reconnects(
         stream.open()
         stream.slice()
         restart_under(stream, daemon, daemons)  # the connection is cut; the port refuses until nginx is back
-        errored = stream.first_errored()
-        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
+        stream.lost_error()
         assert len(edge.all_connections) == 2
     finally:
         stream.close()
@@ -100,9 +99,8 @@ def test_nginx_reload_with_worker_shutdown_timeout_reconnects_promptly(
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
-        errored = stream.first_errored()
-        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-        assert errored.error.phase is None  # lost once connected
+        error = stream.lost_error()
+        assert error.phase is None  # lost once connected
         assert len(edge.all_connections) == 2
     finally:
         stream.close()
@@ -119,10 +117,9 @@ def test_nginx_read_timeout_shorter_than_the_heartbeat_interval_cuts_and_reconne
             stream.recorder.wait_count(CONNECTED, 2)  # idle past 300 ms: nginx closed it
             stream.slice()
             stream.check()
-            errored = stream.first_errored()
-            assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-            assert str(errored.error) == "connection lost: closed without a close frame"
-            assert (errored.error.phase, errored.error.close_code) == (None, None)
+            error = stream.lost_error()
+            assert str(error) == "connection lost: closed without a close frame"
+            assert (error.phase, error.close_code) == (None, None)
         finally:
             stream.close()
 
@@ -190,9 +187,8 @@ def test_nginx_passes_the_servers_close_code_and_reason_through(
         stream.recorder.wait_count(CONNECTED, 2)
         stream.slice()
         stream.check()
-        errored = stream.first_errored()
-        assert isinstance(errored.error, LeapConnectionError) and errored.will_reconnect
-        assert (errored.error.close_code, errored.error.close_reason) == (4005, "bye")
-        assert str(errored.error) == "server closed the connection (code 4005: bye)"
+        error = stream.lost_error()
+        assert (error.close_code, error.close_reason) == (4005, "bye")
+        assert str(error) == "server closed the connection (code 4005: bye)"
     finally:
         stream.close()
